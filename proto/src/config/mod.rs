@@ -1,0 +1,415 @@
+//! The declarative config model: one typed [`Config`] that a YAML file, a REST
+//! body, a stored version and a protobuf snapshot all turn into.
+//!
+//! It is a superset of the seed's YAML, so a seed-style file loads unchanged.
+//! Reading ([`Config::from_yaml`], [`Config::from_json`]) applies defaults and
+//! runs every validation rule, returning every problem at once with its path.
+
+mod decode;
+pub mod duration;
+mod errors;
+pub mod tls_names;
+mod validate;
+
+pub use errors::{ConfigError, ConfigErrors};
+
+use ipnet::IpNet;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A complete, validated Isame configuration with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// Free-form version label of this file (the seed's `version`).
+    pub version: String,
+    /// Service name, used in logs and `/status`.
+    pub service: String,
+    /// Client-facing listener settings.
+    pub server: Server,
+    /// Named groups of backends.
+    pub upstreams: Vec<Upstream>,
+    /// Request matching, in order; the first match wins. Empty: everything goes
+    /// to the first upstream.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Active health checks.
+    pub health: Health,
+    /// The admin listener (`/metrics`, `/health`, `/ready`, `/status`).
+    pub metrics: Metrics,
+    /// Per-backend circuit breaker.
+    pub circuit_breaker: CircuitBreaker,
+    /// Retry policy.
+    pub retry: Retry,
+    /// TLS termination.
+    pub tls: Tls,
+}
+
+/// Client-facing listener settings (`server:`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Server {
+    /// Address the proxy listeners bind to.
+    pub address: IpAddr,
+    /// Plain HTTP port.
+    pub port: u16,
+    /// HTTPS port, used when `tls.enabled`.
+    pub https_port: u16,
+    /// Longest time a client may take to send a request's headers.
+    #[serde(serialize_with = "duration::serialize")]
+    pub read_timeout: Duration,
+    /// Longest time a write to the client may stall before the connection is closed.
+    #[serde(serialize_with = "duration::serialize")]
+    pub write_timeout: Duration,
+    /// Longest time a keep-alive connection may sit idle between requests.
+    #[serde(serialize_with = "duration::serialize")]
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    pub max_header_bytes: u32,
+    /// On shutdown, how long in-flight requests may take to finish.
+    #[serde(serialize_with = "duration::serialize")]
+    pub shutdown_timeout: Duration,
+}
+
+/// How an upstream spreads requests over its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Each backend in turn.
+    RoundRobin,
+    /// Smooth weighted round robin (nginx's): interleaved, never bursts.
+    WeightedRoundRobin,
+    /// The backend with the fewest requests in flight; ties rotate.
+    LeastConnections,
+}
+
+impl Algorithm {
+    /// Every algorithm with its config name.
+    pub const ALL: [(&'static str, Algorithm); 3] = [
+        ("round_robin", Algorithm::RoundRobin),
+        ("weighted_round_robin", Algorithm::WeightedRoundRobin),
+        ("least_connections", Algorithm::LeastConnections),
+    ];
+
+    /// The config name, e.g. `round_robin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::WeightedRoundRobin => "weighted_round_robin",
+            Algorithm::LeastConnections => "least_connections",
+        }
+    }
+}
+
+/// A named group of backends (`upstreams[]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Upstream {
+    /// Unique name, referenced by routes and shown in metrics.
+    pub name: String,
+    /// Balancing algorithm.
+    pub algorithm: Algorithm,
+    /// The servers requests go to.
+    pub backends: Vec<Backend>,
+    /// Per-client rate limit for this upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Longest time to open a connection to a backend.
+    #[serde(serialize_with = "duration::serialize")]
+    pub connect_timeout: Duration,
+    /// Longest time from sending a request to a backend to its response headers.
+    #[serde(serialize_with = "duration::serialize")]
+    pub response_timeout: Duration,
+}
+
+/// One server of an upstream (`upstreams[].backends[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    /// `http://host:port` or `https://host:port`.
+    pub url: String,
+    /// Share of traffic under `weighted_round_robin` (1 to 1000).
+    pub weight: u32,
+}
+
+/// Sliding-window limit per client IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// Whether the limit applies.
+    pub enabled: bool,
+    /// Requests allowed per client IP in one window.
+    pub requests_per_ip: u32,
+    /// Length of the sliding window.
+    #[serde(serialize_with = "duration::serialize")]
+    pub window_size: Duration,
+}
+
+/// Sends matching requests to an upstream (`routes[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// Unique name.
+    pub name: String,
+    /// Host to match, exact (`api.example.com`) or wildcard (`*.example.com`);
+    /// case-insensitive, port ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix to match on segment boundaries: `/api` matches `/api` and
+    /// `/api/x`, not `/apix`. A prefix ending in `/` matches as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Headers that must all be present with exactly these values.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "serialize_headers"
+    )]
+    pub headers: Vec<HeaderMatch>,
+    /// Name of the upstream that serves matching requests.
+    pub upstream: String,
+}
+
+/// One header a route requires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Exact value.
+    pub value: String,
+}
+
+fn serialize_headers<S: serde::Serializer>(h: &[HeaderMatch], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(h.len()))?;
+    for m in h {
+        map.serialize_entry(&m.name, &m.value)?;
+    }
+    map.end()
+}
+
+/// Active health checks (`health:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// Whether backends are probed.
+    pub enabled: bool,
+    /// Time between probes of one backend.
+    #[serde(serialize_with = "duration::serialize")]
+    pub interval: Duration,
+    /// Longest time one probe may take.
+    #[serde(serialize_with = "duration::serialize")]
+    pub timeout: Duration,
+    /// Path probed on each backend.
+    pub path: String,
+    /// Consecutive failures that mark a backend unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that mark a backend healthy again.
+    pub healthy_threshold: u32,
+}
+
+/// The admin listener (`metrics:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    /// Whether `/metrics` is served.
+    pub enabled: bool,
+    /// Address of the admin listener; loopback unless set.
+    pub address: IpAddr,
+    /// Port of the admin listener.
+    pub port: u16,
+    /// Path of the Prometheus endpoint.
+    pub path: String,
+}
+
+/// Per-backend circuit breaker (`circuit_breaker:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CircuitBreaker {
+    /// Whether breakers are used.
+    pub enabled: bool,
+    /// Consecutive failures that open the circuit.
+    pub failure_threshold: u32,
+    /// How long an open circuit stays open before probing.
+    #[serde(serialize_with = "duration::serialize")]
+    pub timeout: Duration,
+}
+
+/// Retry policy (`retry:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    /// Whether failed requests may be retried.
+    pub enabled: bool,
+    /// Tries in all, the first included.
+    pub max_attempts: u32,
+    /// Backoff before the first retry.
+    #[serde(serialize_with = "duration::serialize")]
+    pub initial_backoff: Duration,
+    /// Upper bound of the backoff.
+    #[serde(serialize_with = "duration::serialize")]
+    pub max_backoff: Duration,
+}
+
+/// TLS termination (`tls:`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tls {
+    /// Whether the HTTPS listener runs.
+    pub enabled: bool,
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+    /// Oldest protocol version accepted: `"1.2"` or `"1.3"`.
+    pub min_version: String,
+    /// Allowed cipher suites by their IANA/Go names; empty means the safe defaults.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            address: IpAddr::from([0, 0, 0, 0]),
+            port: 8080,
+            https_port: 8443,
+            read_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 1 << 20,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            path: "/health".into(),
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: IpAddr::from([127, 0, 0, 1]),
+            port: 9090,
+            path: "/metrics".into(),
+        }
+    }
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_threshold: 5,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cert_file: String::new(),
+            key_file: String::new(),
+            min_version: "1.2".into(),
+            cipher_suites: Vec::new(),
+        }
+    }
+}
+
+/// Defaults of fields that have no section struct of their own.
+pub mod defaults {
+    use std::time::Duration;
+    /// Default `connect_timeout`.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `response_timeout`.
+    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default backend weight.
+    pub const WEIGHT: u32 = 1;
+    /// Default service name.
+    pub const SERVICE: &str = "isame-lb";
+    /// Default version label.
+    pub const VERSION: &str = "1";
+}
+
+impl Config {
+    /// Reads a YAML document, applies defaults and validates it.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
+        let value: serde_json::Value = serde_yaml_ng::from_str(text)
+            .map_err(|e| ConfigErrors::one("", format!("invalid YAML: {e}")))?;
+        Self::from_value(&value)
+    }
+
+    /// Reads a JSON document, applies defaults and validates it.
+    pub fn from_json(text: &str) -> Result<Config, ConfigErrors> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?;
+        Self::from_value(&value)
+    }
+
+    /// Reads an already parsed document tree, applies defaults and validates it.
+    pub fn from_value(value: &serde_json::Value) -> Result<Config, ConfigErrors> {
+        let (config, mut problems) = decode::decode(value);
+        let decode_paths: Vec<String> = problems.0.iter().map(|p| p.path.clone()).collect();
+        let mut rules = errors::Problems::default();
+        validate::validate(&config, &mut rules);
+        // A field that could not be read was replaced by its default; rules about
+        // that default would only repeat the first complaint.
+        problems.0.extend(
+            rules
+                .0
+                .into_iter()
+                .filter(|r| !decode_paths.iter().any(|d| covers(d, &r.path))),
+        );
+        if problems.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(problems.0))
+        }
+    }
+
+    /// Checks an in-memory config (e.g. one converted from protobuf) against every rule.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut rules = errors::Problems::default();
+        validate::validate(self, &mut rules);
+        if rules.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(rules.0))
+        }
+    }
+
+    /// The config as YAML, defaults written out.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+        serde_yaml_ng::to_string(self)
+    }
+
+    /// The upstream a request goes to when no route is configured.
+    pub fn default_upstream(&self) -> Option<&Upstream> {
+        self.upstreams.first()
+    }
+}
+
+/// True when `path` is `prefix` itself or lies under it.
+fn covers(prefix: &str, path: &str) -> bool {
+    path == prefix
+        || prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}

@@ -1,0 +1,362 @@
+//! The rules a decoded [`Config`] must satisfy, each reported with its path.
+//! Every rule runs; nothing stops at the first problem.
+
+use super::errors::{Path, Problems};
+use super::*;
+use std::collections::HashSet;
+
+/// Longest name of an upstream or route.
+const MAX_NAME: usize = 128;
+/// Largest backend weight.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Most tries a retry policy may make.
+pub const MAX_ATTEMPTS: u32 = 10;
+/// Bounds of `server.max_header_bytes`.
+const HEADER_BYTES: (u32, u32) = (1024, 64 << 20);
+
+pub(super) fn validate(c: &Config, p: &mut Problems) {
+    let root = Path::root();
+    server(&c.server, &c.tls, &root.key("server"), p);
+    if c.upstreams.is_empty() {
+        p.add(&root.key("upstreams"), "at least one upstream is required");
+    }
+    let mut names = HashSet::new();
+    for (i, u) in c.upstreams.iter().enumerate() {
+        let path = root.key("upstreams").index(i);
+        upstream(u, &path, p);
+        if !u.name.is_empty() && !names.insert(u.name.as_str()) {
+            p.add(
+                &path.key("name"),
+                format!("duplicate upstream name {:?}", u.name),
+            );
+        }
+    }
+    let mut route_names = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        let path = root.key("routes").index(i);
+        route(r, &names, &path, p);
+        if !r.name.is_empty() && !route_names.insert(r.name.as_str()) {
+            p.add(
+                &path.key("name"),
+                format!("duplicate route name {:?}", r.name),
+            );
+        }
+    }
+    health(&c.health, &root.key("health"), p);
+    metrics(&c.metrics, &c.server, &c.tls, &root.key("metrics"), p);
+    circuit_breaker(&c.circuit_breaker, &root.key("circuit_breaker"), p);
+    retry(&c.retry, &root.key("retry"), p);
+    tls(&c.tls, &root.key("tls"), p);
+}
+
+fn positive(d: Duration, path: &Path, p: &mut Problems) {
+    if d.is_zero() {
+        p.add(path, "must be longer than 0s");
+    }
+}
+
+fn port(n: u16, path: &Path, p: &mut Problems) {
+    if n == 0 {
+        p.add(path, "must be between 1 and 65535");
+    }
+}
+
+fn at_least_one(n: u32, path: &Path, p: &mut Problems) {
+    if n == 0 {
+        p.add(path, "must be at least 1");
+    }
+}
+
+fn name(n: &str, path: &Path, p: &mut Problems) {
+    if n.is_empty() {
+        p.add(path, "must not be empty");
+    } else if n.len() > MAX_NAME {
+        p.add(path, format!("must be at most {MAX_NAME} characters"));
+    } else if !n
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        p.add(
+            path,
+            format!("{n:?} may only contain letters, digits, '-', '_' and '.'"),
+        );
+    }
+}
+
+fn url_path(s: &str, path: &Path, p: &mut Problems) {
+    if !s.starts_with('/') {
+        p.add(path, format!("{s:?} must start with '/'"));
+    } else if s.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#') {
+        p.add(
+            path,
+            format!("{s:?} must be a plain path (no spaces, '?' or '#')"),
+        );
+    }
+}
+
+fn server(s: &Server, tls: &Tls, path: &Path, p: &mut Problems) {
+    port(s.port, &path.key("port"), p);
+    port(s.https_port, &path.key("https_port"), p);
+    if tls.enabled && s.https_port == s.port && s.port != 0 {
+        p.add(&path.key("https_port"), "must differ from server.port");
+    }
+    positive(s.read_timeout, &path.key("read_timeout"), p);
+    positive(s.write_timeout, &path.key("write_timeout"), p);
+    positive(s.idle_timeout, &path.key("idle_timeout"), p);
+    let (lo, hi) = HEADER_BYTES;
+    if !(lo..=hi).contains(&s.max_header_bytes) {
+        p.add(
+            &path.key("max_header_bytes"),
+            format!("must be between {lo} and {hi}"),
+        );
+    }
+}
+
+fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
+    name(&u.name, &path.key("name"), p);
+    if u.backends.is_empty() {
+        p.add(&path.key("backends"), "at least one backend is required");
+    }
+    let mut seen = HashSet::new();
+    for (j, b) in u.backends.iter().enumerate() {
+        let bpath = path.key("backends").index(j);
+        if let Some(key) = backend_url(&b.url, &bpath.key("url"), p) {
+            if !seen.insert(key) {
+                p.add(&bpath.key("url"), format!("duplicate backend {:?}", b.url));
+            }
+        }
+        if !(1..=MAX_WEIGHT).contains(&b.weight) {
+            p.add(
+                &bpath.key("weight"),
+                format!("must be between 1 and {MAX_WEIGHT}"),
+            );
+        }
+    }
+    if let Some(rl) = &u.rate_limit {
+        if rl.enabled {
+            at_least_one(
+                rl.requests_per_ip,
+                &path.key("rate_limit").key("requests_per_ip"),
+                p,
+            );
+            positive(
+                rl.window_size,
+                &path.key("rate_limit").key("window_size"),
+                p,
+            );
+        }
+    }
+    positive(u.connect_timeout, &path.key("connect_timeout"), p);
+    positive(u.response_timeout, &path.key("response_timeout"), p);
+}
+
+/// Checks a backend URL; returns its normalized `scheme://host:port` when valid.
+pub fn backend_url(raw: &str, path: &Path, p: &mut Problems) -> Option<String> {
+    if raw.is_empty() {
+        p.add(path, "must not be empty");
+        return None;
+    }
+    let url = match url::Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => {
+            p.add(path, format!("{raw:?} is not a valid URL: {e}"));
+            return None;
+        }
+    };
+    let mut ok = true;
+    if !matches!(url.scheme(), "http" | "https") {
+        p.add(
+            path,
+            format!("scheme must be http or https, found {:?}", url.scheme()),
+        );
+        ok = false;
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        p.add(path, format!("{raw:?} has no host"));
+        ok = false;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        p.add(path, "must not contain credentials");
+        ok = false;
+    }
+    if url.path() != "/" && !url.path().is_empty()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        p.add(
+            path,
+            format!("{raw:?} must be scheme://host[:port] only, without a path, query or fragment"),
+        );
+        ok = false;
+    }
+    let port = url.port_or_known_default()?;
+    ok.then(|| {
+        format!(
+            "{}://{}:{port}",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        )
+    })
+}
+
+fn route(r: &Route, upstreams: &HashSet<&str>, path: &Path, p: &mut Problems) {
+    name(&r.name, &path.key("name"), p);
+    if r.upstream.is_empty() {
+        p.add(&path.key("upstream"), "must not be empty");
+    } else if !upstreams.contains(r.upstream.as_str()) {
+        p.add(
+            &path.key("upstream"),
+            format!("no upstream is named {:?}", r.upstream),
+        );
+    }
+    if let Some(host) = &r.host {
+        host_pattern(host, &path.key("host"), p);
+    }
+    if let Some(prefix) = &r.path_prefix {
+        url_path(prefix, &path.key("path_prefix"), p);
+    }
+    let mut seen = HashSet::new();
+    for h in &r.headers {
+        let hpath = path.key("headers").key(&h.name);
+        if h.name.is_empty() || !h.name.bytes().all(is_token_byte) {
+            p.add(&hpath, format!("{:?} is not a valid header name", h.name));
+        } else if !seen.insert(h.name.to_ascii_lowercase()) {
+            p.add(&hpath, "duplicate header (names are case-insensitive)");
+        }
+        if !h
+            .value
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            p.add(
+                &hpath,
+                "value may only contain visible ASCII, spaces and tabs",
+            );
+        }
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn host_pattern(host: &str, path: &Path, p: &mut Problems) {
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if bare.is_empty() || bare.len() > 253 || !bare.split('.').all(valid_label) {
+        p.add(
+            path,
+            format!("{host:?} is not a host name; write e.g. \"api.example.com\" or \"*.example.com\" (no port)"),
+        );
+    }
+}
+
+fn health(h: &Health, path: &Path, p: &mut Problems) {
+    if !h.enabled {
+        return;
+    }
+    positive(h.interval, &path.key("interval"), p);
+    positive(h.timeout, &path.key("timeout"), p);
+    if !h.interval.is_zero() && h.timeout > h.interval {
+        p.add(
+            &path.key("timeout"),
+            "must not be longer than health.interval",
+        );
+    }
+    url_path(&h.path, &path.key("path"), p);
+    at_least_one(h.unhealthy_threshold, &path.key("unhealthy_threshold"), p);
+    at_least_one(h.healthy_threshold, &path.key("healthy_threshold"), p);
+}
+
+fn metrics(m: &Metrics, s: &Server, tls: &Tls, path: &Path, p: &mut Problems) {
+    port(m.port, &path.key("port"), p);
+    if m.port != 0 && (m.port == s.port || tls.enabled && m.port == s.https_port) {
+        p.add(&path.key("port"), "must differ from the proxy's ports");
+    }
+    url_path(&m.path, &path.key("path"), p);
+    for builtin in ["/health", "/ready", "/status"] {
+        if m.path == builtin {
+            p.add(
+                &path.key("path"),
+                format!("{builtin} is a built-in admin endpoint"),
+            );
+        }
+    }
+}
+
+fn circuit_breaker(c: &CircuitBreaker, path: &Path, p: &mut Problems) {
+    if c.enabled {
+        at_least_one(c.failure_threshold, &path.key("failure_threshold"), p);
+        positive(c.timeout, &path.key("timeout"), p);
+    }
+}
+
+fn retry(r: &Retry, path: &Path, p: &mut Problems) {
+    if !r.enabled {
+        return;
+    }
+    if !(1..=MAX_ATTEMPTS).contains(&r.max_attempts) {
+        p.add(
+            &path.key("max_attempts"),
+            format!("must be between 1 and {MAX_ATTEMPTS} (tries in all, the first included)"),
+        );
+    }
+    positive(r.initial_backoff, &path.key("initial_backoff"), p);
+    if r.max_backoff < r.initial_backoff {
+        p.add(
+            &path.key("max_backoff"),
+            "must not be shorter than retry.initial_backoff",
+        );
+    }
+}
+
+fn tls(t: &Tls, path: &Path, p: &mut Problems) {
+    if t.enabled {
+        if t.cert_file.is_empty() {
+            p.add(&path.key("cert_file"), "required when tls.enabled is true");
+        }
+        if t.key_file.is_empty() {
+            p.add(&path.key("key_file"), "required when tls.enabled is true");
+        }
+    }
+    let min_ok = matches!(t.min_version.as_str(), "1.2" | "1.3");
+    if !min_ok {
+        p.add(
+            &path.key("min_version"),
+            format!(
+                "{:?} is not supported; expected \"1.2\" or \"1.3\"",
+                t.min_version
+            ),
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut usable = t.cipher_suites.is_empty();
+    for (i, name) in t.cipher_suites.iter().enumerate() {
+        let cpath = path.key("cipher_suites").index(i);
+        match tls_names::canonical(name) {
+            Ok(iana) => {
+                if !seen.insert(iana) {
+                    p.add(&cpath, format!("duplicate cipher suite {name:?}"));
+                }
+                let v = tls_names::version_of(iana).unwrap_or("1.2");
+                usable |= t.min_version.as_str() <= v;
+            }
+            Err(e) => p.add(&cpath, e),
+        }
+    }
+    if min_ok && !usable {
+        p.add(
+            &path.key("cipher_suites"),
+            format!(
+                "no listed suite works with min_version {}; add a TLS 1.3 suite such as TLS_AES_128_GCM_SHA256",
+                t.min_version
+            ),
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Property tests: every valid config survives YAML and protobuf round trips
+//! unchanged, and no input makes the reader panic.
+
+use isame_proto::config::*;
+use isame_proto::convert::config_from_pb;
+use isame_proto::pb;
+use proptest::prelude::*;
+use prost::Message;
+use std::net::IpAddr;
+use std::time::Duration;
+
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        (1u64..3_600_000).prop_map(Duration::from_millis),
+        (1u64..u32::MAX as u64).prop_map(Duration::from_nanos),
+    ]
+}
+
+fn algorithm() -> impl Strategy<Value = Algorithm> {
+    prop_oneof![
+        Just(Algorithm::RoundRobin),
+        Just(Algorithm::WeightedRoundRobin),
+        Just(Algorithm::LeastConnections),
+    ]
+}
+
+fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
+    (
+        "[a-z][a-z0-9_.-]{0,12}",
+        algorithm(),
+        prop::collection::vec((1u32..=1000, any::<bool>()), 1..5),
+        prop::option::of((any::<bool>(), 1u32..10_000, duration())),
+        duration(),
+        duration(),
+    )
+        .prop_map(
+            move |(name, algorithm, backends, rl, connect, response)| Upstream {
+                name: format!("{name}-{index}"),
+                algorithm,
+                backends: backends
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, (weight, tls))| Backend {
+                        url: format!(
+                            "{}://10.{index}.0.{j}:{}",
+                            if tls { "https" } else { "http" },
+                            3000 + j
+                        ),
+                        weight,
+                    })
+                    .collect(),
+                rate_limit: rl.map(|(enabled, requests_per_ip, window_size)| RateLimit {
+                    enabled,
+                    requests_per_ip,
+                    window_size,
+                }),
+                connect_timeout: connect,
+                response_timeout: response,
+            },
+        )
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        (1usize..4).prop_flat_map(|n| (0..n).map(upstream).collect::<Vec<_>>()),
+        prop::collection::vec(
+            (
+                prop::option::of("[a-z]{1,8}(\\.[a-z]{1,8}){0,2}"),
+                prop::option::of("/[a-z0-9/_-]{0,10}"),
+                prop::collection::btree_map("x-[a-z]{1,6}", "[ -~]{0,10}", 0..3),
+                any::<prop::sample::Index>(),
+                any::<bool>(),
+            ),
+            0..4,
+        ),
+        prop::collection::vec((any::<[u8; 4]>(), 0u8..=32), 0..3),
+        (any::<bool>(), duration(), 1u32..10, 1u32..10),
+        (any::<bool>(), 1u32..100, duration()),
+        (any::<bool>(), 1u32..=10, duration()),
+        ("[a-zA-Z0-9 .-]{0,10}", "[a-z-]{0,10}"),
+        (1024u32..100_000, duration(), duration(), duration()),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(upstreams, routes, proxies, health, breaker, retry, labels, server, tls_on)| {
+                let names: Vec<String> = upstreams.iter().map(|u| u.name.clone()).collect();
+                let (interval_on, interval, unhealthy, healthy) = health;
+                Config {
+                    version: labels.0,
+                    service: labels.1,
+                    server: Server {
+                        address: IpAddr::from([0, 0, 0, 0]),
+                        port: 8080,
+                        https_port: 8443,
+                        read_timeout: server.1,
+                        write_timeout: server.2,
+                        idle_timeout: server.3,
+                        max_header_bytes: server.0,
+                        shutdown_timeout: Duration::from_secs(5),
+                    },
+                    routes: routes
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (host, path_prefix, headers, up, wildcard))| Route {
+                            name: format!("r{i}"),
+                            host: host.map(|h| if wildcard { format!("*.{h}") } else { h }),
+                            path_prefix,
+                            headers: headers
+                                .into_iter()
+                                .map(|(name, value)| HeaderMatch { name, value })
+                                .collect(),
+                            upstream: names[up.index(names.len())].clone(),
+                        })
+                        .collect(),
+                    upstreams,
+                    trusted_proxies: proxies
+                        .into_iter()
+                        .map(|(ip, len)| {
+                            ipnet::Ipv4Net::new(ip.into(), len)
+                                .expect("prefix length is at most 32")
+                                .into()
+                        })
+                        .collect(),
+                    health: Health {
+                        enabled: interval_on,
+                        interval: interval + Duration::from_secs(10),
+                        timeout: Duration::from_secs(1),
+                        path: "/healthz".into(),
+                        unhealthy_threshold: unhealthy,
+                        healthy_threshold: healthy,
+                    },
+                    metrics: Metrics::default(),
+                    circuit_breaker: CircuitBreaker {
+                        enabled: breaker.0,
+                        failure_threshold: breaker.1,
+                        timeout: breaker.2,
+                    },
+                    retry: Retry {
+                        enabled: retry.0,
+                        max_attempts: retry.1,
+                        initial_backoff: retry.2,
+                        max_backoff: retry.2 * 2,
+                    },
+                    tls: Tls {
+                        enabled: tls_on,
+                        cert_file: "cert.pem".into(),
+                        key_file: "key.pem".into(),
+                        min_version: "1.2".into(),
+                        cipher_suites: vec!["TLS_AES_128_GCM_SHA256".into()],
+                    },
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn yaml_model_proto_model_is_identity(c in config()) {
+        prop_assert_eq!(c.validate(), Ok(()));
+        let yaml = c.to_yaml().expect("serializes");
+        let from_yaml = Config::from_yaml(&yaml).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
+        prop_assert_eq!(&from_yaml, &c);
+        let wire = pb::Config::from(&from_yaml).encode_to_vec();
+        let decoded = pb::Config::decode(wire.as_slice()).expect("decodes");
+        prop_assert_eq!(config_from_pb(&decoded), Ok(c));
+    }
+
+    #[test]
+    fn reader_never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
+        let _ = Config::from_yaml(&text);
+        let _ = Config::from_json(&text);
+    }
+
+    #[test]
+    fn reader_never_panics_on_shuffled_fields(
+        key in prop::sample::select(vec!["server", "upstreams", "routes", "health", "tls", "retry", "metrics", "trusted_proxies"]),
+        value in prop_oneof![
+            Just(serde_json::json!(null)), Just(serde_json::json!(-1)), Just(serde_json::json!("x")),
+            Just(serde_json::json!([{"name": 1, "backends": [{"url": 2}]}])), Just(serde_json::json!({"port": [1]})),
+            Just(serde_json::json!(1e300)), Just(serde_json::json!({"enabled": "yes"})),
+        ],
+    ) {
+        let mut doc = serde_json::json!({"upstreams": [{"name": "a", "backends": ["http://127.0.0.1:1"]}]});
+        doc[key] = value;
+        let _ = Config::from_value(&doc);
+    }
+}
+
+#[test]
+fn proto_with_missing_sections_is_refused_with_paths() {
+    let errs = config_from_pb(&pb::Config::default()).unwrap_err();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"server"), "{paths:?}");
+    assert!(paths.contains(&"health"), "{paths:?}");
+}
+
+#[test]
+fn proto_is_validated_like_yaml() {
+    let c = Config::from_yaml("upstreams:\n  - name: a\n    backends: [\"http://127.0.0.1:1\"]\n")
+        .expect("valid");
+    let mut wire = pb::Config::from(&c);
+    wire.upstreams[0].backends[0].weight = 0;
+    wire.upstreams[0].algorithm = 99;
+    let errs = config_from_pb(&wire).unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.path == "upstreams[0].algorithm"),
+        "{errs}"
+    );
+    wire.upstreams[0].algorithm = pb::Algorithm::RoundRobin as i32;
+    let errs = config_from_pb(&wire).unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "upstreams[0].backends[0].weight"),
+        "{errs}"
+    );
+}

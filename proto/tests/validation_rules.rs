@@ -1,0 +1,511 @@
+//! Every validation rule, checked by a config that breaks it. Each case names
+//! the path and a fragment of the message the user must see.
+
+use isame_proto::config::{Config, ConfigErrors};
+
+/// A valid config; cases patch it by replacing text.
+const BASE: &str = r#"
+server:
+  port: 8080
+upstreams:
+  - name: web
+    backends:
+      - url: http://127.0.0.1:3000
+      - url: http://127.0.0.1:3001
+        weight: 2
+routes:
+  - name: all
+    path_prefix: /
+    upstream: web
+"#;
+
+fn errors_of(yaml: &str) -> ConfigErrors {
+    match Config::from_yaml(yaml) {
+        Ok(_) => panic!("expected errors for:\n{yaml}"),
+        Err(e) => e,
+    }
+}
+
+#[track_caller]
+fn assert_problem(yaml: &str, path: &str, fragment: &str) {
+    let errs = errors_of(yaml);
+    assert!(
+        errs.iter()
+            .any(|e| e.path == path && e.message.contains(fragment)),
+        "expected `{path}: …{fragment}…` in:\n{errs}\nfor:\n{yaml}"
+    );
+}
+
+fn with(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+#[test]
+fn base_is_valid() {
+    Config::from_yaml(BASE).expect("base config is valid");
+}
+
+#[test]
+fn syntax_errors_are_reported() {
+    assert_problem("upstreams: [", "", "invalid YAML");
+    assert!(Config::from_json("{").unwrap_err().0[0]
+        .message
+        .contains("invalid JSON"));
+}
+
+#[test]
+fn unknown_fields_are_named_at_every_level() {
+    assert_problem(&with("colour: blue\n"), "colour", "unknown field `colour`");
+    assert_problem(
+        &BASE.replace("  port: 8080", "  port: 8080\n  prot: 1"),
+        "server.prot",
+        "unknown field `prot`",
+    );
+    assert_problem(
+        &BASE.replace("weight: 2", "weight: 2\n        wieght: 3"),
+        "upstreams[0].backends[1].wieght",
+        "expected one of: url, weight",
+    );
+}
+
+#[test]
+fn type_errors_name_the_field() {
+    assert_problem(
+        &BASE.replace("port: 8080", "port: eighty"),
+        "server.port",
+        "whole number",
+    );
+    assert_problem(
+        &BASE.replace("port: 8080", "port: 70000"),
+        "server.port",
+        "0 to 65535",
+    );
+    assert_problem(
+        &with("health:\n  interval: 30\n"),
+        "health.interval",
+        "need a unit",
+    );
+    assert_problem(
+        &with("health:\n  interval: 5 parsecs\n"),
+        "health.interval",
+        "invalid duration",
+    );
+    assert_problem(
+        &with("health:\n  enabled: maybe\n"),
+        "health.enabled",
+        "true or false",
+    );
+    assert_problem(
+        &with("server: 5\n").replace("server:\n  port: 8080\n", ""),
+        "server",
+        "expected a mapping",
+    );
+    assert_problem(&BASE.replace("backends:\n      - url: http://127.0.0.1:3000\n      - url: http://127.0.0.1:3001\n        weight: 2", "backends: 3"), "upstreams[0].backends", "expected a list");
+    assert_problem(
+        &with("trusted_proxies: [\"10.0.0.0/33\"]\n"),
+        "trusted_proxies[0]",
+        "not a CIDR",
+    );
+    assert_problem(
+        &with("metrics:\n  address: localhost\n"),
+        "metrics.address",
+        "not an IP address",
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let yaml = r#"
+server:
+  port: 0
+  read_timeout: 0s
+upstreams:
+  - name: "bad name!"
+    algorithm: fastest
+    backends:
+      - url: ftp://x
+        weight: 0
+  - name: ok
+    backends: []
+routes:
+  - name: r
+    upstream: missing
+retry:
+  max_attempts: 50
+extra: 1
+"#;
+    let errs = errors_of(yaml);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "server.port",
+        "server.read_timeout",
+        "upstreams[0].name",
+        "upstreams[0].algorithm",
+        "upstreams[0].backends[0].url",
+        "upstreams[0].backends[0].weight",
+        "upstreams[1].backends",
+        "routes[0].upstream",
+        "retry.max_attempts",
+        "extra",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+}
+
+#[test]
+fn an_unreadable_field_is_reported_once() {
+    let errs = errors_of(&BASE.replace("port: 8080", "port: nope"));
+    assert_eq!(errs.len(), 1, "{errs}");
+}
+
+#[test]
+fn server_rules() {
+    assert_problem(
+        &BASE.replace("port: 8080", "port: 0"),
+        "server.port",
+        "between 1 and 65535",
+    );
+    assert_problem(
+        &BASE.replace("port: 8080", "port: 8080\n  https_port: 0"),
+        "server.https_port",
+        "between 1 and 65535",
+    );
+    for field in ["read_timeout", "write_timeout", "idle_timeout"] {
+        assert_problem(
+            &BASE.replace("port: 8080", &format!("port: 8080\n  {field}: 0s")),
+            &format!("server.{field}"),
+            "longer than 0s",
+        );
+    }
+    assert_problem(
+        &BASE.replace("port: 8080", "port: 8080\n  max_header_bytes: 10"),
+        "server.max_header_bytes",
+        "between 1024",
+    );
+    assert_problem(
+        &with("tls:\n  enabled: true\n  cert_file: a\n  key_file: b\n")
+            .replace("port: 8080", "port: 8080\n  https_port: 8080"),
+        "server.https_port",
+        "must differ",
+    );
+}
+
+#[test]
+fn upstream_rules() {
+    assert_problem("upstreams: []\n", "upstreams", "at least one upstream");
+    assert_problem("{}", "upstreams", "at least one upstream");
+    assert_problem(
+        &BASE.replace("name: web", "name: \"\""),
+        "upstreams[0].name",
+        "must not be empty",
+    );
+    assert_problem(
+        &BASE.replace("- name: web", "- backends: []"),
+        "upstreams[0].name",
+        "required field is missing",
+    );
+    assert_problem(
+        &BASE.replace("name: web", "name: \"we b\""),
+        "upstreams[0].name",
+        "may only contain",
+    );
+    assert_problem(
+        &BASE.replace("name: web", &format!("name: {}", "a".repeat(129))),
+        "upstreams[0].name",
+        "at most 128",
+    );
+    let dup = format!("{BASE}").replace(
+        "routes:",
+        "  - name: web\n    backends:\n      - url: http://127.0.0.1:4000\nroutes:",
+    );
+    assert_problem(&dup, "upstreams[1].name", "duplicate upstream name");
+    assert_problem(
+        &BASE.replace("name: web", "name: web\n    connect_timeout: 0s"),
+        "upstreams[0].connect_timeout",
+        "longer than 0s",
+    );
+    assert_problem(
+        &BASE.replace("name: web", "name: web\n    response_timeout: 0s"),
+        "upstreams[0].response_timeout",
+        "longer than 0s",
+    );
+    assert_problem(
+        &BASE.replace("name: web", "name: web\n    algorithm: random"),
+        "upstreams[0].algorithm",
+        "unknown algorithm",
+    );
+}
+
+#[test]
+fn backend_rules() {
+    let url = |u: &str| BASE.replace("http://127.0.0.1:3000", u);
+    assert_problem(
+        &url("ftp://127.0.0.1"),
+        "upstreams[0].backends[0].url",
+        "scheme must be http or https",
+    );
+    assert_problem(
+        &url("not a url"),
+        "upstreams[0].backends[0].url",
+        "not a valid URL",
+    );
+    assert_problem(
+        &url("\"\""),
+        "upstreams[0].backends[0].url",
+        "must not be empty",
+    );
+    assert_problem(
+        &url("http://127.0.0.1:3000/base"),
+        "upstreams[0].backends[0].url",
+        "without a path",
+    );
+    assert_problem(
+        &url("http://127.0.0.1:3000/?q=1"),
+        "upstreams[0].backends[0].url",
+        "without a path",
+    );
+    assert_problem(
+        &url("http://user:pw@127.0.0.1:3000"),
+        "upstreams[0].backends[0].url",
+        "credentials",
+    );
+    assert_problem(
+        &url("http://127.0.0.1:3001"),
+        "upstreams[0].backends[1].url",
+        "duplicate backend",
+    );
+    assert_problem(
+        &BASE.replace("weight: 2", "weight: 0"),
+        "upstreams[0].backends[1].weight",
+        "between 1 and 1000",
+    );
+    assert_problem(
+        &BASE.replace("weight: 2", "weight: 1001"),
+        "upstreams[0].backends[1].weight",
+        "between 1 and 1000",
+    );
+    assert_problem(
+        &BASE.replace(
+            "      - url: http://127.0.0.1:3000\n",
+            "      - weight: 1\n",
+        ),
+        "upstreams[0].backends[0].url",
+        "required",
+    );
+    // A bare string is shorthand for {url: ...}.
+    let short = BASE.replace("- url: http://127.0.0.1:3000", "- http://127.0.0.1:3000");
+    assert_eq!(
+        Config::from_yaml(&short).expect("valid").upstreams[0].backends[0].weight,
+        1
+    );
+}
+
+#[test]
+fn rate_limit_rules() {
+    let rl = |body: &str| BASE.replace("name: web", &format!("name: web\n    rate_limit:\n{body}"));
+    assert_problem(
+        &rl("      enabled: true\n      requests_per_ip: 0\n"),
+        "upstreams[0].rate_limit.requests_per_ip",
+        "at least 1",
+    );
+    assert_problem(
+        &rl("      enabled: true\n      requests_per_ip: 5\n      window_size: 0s\n"),
+        "upstreams[0].rate_limit.window_size",
+        "longer than 0s",
+    );
+    assert_problem(
+        &rl("      enabled: true\n"),
+        "upstreams[0].rate_limit.requests_per_ip",
+        "required",
+    );
+}
+
+#[test]
+fn route_rules() {
+    let route = |body: &str| BASE.replace("    path_prefix: /\n", body);
+    assert_problem(
+        &route("    path_prefix: api\n"),
+        "routes[0].path_prefix",
+        "must start with '/'",
+    );
+    assert_problem(
+        &route("    path_prefix: /a b\n"),
+        "routes[0].path_prefix",
+        "plain path",
+    );
+    assert_problem(
+        &route("    host: \"api.example.com:80\"\n"),
+        "routes[0].host",
+        "not a host name",
+    );
+    assert_problem(
+        &route("    host: \"-bad-.com\"\n"),
+        "routes[0].host",
+        "not a host name",
+    );
+    assert_problem(
+        &route("    headers:\n      \"bad header\": x\n"),
+        "routes[0].headers.bad header",
+        "not a valid header name",
+    );
+    assert_problem(
+        &route("    headers:\n      X-A: x\n      x-a: y\n"),
+        "routes[0].headers.x-a",
+        "duplicate header",
+    );
+    assert_problem(
+        &route("    headers:\n      X-A: \"\\u0001\"\n"),
+        "routes[0].headers.X-A",
+        "visible ASCII",
+    );
+    assert_problem(
+        &route("    headers: [1]\n"),
+        "routes[0].headers",
+        "mapping of header name",
+    );
+    assert_problem(
+        &BASE.replace("upstream: web", "upstream: nowhere"),
+        "routes[0].upstream",
+        "no upstream is named",
+    );
+    assert_problem(
+        &BASE.replace("    upstream: web\n", ""),
+        "routes[0].upstream",
+        "required",
+    );
+    assert_problem(
+        &BASE.replace(
+            "  - name: all\n",
+            "  - name: all\n    path_prefix: /x\n    upstream: web\n  - name: all\n",
+        ),
+        "routes[1].name",
+        "duplicate route name",
+    );
+    // Wildcards and header matches are fine.
+    Config::from_yaml(&route(
+        "    host: \"*.example.com\"\n    headers:\n      X-Env: canary\n",
+    ))
+    .expect("valid");
+}
+
+#[test]
+fn health_rules() {
+    let h = |body: &str| with(&format!("health:\n{body}"));
+    assert_problem(&h("  interval: 0s\n"), "health.interval", "longer than 0s");
+    assert_problem(&h("  timeout: 0s\n"), "health.timeout", "longer than 0s");
+    assert_problem(
+        &h("  interval: 1s\n  timeout: 2s\n"),
+        "health.timeout",
+        "not be longer than health.interval",
+    );
+    assert_problem(&h("  path: health\n"), "health.path", "must start with '/'");
+    assert_problem(
+        &h("  unhealthy_threshold: 0\n"),
+        "health.unhealthy_threshold",
+        "at least 1",
+    );
+    assert_problem(
+        &h("  healthy_threshold: 0\n"),
+        "health.healthy_threshold",
+        "at least 1",
+    );
+    // A disabled section is not checked, as in the seed.
+    Config::from_yaml(&h("  enabled: false\n  interval: 0s\n"))
+        .expect("disabled health is not checked");
+}
+
+#[test]
+fn metrics_rules() {
+    let m = |body: &str| with(&format!("metrics:\n{body}"));
+    assert_problem(&m("  port: 0\n"), "metrics.port", "between 1 and 65535");
+    assert_problem(&m("  port: 8080\n"), "metrics.port", "must differ");
+    assert_problem(
+        &m("  path: metrics\n"),
+        "metrics.path",
+        "must start with '/'",
+    );
+    assert_problem(&m("  path: /status\n"), "metrics.path", "built-in");
+}
+
+#[test]
+fn circuit_breaker_rules() {
+    let b = |body: &str| with(&format!("circuit_breaker:\n{body}"));
+    assert_problem(
+        &b("  failure_threshold: 0\n"),
+        "circuit_breaker.failure_threshold",
+        "at least 1",
+    );
+    assert_problem(
+        &b("  timeout: 0s\n"),
+        "circuit_breaker.timeout",
+        "longer than 0s",
+    );
+}
+
+#[test]
+fn retry_rules() {
+    let r = |body: &str| with(&format!("retry:\n{body}"));
+    assert_problem(
+        &r("  max_attempts: 0\n"),
+        "retry.max_attempts",
+        "between 1 and 10",
+    );
+    assert_problem(
+        &r("  max_attempts: 11\n"),
+        "retry.max_attempts",
+        "between 1 and 10",
+    );
+    assert_problem(
+        &r("  initial_backoff: 0s\n"),
+        "retry.initial_backoff",
+        "longer than 0s",
+    );
+    assert_problem(
+        &r("  initial_backoff: 3s\n  max_backoff: 1s\n"),
+        "retry.max_backoff",
+        "not be shorter",
+    );
+}
+
+#[test]
+fn tls_rules() {
+    let t = |body: &str| with(&format!("tls:\n{body}"));
+    assert_problem(
+        &t("  enabled: true\n  key_file: k\n"),
+        "tls.cert_file",
+        "required when tls.enabled",
+    );
+    assert_problem(
+        &t("  enabled: true\n  cert_file: c\n"),
+        "tls.key_file",
+        "required when tls.enabled",
+    );
+    assert_problem(
+        &t("  min_version: \"1.1\"\n"),
+        "tls.min_version",
+        "expected \"1.2\" or \"1.3\"",
+    );
+    assert_problem(
+        &t("  cipher_suites: [TLS_FAKE]\n"),
+        "tls.cipher_suites[0]",
+        "unknown cipher suite",
+    );
+    assert_problem(
+        &t("  cipher_suites: [TLS_RSA_WITH_AES_128_CBC_SHA]\n"),
+        "tls.cipher_suites[0]",
+        "legacy",
+    );
+    assert_problem(
+        &t("  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"),
+        "tls.cipher_suites[1]",
+        "duplicate",
+    );
+    assert_problem(
+        &t("  min_version: \"1.3\"\n  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"),
+        "tls.cipher_suites",
+        "no listed suite works",
+    );
+    // An empty min_version means the default, as in the seed.
+    let c = Config::from_yaml(&t("  min_version: \"\"\n")).expect("valid");
+    assert_eq!(c.tls.min_version, "1.2");
+}
