@@ -1,1 +1,118 @@
-fn main() {}
+//! `isame-lb`: parse flags, load the config, serve until a signal, drain, exit.
+
+use clap::Parser;
+use isame_data_plane::app::{Proxy, ProxyOptions};
+use isame_data_plane::cli::{Cli, Command, LogFormat};
+use isame_data_plane::metrics::Metrics;
+use isame_data_plane::reload::{self, ReloadError};
+use isame_data_plane::snapshot::Snapshot;
+use std::path::Path;
+use std::process::ExitCode;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Validate { file }) => validate(file),
+        None => {
+            init_logging(cli.log_format);
+            match run(&cli) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("isame-lb: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// `isame-lb validate FILE`: the same checks a reload makes, without serving.
+fn validate(file: &Path) -> ExitCode {
+    let checked = reload::load_file(file).and_then(|config| {
+        let metrics = Metrics::new()
+            .map_err(|e| ReloadError::Invalid(isame_proto::ConfigErrors::one("", e.to_string())))?;
+        let summary = format!(
+            "{} upstream(s), {} backend(s), {} route(s)",
+            config.upstreams.len(),
+            config
+                .upstreams
+                .iter()
+                .map(|u| u.backends.len())
+                .sum::<usize>(),
+            config.routes.len()
+        );
+        Snapshot::compile(config, None, 1, &metrics)?;
+        Ok(summary)
+    });
+    match checked {
+        Ok(summary) => {
+            println!("{}: valid ({summary})", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(ReloadError::Invalid(errors)) => {
+            eprintln!("{}: {} problem(s)", file.display(), errors.len());
+            for e in errors.iter() {
+                eprintln!("  {e}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let Some(path) = &cli.config else {
+        eprintln!("isame-lb: --config FILE is required (see --help)");
+        std::process::exit(2);
+    };
+    let config = reload::load_file(path)?;
+    let workers = cli.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let proxy = Proxy::start(ProxyOptions {
+        config,
+        config_path: Some(path.clone()),
+        listen: cli.listen,
+        admin_listen: cli.admin_listen,
+        workers,
+    })?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading {}", path.display());
+                    let _ = proxy.reload().await;
+                }
+            }
+        }
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        anyhow::Ok(())
+    })?;
+    proxy.shutdown();
+    Ok(())
+}

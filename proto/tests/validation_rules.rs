@@ -214,7 +214,7 @@ fn upstream_rules() {
         "upstreams[0].name",
         "at most 128",
     );
-    let dup = format!("{BASE}").replace(
+    let dup = BASE.replace(
         "routes:",
         "  - name: web\n    backends:\n      - url: http://127.0.0.1:4000\nroutes:",
     );

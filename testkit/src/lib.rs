@@ -1,1 +1,10 @@
-//! placeholder
+//! Test support for Isame: real HTTP backends on port 0 whose behaviour a test
+//! can steer, and small HTTP clients for talking to a proxy over real sockets.
+
+pub mod backend;
+pub mod blackhole;
+pub mod client;
+
+pub use backend::{Backend, Mode};
+pub use blackhole::Blackhole;
+pub use client::{Client, Reply};

@@ -1,0 +1,153 @@
+//! The admin listener: `/metrics` (Prometheus), `/health` (liveness),
+//! `/ready` (readiness) and `/status` (what this data plane runs). It runs on
+//! the control thread, apart from the workers, so it answers even when they
+//! are saturated.
+
+use crate::snapshot::Shared;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+/// Facts about the running proxy that `/status` reports.
+#[derive(Debug, Clone)]
+pub struct AdminInfo {
+    /// Where the proxy listens.
+    pub proxy_addr: SocketAddr,
+    /// Where the admin listener listens.
+    pub admin_addr: SocketAddr,
+    /// Worker threads.
+    pub workers: usize,
+    /// Where the config came from (a file path).
+    pub source: String,
+    /// When the proxy started.
+    pub started: Instant,
+}
+
+/// Serves admin requests until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, info: Arc<AdminInfo>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let info = info.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let resp = respond(&req, &shared, &info);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                debug!(peer = %peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Answers one admin request.
+pub fn respond(
+    req: &Request<Incoming>,
+    shared: &Shared,
+    info: &AdminInfo,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"error": "method not allowed"}),
+        );
+    }
+    let snap = shared.snapshot();
+    let path = req.uri().path();
+    if snap.config.metrics.enabled && path == snap.config.metrics.path {
+        let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render())));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return r;
+    }
+    match path {
+        "/health" => json_response(StatusCode::OK, json!({"status": "ok"})),
+        "/ready" => {
+            if shared.draining() {
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"ready": false, "reason": "shutting down"}),
+                )
+            } else {
+                json_response(StatusCode::OK, json!({"ready": true}))
+            }
+        }
+        "/status" => json_response(StatusCode::OK, status(shared, info)),
+        _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+    }
+}
+
+fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
+    let snap = shared.snapshot();
+    let c = &snap.config;
+    let upstreams: Vec<_> = snap
+        .upstreams
+        .iter()
+        .map(|u| {
+            json!({
+                "name": u.name,
+                "algorithm": u.algorithm.as_str(),
+                "connect_timeout": isame_proto::config::duration::format(u.connect_timeout),
+                "response_timeout": isame_proto::config::duration::format(u.response_timeout),
+                "backends": u.backends.iter().map(|b| json!({
+                    "url": b.url,
+                    "weight": b.weight,
+                    "in_flight": b.state.in_flight(),
+                    "healthy": true,
+                    "health_checked": false,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let routes: Vec<_> = c
+        .routes
+        .iter()
+        .map(|r| json!({"name": r.name, "host": r.host, "path_prefix": r.path_prefix, "upstream": r.upstream}))
+        .collect();
+    json!({
+        "service": c.service,
+        "version": c.version,
+        "config_version": snap.generation,
+        "config_source": info.source,
+        "uptime_seconds": info.started.elapsed().as_secs(),
+        "ready": !shared.draining(),
+        "workers": info.workers,
+        "listeners": {"proxy": info.proxy_addr.to_string(), "admin": info.admin_addr.to_string()},
+        "active_connections": shared.metrics.active_connections.get(),
+        "upstreams": upstreams,
+        "routes": routes,
+    })
+}

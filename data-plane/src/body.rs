@@ -1,0 +1,203 @@
+//! Bodies on both sides of the proxy. Both stream: nothing is buffered.
+//!
+//! [`ProxyBody`] is what the client receives. It carries a [`Finish`] that
+//! runs exactly once when the response ends (or is abandoned): it records the
+//! request's duration, releases the backend's in-flight slot, marks the client
+//! connection idle, and returns the backend connection to the pool only when
+//! the response was read to its end.
+
+use crate::clock;
+use crate::conn_timeouts::ConnState;
+use crate::pool::{self, Pooled};
+use crate::snapshot::Snapshot;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::time::Instant;
+
+/// The body of a request sent to a backend.
+pub enum ReqBody {
+    /// The client's body, streamed through.
+    Stream(Incoming),
+    /// A body held in memory (empty when `None`).
+    Full(Option<Bytes>),
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Stream(b) => b.is_end_stream(),
+            ReqBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Stream(b) => b.size_hint(),
+            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+/// Bookkeeping that runs once when a response ends.
+pub struct Finish {
+    conn: Arc<ConnState>,
+    start: Instant,
+    /// The snapshot the request was served on, and the upstream/backend it used.
+    target: Option<(Arc<Snapshot>, usize, Option<usize>)>,
+    pooled: Option<Pooled>,
+}
+
+impl Finish {
+    /// Starts timing a request on a client connection.
+    pub fn new(conn: Arc<ConnState>, start: Instant) -> Self {
+        Self {
+            conn,
+            start,
+            target: None,
+            pooled: None,
+        }
+    }
+
+    /// Records which upstream (and backend, whose in-flight count the caller
+    /// already raised) serve the request.
+    pub fn set_target(&mut self, snapshot: Arc<Snapshot>, upstream: usize, backend: Option<usize>) {
+        self.target = Some((snapshot, upstream, backend));
+    }
+
+    /// The backend connection to return to the pool if the response completes.
+    pub fn set_pooled(&mut self, p: Pooled) {
+        self.pooled = Some(p);
+    }
+
+    fn run(&mut self, complete: bool) {
+        let now = clock::now_nanos();
+        if let Some((snap, u, b)) = self.target.take() {
+            let up = &snap.upstreams[u];
+            up.duration.observe(self.start.elapsed().as_secs_f64());
+            if let Some(b) = b {
+                up.backends[b].state.in_flight.fetch_sub(1, Relaxed);
+            }
+        }
+        if let Some(p) = self.pooled.take() {
+            if complete {
+                pool::checkin(p);
+            }
+        }
+        self.conn.request_finished(now);
+    }
+}
+
+/// The body of a response sent to a client.
+pub struct ProxyBody {
+    inner: Inner,
+    finish: Option<Finish>,
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    /// Streams a backend's response body.
+    pub fn upstream(body: Incoming, finish: Finish) -> Self {
+        let mut b = Self {
+            inner: Inner::Upstream(body),
+            finish: Some(finish),
+        };
+        b.finish_if_ended();
+        b
+    }
+
+    /// A body the proxy wrote itself.
+    pub fn full(data: impl Into<Bytes>, finish: Option<Finish>) -> Self {
+        Self {
+            inner: Inner::Full(Some(data.into())),
+            finish,
+        }
+    }
+
+    fn ended(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Full(d) => d.is_none(),
+        }
+    }
+
+    fn finish_if_ended(&mut self) {
+        if self.ended() {
+            if let Some(mut f) = self.finish.take() {
+                f.run(true);
+            }
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Full(d) => Poll::Ready(d.take().map(|d| Ok(Frame::data(d)))),
+        };
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(mut f) = this.finish.take() {
+                    f.run(true);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(mut f) = this.finish.take() {
+                    f.run(false);
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => this.finish_if_ended(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.finish.take() {
+            let complete = self.ended();
+            f.run(complete);
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Client connection timeouts, enforced inside the connection's I/O so the
+//! request path pays nothing for them:
+//!
+//! - **header read** (`server.read_timeout`): from the first byte of a request
+//!   (or from accept) until its headers are complete;
+//! - **idle** (`server.idle_timeout`): a keep-alive connection with no request
+//!   in flight;
+//! - **write stall** (`server.write_timeout`): a write to the client that makes
+//!   no progress.
+//!
+//! One timer per connection is re-armed only when it fires (at most once per
+//! shortest timeout), never per request. Each state change happens at least
+//! one shortest-timeout after the last check, so a deadline is never missed:
+//! the next check always comes at or before it.
+
+use crate::clock;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+const READING_HEAD: u8 = 0;
+const ACTIVE: u8 = 1;
+const IDLE: u8 = 2;
+
+/// The three client timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Longest time to receive a request's headers.
+    pub header_read: Duration,
+    /// Longest idle time between requests.
+    pub idle: Duration,
+    /// Longest time a write may stall.
+    pub write_stall: Duration,
+}
+
+impl Timeouts {
+    fn granularity(&self) -> u64 {
+        nanos(self.header_read.min(self.idle).min(self.write_stall)).max(1_000_000)
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What a connection is doing, shared by its I/O and its requests.
+#[derive(Debug)]
+pub struct ConnState {
+    phase: AtomicU8,
+    since: AtomicU64,
+    active: AtomicU32,
+    multiplexed: AtomicBool,
+}
+
+impl ConnState {
+    /// A new connection, waiting for its first request's headers.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            phase: AtomicU8::new(READING_HEAD),
+            since: AtomicU64::new(clock::now_nanos()),
+            active: AtomicU32::new(0),
+            multiplexed: AtomicBool::new(false),
+        })
+    }
+
+    /// A request's headers arrived. `multiplexed` is true for HTTP/2, where
+    /// bytes between requests (pings, settings) do not start a request.
+    pub fn request_started(&self, multiplexed: bool) {
+        if multiplexed {
+            self.multiplexed.store(true, Relaxed);
+        }
+        self.active.fetch_add(1, Relaxed);
+        self.phase.store(ACTIVE, Relaxed);
+    }
+
+    /// A response finished (or was abandoned) at `now` (from [`clock::now_nanos`]).
+    pub fn request_finished(&self, now: u64) {
+        if self.active.fetch_sub(1, Relaxed) == 1 {
+            self.since.store(now, Relaxed);
+            self.phase.store(IDLE, Relaxed);
+        }
+    }
+
+    fn data_arrived(&self) {
+        if self.phase.load(Relaxed) == IDLE && !self.multiplexed.load(Relaxed) {
+            self.since.store(clock::now_nanos(), Relaxed);
+            self.phase.store(READING_HEAD, Relaxed);
+        }
+    }
+
+    /// Requests in flight on this connection.
+    pub fn in_flight(&self) -> u32 {
+        self.active.load(Relaxed)
+    }
+}
+
+/// Wraps a client stream and fails its reads or writes once a timeout passes.
+pub struct TimedIo<T> {
+    inner: T,
+    state: Arc<ConnState>,
+    timeouts: Timeouts,
+    timer: Pin<Box<Sleep>>,
+    write_blocked_since: u64,
+}
+
+impl<T> TimedIo<T> {
+    /// Wraps `inner`; the header-read clock starts now.
+    pub fn new(inner: T, state: Arc<ConnState>, timeouts: Timeouts) -> Self {
+        let first = clock::now_nanos() + timeouts.granularity();
+        Self {
+            inner,
+            state,
+            timeouts,
+            timer: Box::pin(tokio::time::sleep_until(clock::instant_at(first))),
+            write_blocked_since: 0,
+        }
+    }
+
+    /// The deadline that applies now, with what it is for.
+    fn deadline(&self) -> Option<(u64, &'static str)> {
+        let mut best: Option<(u64, &'static str)> = None;
+        let mut consider = |at: u64, what| {
+            if best.is_none_or(|(b, _)| at < b) {
+                best = Some((at, what));
+            }
+        };
+        if self.write_blocked_since != 0 {
+            consider(
+                self.write_blocked_since
+                    .saturating_add(nanos(self.timeouts.write_stall)),
+                "write to client stalled",
+            );
+        }
+        let since = self.state.since.load(Relaxed);
+        match self.state.phase.load(Relaxed) {
+            READING_HEAD => consider(
+                since.saturating_add(nanos(self.timeouts.header_read)),
+                "request headers not received in time",
+            ),
+            IDLE => consider(
+                since.saturating_add(nanos(self.timeouts.idle)),
+                "idle keep-alive connection",
+            ),
+            _ => {}
+        }
+        best
+    }
+
+    /// Ready with an error once a deadline has passed; otherwise keeps the timer armed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let now = clock::now_nanos();
+            let mut next = now.saturating_add(self.timeouts.granularity());
+            if let Some((at, what)) = self.deadline() {
+                if at <= now {
+                    return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, what));
+                }
+                next = next.min(at);
+            }
+            self.timer.as_mut().reset(clock::instant_at(next));
+        }
+    }
+
+    fn on_write<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        match r {
+            Poll::Ready(r) => {
+                self.write_blocked_since = 0;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if self.write_blocked_since == 0 {
+                    self.write_blocked_since = clock::now_nanos();
+                }
+                self.poll_deadline(cx).map(Err)
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.state.data_arrived();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.poll_deadline(cx).map(Err),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.on_write(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.on_write(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.on_write(cx, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const T: Timeouts = Timeouts {
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        write_stall: Duration::from_secs(15),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_client_times_out_on_header_read() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut io = TimedIo::new(server, ConnState::new(), T);
+        let start = tokio::time::Instant::now();
+        let mut buf = [0u8; 8];
+        let err = io.read(&mut buf).await.expect_err("must time out");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connection_lasts_idle_timeout_then_closes() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let state = ConnState::new();
+        let mut io = TimedIo::new(server, state.clone(), T);
+        client.write_all(b"GET").await.expect("write");
+        let mut buf = [0u8; 8];
+        assert_eq!(io.read(&mut buf).await.expect("data"), 3);
+        state.request_started(false);
+        // Waiting for a backend: no timeout applies however long it takes.
+        let read = tokio::time::timeout(Duration::from_secs(300), io.read(&mut buf)).await;
+        assert!(read.is_err(), "no deadline while a request is active");
+        state.request_finished(clock::now_nanos());
+        let idle_from = tokio::time::Instant::now();
+        let err = io.read(&mut buf).await.expect_err("idle timeout");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = idle_from.elapsed();
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_secs(61),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_headers_after_idle_get_the_shorter_header_timeout() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let state = ConnState::new();
+        let mut io = TimedIo::new(server, state.clone(), T);
+        state.request_started(false);
+        state.request_finished(clock::now_nanos());
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        client.write_all(b"GE").await.expect("write");
+        let mut buf = [0u8; 8];
+        assert_eq!(io.read(&mut buf).await.expect("first bytes"), 2);
+        let head_from = tokio::time::Instant::now();
+        let err = io.read(&mut buf).await.expect_err("header timeout");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = head_from.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_write_times_out() {
+        let (_client, server) = tokio::io::duplex(16);
+        let state = ConnState::new();
+        state.request_started(false);
+        let mut io = TimedIo::new(server, state, T);
+        let start = tokio::time::Instant::now();
+        let err = io.write_all(&[0u8; 1024]).await.expect_err("stall");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(15) && waited < Duration::from_secs(16),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_pings_do_not_restart_header_clock() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let state = ConnState::new();
+        let mut io = TimedIo::new(server, state.clone(), T);
+        state.request_started(true);
+        state.request_finished(clock::now_nanos());
+        client.write_all(b"ping").await.expect("write");
+        let mut buf = [0u8; 8];
+        assert_eq!(io.read(&mut buf).await.expect("ping bytes"), 4);
+        let err = io.read(&mut buf).await.expect_err("idle timeout");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(err.to_string(), "idle keep-alive connection");
+    }
+}

@@ -1,0 +1,30 @@
+//! The Isame data plane (`isame-lb`): an HTTP/1.1 and HTTP/2 load balancer.
+//!
+//! A request passes the modules in this order: [`listener`] accepts it and
+//! [`conn_timeouts`] guards the connection; [`proxy`] routes it ([`route`]),
+//! picks a backend ([`balancer`]), rewrites headers ([`headers`],
+//! [`client_ip`]), forwards it over a pooled connection ([`forward`],
+//! [`pool`]) and streams the response back ([`body`]), recording
+//! [`metrics`]. [`snapshot`] holds the compiled config all of them read;
+//! [`reload`] swaps it; [`admin`] reports on it; [`app`] ties it together.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod backend;
+pub mod balancer;
+pub mod body;
+pub mod cli;
+pub mod client_ip;
+pub mod clock;
+pub mod conn_timeouts;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod listener;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod reload;
+pub mod route;
+pub mod snapshot;

@@ -1,0 +1,172 @@
+//! Accepting client connections. Each worker is one OS thread running a
+//! single-threaded tokio runtime that accepts from the shared listening
+//! socket and serves its connections start to finish, so a request never
+//! hops threads and the worker's connection pool needs no locks.
+
+use crate::conn_timeouts::{ConnState, TimedIo};
+use crate::pool;
+use crate::proxy::{self, ConnCtx};
+use crate::snapshot::{Shared, Snapshot};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn, Instrument};
+
+/// How often a worker closes idle backend connections that expired or whose
+/// backend left the config.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+type Builder = auto::Builder<TokioExecutor>;
+
+/// Starts `n` workers accepting from `listener`. They stop accepting when
+/// `shutdown` turns true and exit once their connections drained or the
+/// config's `shutdown_timeout` passed.
+pub fn spawn_workers(
+    n: usize,
+    listener: &std::net::TcpListener,
+    shared: &Arc<Shared>,
+    shutdown: &watch::Receiver<bool>,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    listener.set_nonblocking(true)?;
+    let mut handles = Vec::with_capacity(n);
+    for id in 0..n {
+        let listener = listener.try_clone()?;
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = std::thread::Builder::new()
+            .name(format!("isame-worker-{id}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => {
+                            accept_loop(l, shared, shutdown)
+                                .instrument(tracing::info_span!("worker", id))
+                                .await
+                        }
+                        Err(e) => warn!(error = %e, "worker could not register the listener"),
+                    }
+                });
+            })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let sweeper = tokio::spawn(sweep_pools(shared.clone()));
+    let mut builder: Option<(u64, Arc<Builder>)> = None;
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+                continue;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let snap = shared.snapshot();
+        let b = match &builder {
+            Some((generation, b)) if *generation == snap.generation => b.clone(),
+            _ => {
+                let b = Arc::new(http_builder(&snap));
+                builder = Some((snap.generation, b.clone()));
+                b
+            }
+        };
+        serve(stream, peer, &shared, &snap, b, graceful.watcher());
+    }
+    drop(listener);
+    let open = graceful.count();
+    let grace = shared.snapshot().config.server.shutdown_timeout;
+    if open > 0 {
+        info!(connections = open, grace = ?grace, "draining connections");
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("shutdown grace period over; closing the remaining connections");
+    }
+    sweeper.abort();
+}
+
+/// The HTTP/1.1 + HTTP/2 (prior knowledge) server settings of a snapshot.
+fn http_builder(snap: &Snapshot) -> Builder {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // Header-read and idle timeouts are enforced by `TimedIo`.
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(snap.head_buffer());
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(snap.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    builder: Arc<Builder>,
+    watcher: Watcher,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "set_nodelay failed");
+    }
+    let state = ConnState::new();
+    let io = TokioIo::new(TimedIo::new(stream, state.clone(), snap.timeouts));
+    let cx = Arc::new(ConnCtx::new(shared.clone(), peer, "http", state));
+    let active = shared.metrics.active_connections.clone();
+    active.inc();
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| proxy::handle(req, cx.clone()));
+        if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
+            debug!(peer = %peer, error = %e, "client connection ended with an error");
+        }
+        active.dec();
+    });
+}
+
+async fn sweep_pools(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let snap = shared.snapshot();
+        let live: HashSet<u32> = snap
+            .upstreams
+            .iter()
+            .flat_map(|u| u.backends.iter().map(|b| b.state.uid))
+            .collect();
+        pool::sweep(|uid| live.contains(&uid));
+    }
+}

@@ -1,0 +1,244 @@
+//! Prometheus metrics of the data plane, named as in CONTRACT.md.
+//!
+//! The request path never formats label values or takes a lock: per-upstream
+//! handles are resolved when a snapshot is compiled, and per-backend
+//! `{method,status}` counters are cached per worker thread, so recording a
+//! request costs a hash lookup and a few atomic adds.
+
+use http::{Method, StatusCode};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use rustc_hash::FxHashMap;
+use std::cell::RefCell;
+
+/// Latency buckets in seconds, from 250µs to 30s.
+const BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+];
+
+/// Every data-plane metric, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `isame_lb_requests_total{upstream,backend,method,status}`.
+    pub requests: IntCounterVec,
+    /// `isame_lb_request_duration_seconds{upstream}`.
+    pub duration: HistogramVec,
+    /// `isame_lb_upstream_healthy{upstream,backend}`.
+    pub upstream_healthy: IntGaugeVec,
+    /// `isame_lb_active_connections`.
+    pub active_connections: IntGauge,
+    /// `isame_lb_config_version`.
+    pub config_version: IntGauge,
+    /// `isame_lb_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    /// `isame_lb_retries_total{upstream}`.
+    pub retries: IntCounterVec,
+    /// `isame_lb_rate_limited_total{upstream}`.
+    pub rate_limited: IntCounterVec,
+    /// `isame_lb_circuit_open{upstream,backend}`.
+    pub circuit_open: IntGaugeVec,
+    /// `isame_lb_errors_total{upstream,kind}`: requests answered by the proxy itself.
+    pub errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "isame_lb_requests_total",
+                "Requests proxied, by upstream, backend, method and status.",
+            ),
+            &["upstream", "backend", "method", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "isame_lb_request_duration_seconds",
+                "Time from receiving a request to the end of its response.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["upstream"],
+        )?;
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "isame_lb_upstream_healthy",
+                "1 when a backend is considered healthy, 0 when not.",
+            ),
+            &["upstream", "backend"],
+        )?;
+        let active_connections = IntGauge::new(
+            "isame_lb_active_connections",
+            "Client connections currently open.",
+        )?;
+        let config_version = IntGauge::new(
+            "isame_lb_config_version",
+            "Version of the config being served (standalone: reload generation).",
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "isame_lb_config_reloads_total",
+                "Config reloads, by result.",
+            ),
+            &["result"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new("isame_lb_retries_total", "Requests retried on another try."),
+            &["upstream"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new("isame_lb_rate_limited_total", "Requests refused with 429."),
+            &["upstream"],
+        )?;
+        let circuit_open = IntGaugeVec::new(
+            Opts::new(
+                "isame_lb_circuit_open",
+                "1 while a backend's circuit breaker is open.",
+            ),
+            &["upstream", "backend"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "isame_lb_errors_total",
+                "Requests the proxy answered itself, by kind (no_route, no_backend, backend_error, backend_timeout).",
+            ),
+            &["upstream", "kind"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_healthy.clone()))?;
+        registry.register(Box::new(active_connections.clone()))?;
+        registry.register(Box::new(config_version.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(circuit_open.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        for result in ["success", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Ok(Self {
+            registry,
+            requests,
+            duration,
+            upstream_healthy,
+            active_connections,
+            config_version,
+            config_reloads,
+            retries,
+            rate_limited,
+            circuit_open,
+            errors,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8192);
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail on I/O; a failure would mean a broken metric.
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+
+    /// The duration histogram of one upstream.
+    pub fn upstream_duration(&self, upstream: &str) -> Histogram {
+        self.duration.with_label_values(&[upstream])
+    }
+}
+
+/// Index of a method in the per-thread counter cache; uncommon methods share `OTHER`
+/// so a client cannot create unbounded label values.
+fn method_label(m: &Method) -> (u8, &'static str) {
+    match *m {
+        Method::GET => (0, "GET"),
+        Method::POST => (1, "POST"),
+        Method::PUT => (2, "PUT"),
+        Method::DELETE => (3, "DELETE"),
+        Method::HEAD => (4, "HEAD"),
+        Method::OPTIONS => (5, "OPTIONS"),
+        Method::PATCH => (6, "PATCH"),
+        Method::CONNECT => (7, "CONNECT"),
+        Method::TRACE => (8, "TRACE"),
+        _ => (9, "OTHER"),
+    }
+}
+
+thread_local! {
+    static REQUEST_COUNTERS: RefCell<FxHashMap<u64, IntCounter>> = RefCell::default();
+}
+
+/// Counts one request of `backend_uid` (labels `upstream`, `backend`).
+pub fn count_request(
+    metrics: &Metrics,
+    backend_uid: u32,
+    upstream: &str,
+    backend: &str,
+    method: &Method,
+    status: StatusCode,
+) {
+    let (m, m_label) = method_label(method);
+    let key = u64::from(backend_uid) << 32 | u64::from(m) << 16 | u64::from(status.as_u16());
+    REQUEST_COUNTERS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                metrics
+                    .requests
+                    .with_label_values(&[upstream, backend, m_label, status.as_str()])
+            })
+            .inc();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_contract_names() {
+        let m = Metrics::new().expect("metrics");
+        count_request(&m, 1, "web", "http://a:1", &Method::GET, StatusCode::OK);
+        count_request(&m, 1, "web", "http://a:1", &Method::GET, StatusCode::OK);
+        count_request(
+            &m,
+            1,
+            "web",
+            "http://a:1",
+            &Method::from_bytes(b"BREW").expect("method"),
+            StatusCode::OK,
+        );
+        m.upstream_duration("web").observe(0.01);
+        m.active_connections.set(3);
+        m.upstream_healthy
+            .with_label_values(&["web", "http://a:1"])
+            .set(1);
+        m.circuit_open
+            .with_label_values(&["web", "http://a:1"])
+            .set(0);
+        m.retries.with_label_values(&["web"]);
+        m.rate_limited.with_label_values(&["web"]);
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(text.contains(r#"isame_lb_requests_total{backend="http://a:1",method="GET",status="200",upstream="web"} 2"#), "{text}");
+        assert!(text.contains(r#"method="OTHER""#), "{text}");
+        for name in [
+            "isame_lb_request_duration_seconds_bucket",
+            "isame_lb_upstream_healthy",
+            "isame_lb_active_connections 3",
+            "isame_lb_config_version",
+            "isame_lb_config_reloads_total{result=\"error\"} 0",
+            "isame_lb_retries_total",
+            "isame_lb_rate_limited_total",
+            "isame_lb_circuit_open",
+        ] {
+            assert!(text.contains(name), "missing {name} in {text}");
+        }
+    }
+}

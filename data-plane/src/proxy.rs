@@ -1,0 +1,220 @@
+//! The request path, in order: route → pick backend → rewrite headers →
+//! forward → respond → record. One snapshot is loaded when a request starts
+//! and used until its response ends.
+
+use crate::body::{Finish, ProxyBody, ReqBody};
+use crate::conn_timeouts::ConnState;
+use crate::error::ProxyError;
+use crate::headers::{self, Forwarded};
+use crate::metrics;
+use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
+use crate::{client_ip, forward};
+use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::time::Instant;
+use tracing::warn;
+
+/// What a client connection knows, shared by its requests.
+pub struct ConnCtx {
+    /// The proxy's shared state.
+    pub shared: Arc<Shared>,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The peer's IP as a header value, made once per connection.
+    pub peer_value: HeaderValue,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// Timeout bookkeeping of the connection.
+    pub state: Arc<ConnState>,
+}
+
+impl ConnCtx {
+    /// Context for a connection accepted from `peer`.
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        proto: &'static str,
+        state: Arc<ConnState>,
+    ) -> Self {
+        let ip = match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer.ip(), Into::into),
+            v4 => v4,
+        };
+        let peer_value = HeaderValue::try_from(ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            shared,
+            peer: SocketAddr::new(ip, peer.port()),
+            peer_value,
+            proto,
+            state,
+        }
+    }
+}
+
+/// Serves one request. Never fails: every problem becomes a short JSON response.
+pub async fn handle(
+    req: Request<Incoming>,
+    cx: Arc<ConnCtx>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    cx.state.request_started(req.version() == Version::HTTP_2);
+    let mut finish = Finish::new(cx.state.clone(), start);
+    let snap = cx.shared.snapshot();
+    let client = client_ip::client_ip(cx.peer.ip(), req.headers(), &snap.trusted);
+
+    if req.method() == Method::CONNECT {
+        return Ok(reply(
+            &cx,
+            &snap,
+            client,
+            None,
+            ProxyError::MethodNotAllowed,
+            finish,
+        ));
+    }
+    if snap.max_header_bytes < MIN_HEAD_BUFFER && head_size(&req) > snap.max_header_bytes {
+        return Ok(reply(
+            &cx,
+            &snap,
+            client,
+            None,
+            ProxyError::HeadTooLarge,
+            finish,
+        ));
+    }
+    let host = request_host(&req);
+    let Some((ui, _route)) = snap.router.pick(
+        host.as_ref().and_then(|h| h.to_str().ok()),
+        req.uri().path(),
+        req.headers(),
+    ) else {
+        return Ok(reply(&cx, &snap, client, None, ProxyError::NoRoute, finish));
+    };
+    let up = &snap.upstreams[ui];
+    let Some(bi) = up.balancer.pick(&up.backends, |_| true) else {
+        return Ok(reply(
+            &cx,
+            &snap,
+            client,
+            Some(ui),
+            ProxyError::NoBackend,
+            finish,
+        ));
+    };
+    let backend = &up.backends[bi];
+    backend.state.in_flight.fetch_add(1, Relaxed);
+    finish.set_target(snap.clone(), ui, Some(bi));
+
+    let method = req.method().clone();
+    let (mut parts, body) = req.into_parts();
+    headers::forward_request(
+        &mut parts.headers,
+        &Forwarded {
+            peer: cx.peer.ip(),
+            peer_value: &cx.peer_value,
+            proto: cx.proto,
+            trusted: &snap.trusted,
+            host: host.as_ref(),
+        },
+    );
+    to_origin_form(&mut parts.uri);
+    parts.version = Version::HTTP_11;
+    let upstream_req = Request::from_parts(parts, ReqBody::Stream(body));
+
+    match forward::send(upstream_req, backend, up).await {
+        Ok((resp, pooled)) => {
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            metrics::count_request(
+                &cx.shared.metrics,
+                backend.state.uid,
+                &up.name,
+                &backend.url,
+                &method,
+                parts.status,
+            );
+            finish.set_pooled(pooled);
+            Ok(Response::from_parts(
+                parts,
+                ProxyBody::upstream(body, finish),
+            ))
+        }
+        Err(e) => {
+            metrics::count_request(
+                &cx.shared.metrics,
+                backend.state.uid,
+                &up.name,
+                &backend.url,
+                &method,
+                e.status(),
+            );
+            Ok(reply(&cx, &snap, client, Some(ui), e, finish))
+        }
+    }
+}
+
+/// The client's answer when the proxy itself must respond.
+fn reply(
+    cx: &ConnCtx,
+    snap: &Snapshot,
+    client: IpAddr,
+    upstream: Option<usize>,
+    e: ProxyError,
+    finish: Finish,
+) -> Response<ProxyBody> {
+    let upstream_name = upstream.map_or("", |u| snap.upstreams[u].name.as_str());
+    cx.shared
+        .metrics
+        .errors
+        .with_label_values(&[upstream_name, e.kind()])
+        .inc();
+    if e.status().is_server_error() {
+        warn!(
+            client = %client,
+            upstream = upstream_name,
+            error = %e,
+            "request failed"
+        );
+    }
+    let mut resp = Response::new(ProxyBody::full(e.body(), Some(finish)));
+    *resp.status_mut() = e.status();
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// The host the client asked for: the URI's authority (HTTP/2, absolute-form)
+/// or else the Host header.
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(HOST).cloned(),
+    }
+}
+
+/// Backends get origin-form targets (`/path?query`) whatever form the client used.
+fn to_origin_form(uri: &mut Uri) {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return;
+    }
+    *uri = match uri.path_and_query() {
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    };
+}
+
+/// Approximate size of the request head: request line plus header lines.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}

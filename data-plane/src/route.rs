@@ -1,0 +1,231 @@
+//! Route matching: which upstream serves a request, by host, path prefix and
+//! headers. Routes are tried in the order written; the first match wins. With
+//! no routes configured, everything goes to the first upstream.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use isame_proto::config::Route;
+
+/// A host pattern, lower-cased.
+#[derive(Debug, Clone)]
+enum HostMatch {
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches any subdomain, not the apex.
+    Suffix(String),
+}
+
+impl HostMatch {
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len()
+                    && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            }
+        }
+    }
+}
+
+/// One compiled route.
+#[derive(Debug, Clone)]
+struct CompiledRoute {
+    host: Option<HostMatch>,
+    prefix: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    upstream: usize,
+}
+
+/// The routing table of one snapshot.
+#[derive(Debug, Clone)]
+pub struct Router {
+    routes: Vec<CompiledRoute>,
+    names: Vec<String>,
+}
+
+/// Strips the port and a trailing dot from a Host value: `Shop.example.:8080` → `Shop.example`.
+pub fn host_without_port(host: &str) -> &str {
+    let h = if host.starts_with('[') {
+        // IPv6 literal: keep the brackets' content.
+        host.split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1])
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    h.strip_suffix('.').unwrap_or(h)
+}
+
+/// True when `path` is under `prefix` on a segment boundary.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with('/')
+            || path.len() == prefix.len()
+            || path.as_bytes()[prefix.len()] == b'/')
+}
+
+impl Router {
+    /// Compiles routes; `upstream_index` resolves an upstream name (validation
+    /// guarantees every name resolves).
+    pub fn new(routes: &[Route], upstream_index: impl Fn(&str) -> Option<usize>) -> Self {
+        let mut compiled = Vec::with_capacity(routes.len());
+        let mut names = Vec::with_capacity(routes.len());
+        for r in routes {
+            let Some(upstream) = upstream_index(&r.upstream) else {
+                continue;
+            };
+            compiled.push(CompiledRoute {
+                host: r.host.as_ref().map(|h| match h.strip_prefix('*') {
+                    Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase()),
+                    None => HostMatch::Exact(h.to_ascii_lowercase()),
+                }),
+                prefix: r.path_prefix.clone().filter(|p| p != "/"),
+                headers: r
+                    .headers
+                    .iter()
+                    .filter_map(|h| {
+                        Some((
+                            HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                            HeaderValue::from_str(&h.value).ok()?,
+                        ))
+                    })
+                    .collect(),
+                upstream,
+            });
+            names.push(r.name.clone());
+        }
+        Self {
+            routes: compiled,
+            names,
+        }
+    }
+
+    /// The upstream index and route name for a request; `None` when routes
+    /// exist and none matches.
+    pub fn pick(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Option<(usize, &str)> {
+        if self.routes.is_empty() {
+            return Some((0, ""));
+        }
+        let host = host.map(host_without_port);
+        self.routes
+            .iter()
+            .zip(&self.names)
+            .find(|(r, _)| {
+                r.host
+                    .as_ref()
+                    .is_none_or(|m| host.is_some_and(|h| m.matches(h)))
+                    && r.prefix.as_deref().is_none_or(|p| prefix_matches(p, path))
+                    && r.headers
+                        .iter()
+                        .all(|(n, v)| headers.get_all(n).iter().any(|have| have == v))
+            })
+            .map(|(r, name)| (r.upstream, name.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isame_proto::config::HeaderMatch;
+
+    fn route(
+        name: &str,
+        host: Option<&str>,
+        prefix: Option<&str>,
+        headers: &[(&str, &str)],
+        upstream: &str,
+    ) -> Route {
+        Route {
+            name: name.into(),
+            host: host.map(Into::into),
+            path_prefix: prefix.map(Into::into),
+            headers: headers
+                .iter()
+                .map(|(n, v)| HeaderMatch {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            upstream: upstream.into(),
+        }
+    }
+
+    fn router(routes: &[Route]) -> Router {
+        let ups = ["web", "api", "canary", "wild"];
+        Router::new(routes, |n| ups.iter().position(|u| *u == n))
+    }
+
+    #[test]
+    fn no_routes_means_first_upstream() {
+        assert_eq!(
+            router(&[]).pick(None, "/x", &HeaderMap::new()),
+            Some((0, ""))
+        );
+    }
+
+    #[test]
+    fn first_match_in_order_wins() {
+        let mut canary = HeaderMap::new();
+        canary.insert("x-canary", HeaderValue::from_static("1"));
+        let r = router(&[
+            route("canary", None, Some("/api"), &[("X-Canary", "1")], "canary"),
+            route("api", Some("api.example.com"), Some("/api"), &[], "api"),
+            route("wild", Some("*.example.com"), None, &[], "wild"),
+            route("rest", None, Some("/"), &[], "web"),
+        ]);
+        let h = HeaderMap::new();
+        assert_eq!(
+            r.pick(Some("api.example.com"), "/api/users", &canary)
+                .map(|x| x.0),
+            Some(2)
+        );
+        assert_eq!(
+            r.pick(Some("API.Example.com:8080"), "/api", &h)
+                .map(|x| x.0),
+            Some(1)
+        );
+        assert_eq!(
+            r.pick(Some("api.example.com"), "/apix", &h).map(|x| x.0),
+            Some(3)
+        );
+        assert_eq!(r.pick(Some("img.example.com"), "/a", &h), Some((3, "wild")));
+        assert_eq!(r.pick(Some("example.com"), "/a", &h).map(|x| x.0), Some(0));
+        assert_eq!(r.pick(None, "/a", &h).map(|x| x.0), Some(0));
+    }
+
+    #[test]
+    fn unmatched_request_has_no_route() {
+        let r = router(&[route("api", None, Some("/api"), &[], "api")]);
+        assert_eq!(r.pick(None, "/other", &HeaderMap::new()), None);
+        assert_eq!(
+            r.pick(None, "/api/", &HeaderMap::new()).map(|x| x.0),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn prefix_segments() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/v1"));
+        assert!(!prefix_matches("/api", "/apiv1"));
+        assert!(prefix_matches("/api/", "/api/v1"));
+        assert!(!prefix_matches("/api/", "/api"));
+    }
+
+    #[test]
+    fn host_ports_are_ignored() {
+        assert_eq!(host_without_port("a.example:80"), "a.example");
+        assert_eq!(host_without_port("a.example."), "a.example");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+        assert_eq!(host_without_port("a.example"), "a.example");
+    }
+}

@@ -1,0 +1,233 @@
+//! The compiled, immutable form of a config that the request path reads.
+//!
+//! A reload compiles a complete new [`Snapshot`] off the request path and
+//! swaps it in with one atomic store ([`Shared::install`]); a request loads the
+//! snapshot once when it starts and uses it to the end. Backend state
+//! (in-flight counts, and through the backend id the connection pools) is
+//! carried into the new snapshot for every backend that did not change.
+
+use crate::backend::{Backend, BackendState, Target};
+use crate::balancer::Balancer;
+use crate::client_ip::TrustedProxies;
+use crate::conn_timeouts::Timeouts;
+use crate::metrics::Metrics;
+use crate::route::Router;
+use arc_swap::ArcSwap;
+use isame_proto::config::{Algorithm, Config, ConfigError, ConfigErrors};
+use prometheus::Histogram;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// hyper refuses read buffers smaller than this; heads up to it always parse.
+pub const MIN_HEAD_BUFFER: usize = 8192;
+
+/// One upstream, compiled.
+#[derive(Debug)]
+pub struct UpstreamRt {
+    /// Its name (the `upstream` metric label).
+    pub name: String,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// Its backends, in config order.
+    pub backends: Vec<Arc<Backend>>,
+    /// Balancing state.
+    pub balancer: Balancer,
+    /// Longest time to connect to a backend.
+    pub connect_timeout: Duration,
+    /// Longest time to a backend's response headers.
+    pub response_timeout: Duration,
+    /// `isame_lb_request_duration_seconds{upstream}`.
+    pub duration: Histogram,
+}
+
+/// Everything the request path needs, compiled from one config.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every config installed (`isame_lb_config_version`).
+    pub generation: u64,
+    /// The config this was compiled from.
+    pub config: Arc<Config>,
+    /// Upstreams in config order.
+    pub upstreams: Vec<UpstreamRt>,
+    /// Routing table.
+    pub router: Router,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted: TrustedProxies,
+    /// Client connection timeouts.
+    pub timeouts: Timeouts,
+    /// Request heads larger than this get 431.
+    pub max_header_bytes: usize,
+}
+
+impl Snapshot {
+    /// Compiles `config`, carrying backend state over from `previous`.
+    /// Fails, changing nothing, when the config cannot be served here.
+    pub fn compile(
+        config: Config,
+        previous: Option<&Snapshot>,
+        generation: u64,
+        metrics: &Metrics,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let mut carried: HashMap<(&str, String), Arc<BackendState>> = HashMap::new();
+        if let Some(prev) = previous {
+            for u in &prev.upstreams {
+                for b in &u.backends {
+                    carried.insert((u.name.as_str(), identity(&b.target)), b.state.clone());
+                }
+            }
+        }
+        let mut problems = Vec::new();
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for (i, u) in config.upstreams.iter().enumerate() {
+            let mut backends = Vec::with_capacity(u.backends.len());
+            for (j, b) in u.backends.iter().enumerate() {
+                let path = format!("upstreams[{i}].backends[{j}].url");
+                let target = match Target::parse(&b.url) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        problems.push(ConfigError::new(path, e.to_string()));
+                        continue;
+                    }
+                };
+                if target.tls {
+                    problems.push(ConfigError::new(
+                        path,
+                        "https:// backends are not supported by this data plane yet; use http://",
+                    ));
+                    continue;
+                }
+                let state = carried
+                    .get(&(u.name.as_str(), identity(&target)))
+                    .cloned()
+                    .unwrap_or_else(BackendState::new);
+                backends.push(Arc::new(Backend {
+                    url: b.url.clone(),
+                    target,
+                    weight: b.weight,
+                    state,
+                }));
+            }
+            upstreams.push(UpstreamRt {
+                name: u.name.clone(),
+                algorithm: u.algorithm,
+                balancer: Balancer::new(u.algorithm, backends.len()),
+                backends,
+                connect_timeout: u.connect_timeout,
+                response_timeout: u.response_timeout,
+                duration: metrics.upstream_duration(&u.name),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        let router = Router::new(&config.routes, |name| {
+            config.upstreams.iter().position(|u| u.name == name)
+        });
+        let s = &config.server;
+        Ok(Snapshot {
+            generation,
+            router,
+            upstreams,
+            trusted: TrustedProxies::new(config.trusted_proxies.clone()),
+            timeouts: Timeouts {
+                header_read: s.read_timeout,
+                idle: s.idle_timeout,
+                write_stall: s.write_timeout,
+            },
+            max_header_bytes: s.max_header_bytes as usize,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The size hyper's read buffer is capped at, so larger heads get 431.
+    pub fn head_buffer(&self) -> usize {
+        self.max_header_bytes.max(MIN_HEAD_BUFFER)
+    }
+
+    /// True when the backend id belongs to this snapshot.
+    pub fn has_backend(&self, uid: u32) -> bool {
+        self.upstreams
+            .iter()
+            .any(|u| u.backends.iter().any(|b| b.state.uid == uid))
+    }
+}
+
+/// What makes two backends "the same" across a reload: scheme, host and port.
+fn identity(t: &Target) -> String {
+    format!("{}://{}", if t.tls { "https" } else { "http" }, t.authority)
+}
+
+/// State shared by every worker and the admin side of one proxy.
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    /// The proxy's metrics.
+    pub metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl Shared {
+    /// Starts serving `first`.
+    pub fn new(first: Snapshot, metrics: Metrics) -> Arc<Self> {
+        let first = Arc::new(first);
+        publish_gauges(&metrics, None, &first);
+        Arc::new(Self {
+            snapshot: ArcSwap::new(first),
+            metrics,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// The snapshot in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Swaps in a new snapshot with one atomic store and updates the gauges.
+    pub fn install(&self, next: Snapshot) {
+        let next = Arc::new(next);
+        let previous = self.snapshot.swap(next.clone());
+        publish_gauges(&self.metrics, Some(&previous), &next);
+    }
+
+    /// Marks the proxy as shutting down (`/ready` answers 503).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// True once shutdown began.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Sets the per-config gauges for `next` and drops the series of backends
+/// that left the config, which would otherwise linger forever.
+fn publish_gauges(m: &Metrics, previous: Option<&Snapshot>, next: &Snapshot) {
+    m.config_version
+        .set(i64::try_from(next.generation).unwrap_or(i64::MAX));
+    for u in &next.upstreams {
+        for b in &u.backends {
+            m.upstream_healthy
+                .with_label_values(&[&u.name, &b.url])
+                .set(1);
+            m.circuit_open.with_label_values(&[&u.name, &b.url]).set(0);
+        }
+        m.retries.with_label_values(&[&u.name]);
+        m.rate_limited.with_label_values(&[&u.name]);
+    }
+    let Some(previous) = previous else { return };
+    for u in &previous.upstreams {
+        for b in &u.backends {
+            let still = next
+                .upstreams
+                .iter()
+                .any(|n| n.name == u.name && n.backends.iter().any(|nb| nb.url == b.url));
+            if !still {
+                let _ = m.upstream_healthy.remove_label_values(&[&u.name, &b.url]);
+                let _ = m.circuit_open.remove_label_values(&[&u.name, &b.url]);
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Shared helpers for the data plane's integration tests: start a proxy
+//! in-process on port 0 in front of testkit backends.
+#![allow(dead_code)]
+
+use isame_data_plane::app::{Proxy, ProxyOptions};
+use isame_proto::config::Config;
+use isame_testkit::Backend;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A YAML upstream block listing `backends` with the given weights.
+pub fn upstream(name: &str, algorithm: &str, backends: &[(&Backend, u32)]) -> String {
+    let mut s = format!("  - name: {name}\n    algorithm: {algorithm}\n    backends:\n");
+    for (b, w) in backends {
+        s.push_str(&format!("      - url: {}\n        weight: {w}\n", b.url()));
+    }
+    s
+}
+
+/// A complete config with the given upstream blocks and extra top-level YAML.
+pub fn config(upstreams: &[String], extra: &str) -> String {
+    format!("upstreams:\n{}{extra}", upstreams.concat())
+}
+
+/// Parses YAML that the test knows to be valid.
+pub fn parse(yaml: &str) -> Config {
+    match Config::from_yaml(yaml) {
+        Ok(c) => c,
+        Err(e) => panic!("test config invalid: {e}\n{yaml}"),
+    }
+}
+
+/// Starts a proxy on 127.0.0.1:0 (admin too) serving `yaml`.
+pub fn start(yaml: &str) -> Proxy {
+    start_with(yaml, None, 2)
+}
+
+/// Starts a proxy with an optional watched file and a worker count.
+pub fn start_with(yaml: &str, path: Option<PathBuf>, workers: usize) -> Proxy {
+    Proxy::start(ProxyOptions {
+        config: parse(yaml),
+        config_path: path,
+        listen: Some(local()),
+        admin_listen: Some(local()),
+        workers,
+    })
+    .expect("proxy starts")
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("address")
+}
+
+/// Sends raw bytes on a new connection and reads until the peer closes or
+/// `timeout` passes; returns what was read.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(timeout)).expect("timeout");
+    s.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `x-backend` header of a reply.
+pub fn backend_of(r: &isame_testkit::Reply) -> String {
+    r.headers
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Shuts the proxy down without blocking the test's runtime, whose client
+/// tasks must keep running to answer HTTP/2 pings and close connections.
+pub async fn stop(proxy: Proxy) {
+    tokio::task::spawn_blocking(move || proxy.shutdown())
+        .await
+        .expect("shutdown");
+}

@@ -1,0 +1,115 @@
+//! Forwarding headers and hop-by-hop stripping, seen from real backends and clients.
+
+mod common;
+
+use common::*;
+use isame_testkit::{Backend, Client};
+use std::time::Duration;
+
+fn echo_headers(raw: &str) -> serde_json::Value {
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or("");
+    // The echo body may be chunked; take the JSON object inside.
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
+    serde_json::from_str::<serde_json::Value>(&body[start..end]).unwrap_or_default()["headers"]
+        .clone()
+}
+
+#[tokio::test]
+async fn spoofed_forwarded_for_from_untrusted_peer_is_replaced() {
+    let b = Backend::start("b").await;
+    let proxy = start(&config(&[upstream("web", "round_robin", &[(&b, 1)])], ""));
+    let addr = proxy.proxy_addr;
+    let raw = tokio::task::spawn_blocking(move || {
+        raw_exchange(
+            addr,
+            b"GET /x HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .expect("exchange");
+    let h = echo_headers(&raw);
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{raw}");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+    assert_eq!(h["host"], "shop.example", "Host is kept");
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn trusted_proxy_chain_is_extended() {
+    let b = Backend::start("b").await;
+    let proxy = start(&config(
+        &[upstream("web", "round_robin", &[(&b, 1)])],
+        "trusted_proxies: [\"127.0.0.0/8\"]\n",
+    ));
+    let addr = proxy.proxy_addr;
+    let raw = tokio::task::spawn_blocking(move || {
+        raw_exchange(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 198.51.100.4\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .expect("exchange");
+    let h = echo_headers(&raw);
+    assert_eq!(h["x-forwarded-for"], "198.51.100.4, 127.0.0.1", "{raw}");
+    assert_eq!(
+        h["x-forwarded-proto"], "https",
+        "a trusted proxy's proto is kept"
+    );
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_towards_the_backend() {
+    let b = Backend::start("b").await;
+    let proxy = start(&config(&[upstream("web", "round_robin", &[(&b, 1)])], ""));
+    let addr = proxy.proxy_addr;
+    let raw = tokio::task::spawn_blocking(move || {
+        raw_exchange(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: X-Private, close\r\nX-Private: secret\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: websocket\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nProxy-Connection: keep-alive\r\nX-End-To-End: yes\r\n\r\n",
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .expect("exchange");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let h = echo_headers(&raw);
+    for gone in [
+        "x-private",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone} reached the backend: {h}");
+    }
+    assert_eq!(h["x-end-to-end"], "yes");
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_towards_the_client() {
+    let b = Backend::start("b").await;
+    let proxy = start(&config(&[upstream("web", "round_robin", &[(&b, 1)])], ""));
+    let mut client = Client::http1(proxy.proxy_addr).await.expect("connect");
+    let r = client.get("/?hop=1").await.expect("request");
+    assert_eq!(r.status, 200);
+    for gone in ["x-hop-custom", "keep-alive", "proxy-authenticate"] {
+        assert!(
+            !r.headers.contains_key(gone),
+            "{gone} reached the client: {:?}",
+            r.headers
+        );
+    }
+    assert_eq!(r.headers["x-end-to-end"], "kept");
+    // The connection stays usable: the backend's Connection header was not relayed.
+    assert_eq!(client.get("/").await.expect("second request").status, 200);
+    stop(proxy).await;
+}

@@ -1,0 +1,267 @@
+//! The `isame-lb` binary as operators run it: `validate` exit codes, signals,
+//! graceful shutdown.
+
+use isame_testkit::Backend;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_isame-lb");
+
+fn write_config(dir: &tempfile::TempDir, body: &str) -> std::path::PathBuf {
+    let path = dir.path().join("isame.yaml");
+    std::fs::write(&path, body).expect("write config");
+    path
+}
+
+#[test]
+fn validate_exit_codes_and_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = write_config(
+        &dir,
+        "upstreams:\n  - name: web\n    backends: [\"http://127.0.0.1:3000\"]\n",
+    );
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("valid (1 upstream(s), 1 backend(s), 0 route(s))"));
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "server:\n  port: 0\nupstreams:\n  - name: web\n    algorithm: fastest\n    backends:\n      - url: ftp://x\n        weight: 0\nextra: 1\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "5 problem(s)",
+        "server.port: must be between 1 and 65535",
+        "upstreams[0].algorithm: unknown algorithm \"fastest\"",
+        "upstreams[0].backends[0].url: scheme must be http or https",
+        "upstreams[0].backends[0].weight: must be between 1 and 1000",
+        "extra: unknown field `extra`",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+
+    let https = dir.path().join("https.yaml");
+    std::fs::write(
+        &https,
+        "upstreams:\n  - name: web\n    backends: [\"https://127.0.0.1:3000\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&https)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "checks the data plane can serve it, not only the schema"
+    );
+
+    let out = Command::new(BIN)
+        .args(["validate", "/nonexistent/isame.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+
+    assert_eq!(
+        Command::new(BIN)
+            .arg("validate")
+            .output()
+            .expect("run")
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        Command::new(BIN)
+            .arg("--bogus")
+            .output()
+            .expect("run")
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        Command::new(BIN).output().expect("run").status.code(),
+        Some(2),
+        "no --config is a usage error"
+    );
+}
+
+#[test]
+fn invalid_config_at_start_exits_1_with_every_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(&dir, "upstreams:\n  - name: \"\"\n    backends: []\n");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("upstreams[0].name") && err.contains("upstreams[0].backends"),
+        "{err}"
+    );
+}
+
+/// A running `isame-lb` process and the addresses it logged.
+struct Running {
+    child: Child,
+    proxy: SocketAddr,
+    logs: mpsc::Receiver<String>,
+}
+
+fn spawn(config: &std::path::Path) -> Running {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn isame-lb");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, logs) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let proxy = loop {
+        let line = logs
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("isame-lb logged its listeners");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["fields"]["message"] == "isame-lb serving" {
+            break v["fields"]["proxy"]
+                .as_str()
+                .expect("proxy addr")
+                .parse()
+                .expect("addr");
+        }
+    };
+    Running { child, proxy, logs }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn wait_for_log(logs: &mpsc::Receiver<String>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = logs
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        if line.contains(needle) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let backend = rt.block_on(Backend::start("slow"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(
+        &dir,
+        &format!(
+            "upstreams:\n  - name: web\n    backends: [\"{}\"]\n",
+            backend.url()
+        ),
+    );
+    let mut p = spawn(&path);
+    let proxy = p.proxy;
+    assert!(http_get(proxy, "/")
+        .expect("warm-up")
+        .starts_with("HTTP/1.1 200"));
+
+    let slow = std::thread::spawn(move || http_get(proxy, "/?delay_ms=1500"));
+    std::thread::sleep(Duration::from_millis(400));
+    let sent = Instant::now();
+    signal(&p.child, "-TERM");
+    wait_for_log(&p.logs, "shutting down");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        TcpStream::connect(proxy).is_err(),
+        "no new connections after SIGTERM"
+    );
+
+    let reply = slow
+        .join()
+        .expect("thread")
+        .expect("slow request completed");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let status = p.child.wait().expect("exit");
+    assert_eq!(status.code(), Some(0));
+    assert!(sent.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn sighup_reloads_the_file() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let a = rt.block_on(Backend::start("a"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(
+        &dir,
+        &format!(
+            "upstreams:\n  - name: web\n    backends: [\"{}\"]\n",
+            a.url()
+        ),
+    );
+    let mut p = spawn(&path);
+    assert!(http_get(p.proxy, "/").expect("a").contains("x-backend: a"));
+    // The file is unchanged, so the watcher stays quiet: only SIGHUP can
+    // produce version 2.
+    signal(&p.child, "-HUP");
+    wait_for_log(&p.logs, "\"config_version\":2");
+    assert!(http_get(p.proxy, "/").expect("a").contains("x-backend: a"));
+    signal(&p.child, "-INT");
+    assert_eq!(p.child.wait().expect("exit").code(), Some(0));
+}
