@@ -2,14 +2,14 @@
 //!
 //! [`ProxyBody`] is what the client receives. It carries a [`Finish`] that
 //! runs exactly once when the response ends (or is abandoned): it records the
-//! request's duration, releases the backend's in-flight slot, marks the client
-//! connection idle, and returns the backend connection to the pool only when
-//! the response was read to its end.
+//! request's duration, releases the backend's in-flight slot and marks the
+//! client connection idle. (The backend connection returns to its pool from
+//! [`ResponseBody`] itself, only when the response was read to its end.)
 
 use crate::clock;
 use crate::conn_timeouts::ConnState;
-use crate::pool::{self, Pooled};
 use crate::snapshot::Snapshot;
+use crate::upstream::{ResponseBody, UpstreamError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::time::Instant;
 
 /// The body of a request sent to a backend.
 pub enum ReqBody {
@@ -59,20 +58,19 @@ impl Body for ReqBody {
 /// Bookkeeping that runs once when a response ends.
 pub struct Finish {
     conn: Arc<ConnState>,
-    start: Instant,
+    /// When the request arrived (clock nanoseconds).
+    start: u64,
     /// The snapshot the request was served on, and the upstream/backend it used.
     target: Option<(Arc<Snapshot>, usize, Option<usize>)>,
-    pooled: Option<Pooled>,
 }
 
 impl Finish {
     /// Starts timing a request on a client connection.
-    pub fn new(conn: Arc<ConnState>, start: Instant) -> Self {
+    pub fn new(conn: Arc<ConnState>, start: u64) -> Self {
         Self {
             conn,
             start,
             target: None,
-            pooled: None,
         }
     }
 
@@ -82,23 +80,14 @@ impl Finish {
         self.target = Some((snapshot, upstream, backend));
     }
 
-    /// The backend connection to return to the pool if the response completes.
-    pub fn set_pooled(&mut self, p: Pooled) {
-        self.pooled = Some(p);
-    }
-
-    fn run(&mut self, complete: bool) {
+    fn run(&mut self) {
         let now = clock::now_nanos();
         if let Some((snap, u, b)) = self.target.take() {
             let up = &snap.upstreams[u];
-            up.duration.observe(self.start.elapsed().as_secs_f64());
+            up.duration
+                .observe(now.saturating_sub(self.start) as f64 / 1e9);
             if let Some(b) = b {
                 up.backends[b].state.in_flight.fetch_sub(1, Relaxed);
-            }
-        }
-        if let Some(p) = self.pooled.take() {
-            if complete {
-                pool::checkin(p);
             }
         }
         self.conn.request_finished(now);
@@ -112,13 +101,13 @@ pub struct ProxyBody {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(ResponseBody),
     Full(Option<Bytes>),
 }
 
 impl ProxyBody {
     /// Streams a backend's response body.
-    pub fn upstream(body: Incoming, finish: Finish) -> Self {
+    pub fn upstream(body: ResponseBody, finish: Finish) -> Self {
         let mut b = Self {
             inner: Inner::Upstream(body),
             finish: Some(finish),
@@ -145,7 +134,7 @@ impl ProxyBody {
     fn finish_if_ended(&mut self) {
         if self.ended() {
             if let Some(mut f) = self.finish.take() {
-                f.run(true);
+                f.run();
             }
         }
     }
@@ -153,7 +142,7 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -167,12 +156,12 @@ impl Body for ProxyBody {
         match &polled {
             Poll::Ready(None) => {
                 if let Some(mut f) = this.finish.take() {
-                    f.run(true);
+                    f.run();
                 }
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(mut f) = this.finish.take() {
-                    f.run(false);
+                    f.run();
                 }
             }
             Poll::Ready(Some(Ok(_))) => this.finish_if_ended(),
@@ -196,8 +185,7 @@ impl Body for ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if let Some(mut f) = self.finish.take() {
-            let complete = self.ended();
-            f.run(complete);
+            f.run();
         }
     }
 }

@@ -2,8 +2,8 @@
 //! body the client gets, and the metric label it is counted under. Details go
 //! to the log, never to the client.
 
+use crate::upstream::UpstreamError;
 use http::StatusCode;
-use std::io;
 
 /// Why the proxy answered a request itself instead of relaying a backend's response.
 #[derive(Debug, thiserror::Error)]
@@ -14,18 +14,9 @@ pub enum ProxyError {
     /// The upstream has no backend that may take the request.
     #[error("no backend available")]
     NoBackend,
-    /// Opening a connection to the backend failed.
-    #[error("connecting to backend failed: {0}")]
-    Connect(#[source] io::Error),
-    /// Opening a connection to the backend took longer than `connect_timeout`.
-    #[error("connecting to backend timed out")]
-    ConnectTimeout,
-    /// The HTTP exchange with the backend failed.
-    #[error("backend request failed: {0}")]
-    Upstream(#[source] hyper::Error),
-    /// The backend's response headers took longer than `response_timeout`.
-    #[error("backend response timed out")]
-    ResponseTimeout,
+    /// The exchange with the backend failed.
+    #[error("backend: {0}")]
+    Upstream(#[from] UpstreamError),
     /// The request head exceeds `server.max_header_bytes`.
     #[error("request head exceeds max_header_bytes")]
     HeadTooLarge,
@@ -40,8 +31,11 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::Timeout) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -52,12 +46,13 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => r#"{"error":"no route","status":404}"#,
             ProxyError::NoBackend => r#"{"error":"no backend available","status":503}"#,
-            ProxyError::Connect(_) | ProxyError::Upstream(_) => {
-                r#"{"error":"backend failed","status":502}"#
-            }
-            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => {
+            ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::Timeout) => {
                 r#"{"error":"backend timed out","status":504}"#
             }
+            ProxyError::Upstream(UpstreamError::ClientBody(_)) => {
+                r#"{"error":"bad request body","status":400}"#
+            }
+            ProxyError::Upstream(_) => r#"{"error":"backend failed","status":502}"#,
             ProxyError::HeadTooLarge => {
                 r#"{"error":"request header fields too large","status":431}"#
             }
@@ -70,9 +65,13 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no_route",
             ProxyError::NoBackend => "no_backend",
-            ProxyError::Connect(_) | ProxyError::Upstream(_) => "backend_error",
-            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => "backend_timeout",
-            ProxyError::HeadTooLarge | ProxyError::MethodNotAllowed => "bad_request",
+            ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::Timeout) => {
+                "backend_timeout"
+            }
+            ProxyError::Upstream(UpstreamError::ClientBody(_))
+            | ProxyError::HeadTooLarge
+            | ProxyError::MethodNotAllowed => "bad_request",
+            ProxyError::Upstream(_) => "backend_error",
         }
     }
 }
@@ -86,9 +85,10 @@ mod tests {
         let all = [
             ProxyError::NoRoute,
             ProxyError::NoBackend,
-            ProxyError::Connect(io::Error::other("refused")),
-            ProxyError::ConnectTimeout,
-            ProxyError::ResponseTimeout,
+            ProxyError::Upstream(UpstreamError::Connect(std::io::Error::other("refused"))),
+            ProxyError::Upstream(UpstreamError::ConnectTimeout),
+            ProxyError::Upstream(UpstreamError::Timeout),
+            ProxyError::Upstream(UpstreamError::Protocol("refused".into())),
             ProxyError::HeadTooLarge,
             ProxyError::MethodNotAllowed,
         ];

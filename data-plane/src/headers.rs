@@ -17,17 +17,40 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// True for the names [`strip_hop_by_hop`] removes whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    // Dispatch on length first: one comparison for almost every header.
+    let s = name.as_str();
+    match s.len() {
+        2 => s == "te",
+        7 => s == "trailer" || s == "upgrade",
+        10 => s == "connection" || s == "keep-alive",
+        16 => s == "proxy-connection",
+        17 => s == "transfer-encoding",
+        18 => s == "proxy-authenticate",
+        19 => s == "proxy-authorization",
+        _ => false,
+    }
+}
+
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every
 /// header it names, plus Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade,
 /// Proxy-Authorization, Proxy-Authenticate and Proxy-Connection.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names, no hashing.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     if h.contains_key(&CONNECTION) {
         let named: Vec<HeaderName> = h
             .get_all(&CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            // Tokens that name no header of their own need no lookup.
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             // Host is end-to-end whatever a client claims; dropping it would
@@ -36,20 +59,20 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
                 h.remove(&name);
             }
         }
-        h.remove(&CONNECTION);
     }
     for name in [
+        &CONNECTION,
         &TE,
         &TRAILER,
         &TRANSFER_ENCODING,
         &UPGRADE,
         &PROXY_AUTHORIZATION,
         &PROXY_AUTHENTICATE,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
     ] {
         h.remove(name);
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
 }
 
 /// What the proxy knows about the client side of one request.
@@ -123,6 +146,35 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn recognizes_every_hop_by_hop_name() {
+        for n in [
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "proxy-connection",
+        ] {
+            assert!(is_hop_by_hop(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in [
+            "host",
+            "tee",
+            "content-length",
+            "x-connection",
+            "proxy-connections",
+        ] {
+            assert!(
+                !is_hop_by_hop(&HeaderName::from_bytes(n.as_bytes()).expect("name")),
+                "{n}"
+            );
+        }
     }
 
     #[test]

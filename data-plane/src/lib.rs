@@ -3,7 +3,7 @@
 //! A request passes the modules in this order: [`listener`] accepts it and
 //! [`conn_timeouts`] guards the connection; [`proxy`] routes it ([`route`]),
 //! picks a backend ([`balancer`]), rewrites headers ([`headers`],
-//! [`client_ip`]), forwards it over a pooled connection ([`forward`],
+//! [`client_ip`]), forwards it over a pooled connection ([`upstream`],
 //! [`pool`]) and streams the response back ([`body`]), recording
 //! [`metrics`]. [`snapshot`] holds the compiled config all of them read;
 //! [`reload`] swaps it; [`admin`] reports on it; [`app`] ties it together.
@@ -19,7 +19,6 @@ pub mod client_ip;
 pub mod clock;
 pub mod conn_timeouts;
 pub mod error;
-pub mod forward;
 pub mod headers;
 pub mod listener;
 pub mod metrics;
@@ -28,3 +27,4 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod snapshot;
+pub mod upstream;

@@ -167,6 +167,6 @@ async fn sweep_pools(shared: Arc<Shared>) {
             .iter()
             .flat_map(|u| u.backends.iter().map(|b| b.state.uid))
             .collect();
-        pool::sweep(|uid| live.contains(&uid));
+        pool::sweep(|uid| live.contains(&uid), crate::clock::now_nanos());
     }
 }

@@ -11,6 +11,12 @@ use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: the request path allocates a few small objects per request
+/// (header maps, channels); mimalloc's thread-local free lists make that
+/// markedly cheaper than the system allocator (see docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {

@@ -5,35 +5,20 @@
 //! atomic. A backend that is unchanged across a reload keeps its id, and so
 //! its warm connections.
 
-use crate::backend::Target;
-use crate::body::ReqBody;
-use crate::clock;
-use crate::error::ProxyError;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use crate::backend::Backend;
+use crate::snapshot::UpstreamRt;
+use crate::upstream::{Conn, UpstreamError};
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::io;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tracing::debug;
 
 /// How long a connection may sit idle in the pool before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most idle connections kept per backend per worker.
 pub const MAX_IDLE_PER_BACKEND: usize = 256;
 
-/// A connection to a backend, ready for one request.
-pub struct Pooled {
-    uid: u32,
-    /// The request sender of the connection.
-    pub tx: http1::SendRequest<ReqBody>,
-    /// True when the connection came from the pool (it may have gone stale).
-    pub reused: bool,
-}
-
 struct Idle {
-    tx: http1::SendRequest<ReqBody>,
+    conn: Conn,
     since: u64,
 }
 
@@ -45,19 +30,14 @@ fn expired(since: u64, now: u64) -> bool {
     now.saturating_sub(since) >= IDLE_TIMEOUT.as_nanos() as u64
 }
 
-/// An idle connection to backend `uid`, most recently used first.
-fn take_idle(uid: u32) -> Option<Pooled> {
+/// A live idle connection to backend `uid`, most recently used first.
+fn take_idle(uid: u32, now: u64) -> Option<Conn> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&uid)?;
-        let now = clock::now_nanos();
-        while let Some(c) = list.pop() {
-            if !c.tx.is_closed() && !expired(c.since, now) {
-                return Some(Pooled {
-                    uid,
-                    tx: c.tx,
-                    reused: true,
-                });
+        while let Some(mut c) = list.pop() {
+            if !expired(c.since, now) && !c.conn.is_stale() {
+                return Some(c.conn);
             }
         }
         None
@@ -65,34 +45,29 @@ fn take_idle(uid: u32) -> Option<Pooled> {
 }
 
 /// Returns a connection whose response finished, for the next request.
-pub fn checkin(p: Pooled) {
-    if p.tx.is_closed() {
-        return;
-    }
+/// `now` may lag a little (the request's start): idle connections then
+/// expire a little early, never late.
+pub fn checkin(conn: Conn, now: u64) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry(p.uid).or_default();
+        let list = idle.entry(conn.uid).or_default();
         if list.len() >= MAX_IDLE_PER_BACKEND {
             list.remove(0);
         }
-        list.push(Idle {
-            tx: p.tx,
-            since: clock::now_nanos(),
-        });
+        list.push(Idle { conn, since: now });
     });
 }
 
-/// Closes this worker's connections that are closed, expired, or belong to
-/// backends for which `keep` is false.
-pub fn sweep(keep: impl Fn(u32) -> bool) {
-    let now = clock::now_nanos();
+/// Closes this worker's connections that expired or belong to backends for
+/// which `keep` is false.
+pub fn sweep(keep: impl Fn(u32) -> bool, now: u64) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         idle.retain(|uid, list| {
             if !keep(*uid) {
                 return false;
             }
-            list.retain(|c| !c.tx.is_closed() && !expired(c.since, now));
+            list.retain_mut(|c| !expired(c.since, now) && !c.conn.is_stale());
             !list.is_empty()
         });
     });
@@ -103,64 +78,21 @@ pub fn idle_count(uid: u32) -> usize {
     IDLE.with(|idle| idle.borrow().get(&uid).map_or(0, Vec::len))
 }
 
-/// A connection to the backend: a pooled one if any, else a new one.
+/// A connection to the backend: a live pooled one if any, else a new one.
 pub async fn checkout(
-    uid: u32,
-    target: &Target,
-    connect_timeout: Duration,
-) -> Result<Pooled, ProxyError> {
-    if let Some(p) = take_idle(uid) {
-        return Ok(p);
+    backend: &Backend,
+    upstream: &UpstreamRt,
+    now: u64,
+) -> Result<Conn, UpstreamError> {
+    let uid = backend.state.uid;
+    if let Some(c) = take_idle(uid, now) {
+        return Ok(c);
     }
-    connect(uid, target, connect_timeout).await
-}
-
-/// Opens a new connection to the backend.
-pub async fn connect(
-    uid: u32,
-    target: &Target,
-    connect_timeout: Duration,
-) -> Result<Pooled, ProxyError> {
-    let stream = tokio::time::timeout(connect_timeout, open(target))
-        .await
-        .map_err(|_| ProxyError::ConnectTimeout)?
-        .map_err(ProxyError::Connect)?;
-    let (tx, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(ProxyError::Upstream)?;
-    let authority = target.authority.clone();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!(backend = %authority, error = %e, "backend connection ended with an error");
-        }
-    });
-    Ok(Pooled {
+    Conn::connect(
         uid,
-        tx,
-        reused: false,
-    })
-}
-
-async fn open(target: &Target) -> io::Result<TcpStream> {
-    let stream = match target.addr {
-        Some(addr) => TcpStream::connect(addr).await?,
-        None => {
-            let mut last =
-                io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address");
-            let mut found = None;
-            for addr in tokio::net::lookup_host((target.host.as_str(), target.port)).await? {
-                match TcpStream::connect(addr).await {
-                    Ok(s) => {
-                        found = Some(s);
-                        break;
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            found.ok_or(last)?
-        }
-    };
-    stream.set_nodelay(true)?;
-    Ok(stream)
+        &backend.target,
+        upstream.connect_timeout,
+        upstream.response_timeout,
+    )
+    .await
 }

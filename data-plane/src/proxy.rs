@@ -8,15 +8,14 @@ use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
 use crate::metrics;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
-use crate::{client_ip, forward};
+use crate::{client_ip, clock, upstream};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use tokio::time::Instant;
 use tracing::warn;
 
 /// What a client connection knows, shared by its requests.
@@ -62,7 +61,7 @@ pub async fn handle(
     req: Request<Incoming>,
     cx: Arc<ConnCtx>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let start = Instant::now();
+    let start = clock::now_nanos();
     cx.state.request_started(req.version() == Version::HTTP_2);
     let mut finish = Finish::new(cx.state.clone(), start);
     let snap = cx.shared.snapshot();
@@ -111,7 +110,6 @@ pub async fn handle(
     backend.state.in_flight.fetch_add(1, Relaxed);
     finish.set_target(snap.clone(), ui, Some(bi));
 
-    let method = req.method().clone();
     let (mut parts, body) = req.into_parts();
     headers::forward_request(
         &mut parts.headers,
@@ -123,35 +121,29 @@ pub async fn handle(
             host: host.as_ref(),
         },
     );
-    to_origin_form(&mut parts.uri);
-    parts.version = Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, ReqBody::Stream(body));
-
-    match forward::send(upstream_req, backend, up).await {
-        Ok((resp, pooled)) => {
-            let (mut parts, body) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers);
+    match upstream::send(&parts, ReqBody::Stream(body), backend, up, start).await {
+        Ok((head, body)) => {
             metrics::count_request(
                 &cx.shared.metrics,
                 backend.state.uid,
                 &up.name,
                 &backend.url,
-                &method,
-                parts.status,
+                &parts.method,
+                head.status,
             );
-            finish.set_pooled(pooled);
-            Ok(Response::from_parts(
-                parts,
-                ProxyBody::upstream(body, finish),
-            ))
+            let mut resp = Response::new(ProxyBody::upstream(body, finish));
+            *resp.status_mut() = head.status;
+            *resp.headers_mut() = head.headers;
+            Ok(resp)
         }
         Err(e) => {
+            let e = ProxyError::from(e);
             metrics::count_request(
                 &cx.shared.metrics,
                 backend.state.uid,
                 &up.name,
                 &backend.url,
-                &method,
+                &parts.method,
                 e.status(),
             );
             Ok(reply(&cx, &snap, client, Some(ui), e, finish))
@@ -196,17 +188,6 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => req.headers().get(HOST).cloned(),
     }
-}
-
-/// Backends get origin-form targets (`/path?query`) whatever form the client used.
-fn to_origin_form(uri: &mut Uri) {
-    if uri.scheme().is_none() && uri.authority().is_none() {
-        return;
-    }
-    *uri = match uri.path_and_query() {
-        Some(pq) => Uri::from(pq.clone()),
-        None => Uri::from_static("/"),
-    };
 }
 
 /// Approximate size of the request head: request line plus header lines.

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request of isame-lb, counted by
+# valgrind's callgrind: repeatable whatever else the machine is doing, so it
+# shows the effect of a hot-path change that wall-clock runs would drown in
+# noise. Kernel time (the syscalls) is not counted; bench/run.sh measures all.
+#
+# The load is wrk (HTTP/1.1 keep-alive, as in bench/run.sh) for SECONDS under
+# valgrind; instructions are divided by the requests wrk completed.
+#
+#   bench/instructions.sh [SECONDS] [--annotate]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_RUN=${1:-10}
+ANNOTATE=${2:-}
+for tool in valgrind wrk; do
+    command -v $tool >/dev/null || {
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+        $SUDO apt-get install -y "$tool" >/dev/null
+    }
+done
+cargo build --release --bin isame-lb --bin isame-echo >&2
+
+WORK=$(mktemp -d /tmp/isame-instr.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+./target/release/isame-echo --fast --listen 127.0.0.1:18090 2>/dev/null &
+PIDS+=($!)
+cat > "$WORK/isame.yaml" <<CONF
+upstreams:
+  - name: bench
+    backends: ["http://127.0.0.1:18090"]
+CONF
+RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+    ./target/release/isame-lb --config "$WORK/isame.yaml" --listen 127.0.0.1:18091 \
+    --admin-listen 127.0.0.1:18092 --workers 1 2>"$WORK/valgrind.log" &
+VG=$!
+PIDS+=($VG)
+for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:18091/ && break; sleep 0.2; done
+
+wrk -t1 -c10 -d2s http://127.0.0.1:18091/ >/dev/null   # warm pools and caches
+callgrind_control -z "$VG" >/dev/null
+wrk -t1 -c10 -d"${SECONDS_RUN}s" http://127.0.0.1:18091/ > "$WORK/wrk.out"
+callgrind_control -d "$VG" >/dev/null
+if grep -q "Non-2xx\|Socket errors" "$WORK/wrk.out"; then cat "$WORK/wrk.out"; exit 1; fi
+REQUESTS=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
+
+total=0
+for f in "$WORK"/cg.*; do
+    n=$(awk '/^totals:/ {print $2}' "$f")
+    total=$((total + ${n:-0}))
+done
+echo "$REQUESTS requests: $total instructions, $((total / REQUESTS)) per request"
+if [ "$ANNOTATE" = "--annotate" ]; then
+    for f in "$WORK"/cg.*; do
+        callgrind_annotate --inclusive=no "$f" 2>/dev/null | head -70
+    done
+fi

@@ -1,0 +1,197 @@
+//! One keep-alive connection to a backend, with its buffers and a lazily
+//! armed timer for response deadlines.
+
+use super::error::UpstreamError;
+use crate::backend::Target;
+use crate::clock;
+use bytes::BytesMut;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+/// Least room offered to each read from a backend.
+const READ_RESERVE: usize = 16 * 1024;
+
+/// An open connection to a backend.
+pub struct Conn {
+    /// The backend's id (keys the pool).
+    pub uid: u32,
+    io: TcpStream,
+    /// Bytes read from the backend and not consumed yet.
+    pub read_buf: BytesMut,
+    /// The request head being written (reused between requests).
+    pub write_buf: Vec<u8>,
+    /// Requests completed on this connection.
+    pub served: u64,
+    /// A deadline timer re-armed only when it fires (see [`Conn::poll_read`]).
+    timer: Pin<Box<Sleep>>,
+    /// The timer never sleeps longer than this past a check.
+    granularity: u64,
+}
+
+impl Conn {
+    /// Opens a connection within `connect_timeout`. `granularity` is the
+    /// shortest deadline this connection will be asked to keep.
+    pub async fn connect(
+        uid: u32,
+        target: &Target,
+        connect_timeout: Duration,
+        granularity: Duration,
+    ) -> Result<Conn, UpstreamError> {
+        let io = tokio::time::timeout(connect_timeout, open(target))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(UpstreamError::Connect)?;
+        let granularity = u64::try_from(granularity.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1_000_000);
+        Ok(Conn {
+            uid,
+            io,
+            read_buf: BytesMut::with_capacity(4 * READ_RESERVE),
+            write_buf: Vec::with_capacity(1024),
+            served: 0,
+            timer: Box::pin(tokio::time::sleep_until(clock::instant_at(
+                clock::now_nanos().saturating_add(granularity),
+            ))),
+            granularity,
+        })
+    }
+
+    /// True when the backend closed this idle connection or sent something
+    /// unasked. Uses the readiness the event loop already recorded, so a live
+    /// idle connection costs no system call.
+    pub fn is_stale(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes `bufs` completely, in as few system calls as the kernel allows.
+    pub async fn write_all_vectored(&mut self, bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+        let mut bufs = &mut bufs[..];
+        io::IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            let n = self.io.write_vectored(bufs).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut bufs, n);
+        }
+        Ok(())
+    }
+
+    /// Reads more bytes into `read_buf`; `Ok(0)` at end of stream.
+    ///
+    /// `deadline` (clock nanoseconds) bounds the wait: when it is 0 and
+    /// `stall` is not, a wait starts a deadline `stall` from now, so a read
+    /// that finds data at once never looks at the clock.
+    pub fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        deadline: &mut u64,
+        stall: u64,
+    ) -> Poll<Result<usize, ReadError>> {
+        // Through `AsyncRead`, so tokio notices a short read and clears the
+        // socket's readiness: the next read waits for the kernel's event
+        // instead of paying an `EAGAIN` system call.
+        if self.read_buf.capacity() - self.read_buf.len() < READ_RESERVE {
+            self.read_buf.reserve(READ_RESERVE);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(ReadError::Io(e))),
+            Poll::Pending => {
+                if *deadline == 0 {
+                    if stall == 0 {
+                        return Poll::Pending;
+                    }
+                    *deadline = clock::now_nanos().saturating_add(stall);
+                }
+                ready!(self.poll_deadline(cx, *deadline));
+                Poll::Ready(Err(ReadError::Timeout))
+            }
+        }
+    }
+
+    /// Ready once `deadline` has passed. The timer is only re-armed when it
+    /// fires, at most `granularity` ahead, so a request normally arms nothing.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: u64) -> Poll<()> {
+        // A deadline closer than the timer's next check (a shorter timeout
+        // than the one this connection was opened for) moves the timer in.
+        if clock::instant_at(deadline) < self.timer.deadline() {
+            self.timer.as_mut().reset(clock::instant_at(deadline));
+        }
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let now = clock::now_nanos();
+            if now >= deadline {
+                return Poll::Ready(());
+            }
+            let next = deadline.min(now.saturating_add(self.granularity));
+            self.timer.as_mut().reset(clock::instant_at(next));
+        }
+    }
+
+    /// Reads more bytes, failing with [`ReadError::Timeout`] at `deadline`.
+    pub async fn read_more(&mut self, deadline: u64) -> Result<usize, ReadError> {
+        let mut deadline = deadline;
+        std::future::poll_fn(|cx| self.poll_read(cx, &mut deadline, 0)).await
+    }
+
+    /// Writes all of `buf`; on failure, tells whether any byte went out.
+    pub async fn write_tracked(&mut self, buf: &[u8]) -> Result<(), (bool, io::Error)> {
+        let mut written = 0;
+        while written < buf.len() {
+            match self.io.write(&buf[written..]).await {
+                Ok(0) => return Err((written > 0, io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(e) => return Err((written > 0, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a read from the backend failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The socket failed.
+    Io(io::Error),
+    /// The deadline passed.
+    Timeout,
+}
+
+async fn open(target: &Target) -> io::Result<TcpStream> {
+    let stream = match target.addr {
+        Some(addr) => TcpStream::connect(addr).await?,
+        None => {
+            let mut last =
+                io::Error::new(io::ErrorKind::NotFound, "host name resolved to no address");
+            let mut found = None;
+            for addr in tokio::net::lookup_host((target.host.as_str(), target.port)).await? {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        found = Some(s);
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            found.ok_or(last)?
+        }
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

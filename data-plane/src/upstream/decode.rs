@@ -1,0 +1,336 @@
+//! Reading a backend's response head and deciding how its body is framed.
+
+use super::error::UpstreamError;
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+use std::mem::MaybeUninit;
+
+/// Most headers a response may have.
+const MAX_HEADERS: usize = 128;
+/// Largest response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Everything until the backend closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers, hop-by-hop ones already removed.
+    pub headers: HeaderMap,
+    /// Body framing.
+    pub framing: Framing,
+    /// Whether the connection may carry another request afterwards.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head from the front of `buf`, removing it. `Ok(None)`
+/// means more bytes are needed. Interim (1xx) responses are skipped.
+pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, UpstreamError> {
+    loop {
+        let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut headers)
+            .map_err(|e| UpstreamError::Protocol(format!("malformed response head: {e}")))?;
+        let len = match parsed {
+            httparse::Status::Partial => {
+                if buf.len() > MAX_HEAD {
+                    return Err(UpstreamError::Protocol("response head too large".into()));
+                }
+                return Ok(None);
+            }
+            httparse::Status::Complete(len) => len,
+        };
+        let code = resp.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| UpstreamError::Protocol(format!("invalid status {code}")))?;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(UpstreamError::Protocol(
+                    "unrequested protocol upgrade".into(),
+                ));
+            }
+            let _ = buf.split_to(len);
+            continue;
+        }
+        let http10 = resp.version == Some(0);
+        // Header positions as offsets, so the head can be split off the buffer
+        // and shared by the header values without copying them.
+        let base = buf.as_ptr() as usize;
+        let mut spans = [Span::default(); MAX_HEADERS];
+        let count = resp.headers.len();
+        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+            *span = Span {
+                name: (h.name.as_ptr() as usize - base, h.name.len()),
+                value: (h.value.as_ptr() as usize - base, h.value.len()),
+            };
+        }
+        let head_bytes = buf.split_to(len).freeze();
+        return build(status, http10, &spans[..count], &head_bytes, head_request).map(Some);
+    }
+}
+
+/// Where one header's name and value lie in the head: (offset, length).
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+impl Span {
+    fn name<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        &head[self.name.0..self.name.0 + self.name.1]
+    }
+
+    fn value<'a>(&self, head: &'a [u8]) -> &'a [u8] {
+        &head[self.value.0..self.value.0 + self.value.1]
+    }
+}
+
+fn eq(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(|t| t.trim_ascii())
+}
+
+fn build(
+    status: StatusCode,
+    http10: bool,
+    spans: &[Span],
+    head: &Bytes,
+    head_request: bool,
+) -> Result<Head, UpstreamError> {
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut other_coding = false;
+    let mut saw_close = false;
+    let mut saw_keep_alive = false;
+    let mut connection_named = false;
+    for span in spans {
+        let (name, value) = (span.name(head), span.value(head));
+        if eq(name, "content-length") {
+            let n = std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| UpstreamError::Protocol("invalid content-length".into()))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(UpstreamError::Protocol(
+                    "conflicting content-length headers".into(),
+                ));
+            }
+            length = Some(n);
+        } else if eq(name, "transfer-encoding") {
+            for t in tokens(value).filter(|t| !t.is_empty()) {
+                // Only a final `chunked` delimits the body.
+                chunked = eq(t, "chunked");
+                other_coding |= !chunked;
+            }
+        } else if eq(name, "connection") {
+            for t in tokens(value) {
+                if eq(t, "close") {
+                    saw_close = true;
+                } else if eq(t, "keep-alive") {
+                    saw_keep_alive = true;
+                } else if !t.is_empty() {
+                    connection_named = true;
+                }
+            }
+        }
+    }
+    let named_by_connection = |name: &[u8]| {
+        connection_named
+            && spans
+                .iter()
+                .filter(|s| eq(s.name(head), "connection"))
+                .flat_map(|s| tokens(s.value(head)))
+                .any(|t| t.eq_ignore_ascii_case(name))
+    };
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
+        let name = span.name(head);
+        if is_hop_by_hop(name) || named_by_connection(name) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| UpstreamError::Protocol("invalid header name".into()))?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.0 + span.value.1))
+                .map_err(|_| UpstreamError::Protocol("invalid header value".into()))?;
+        headers.append(name, value);
+    }
+    if other_coding {
+        // Transfer codings other than chunked (gzip, ...) cannot be relayed
+        // once the hop-by-hop Transfer-Encoding header is gone.
+        return Err(UpstreamError::Protocol(
+            "unsupported transfer-encoding".into(),
+        ));
+    }
+    let no_body =
+        head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::Empty
+    } else if chunked {
+        // A body with Transfer-Encoding ignores Content-Length (RFC 9112 §6.3).
+        headers.remove(http::header::CONTENT_LENGTH);
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    let close = saw_close || (http10 && !saw_keep_alive);
+    // A body delimited by close, or a message both chunked and sized, ends the connection.
+    let keep_alive = !close && framing != Framing::UntilClose && !(chunked && length.is_some());
+    Ok(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    })
+}
+
+/// The hop-by-hop response headers that are never relayed.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+    ]
+    .iter()
+    .any(|h| eq(name, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_of(raw: &str, head_request: bool) -> Result<Option<Head>, UpstreamError> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse(&mut buf, head_request)
+    }
+
+    fn ok(raw: &str) -> Head {
+        match head_of(raw, false) {
+            Ok(Some(h)) => h,
+            other => panic!("{raw:?} → {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sized_response_keeps_the_connection() {
+        let h = ok("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok");
+        assert_eq!(h.framing, Framing::Length(2));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers["x-a"], "b");
+        assert_eq!(h.headers["content-length"], "2");
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more() {
+        assert!(matches!(
+            head_of("HTTP/1.1 200 OK\r\nContent-Le", false),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn chunked_wins_over_length_and_ends_reuse() {
+        let h = ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.headers.contains_key("content-length"));
+        assert!(!h.headers.contains_key("transfer-encoding"));
+        assert!(!h.keep_alive);
+        assert!(ok("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn close_delimited_and_http10() {
+        let h = ok("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(h.framing, Framing::UntilClose);
+        assert!(!h.keep_alive);
+        assert!(!ok("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        assert!(
+            ok("HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n").keep_alive
+        );
+        assert!(
+            !ok("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").keep_alive
+        );
+    }
+
+    #[test]
+    fn bodyless_statuses_and_head_requests() {
+        assert_eq!(
+            ok("HTTP/1.1 204 No Content\r\n\r\n").framing,
+            Framing::Empty
+        );
+        assert_eq!(
+            ok("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n").framing,
+            Framing::Empty
+        );
+        let h = head_of("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true)
+            .expect("ok")
+            .expect("head");
+        assert_eq!(h.framing, Framing::Empty);
+        assert_eq!(
+            h.headers["content-length"], "10",
+            "HEAD keeps the length of the body it would get"
+        );
+    }
+
+    #[test]
+    fn interim_responses_are_skipped() {
+        let h =
+            ok("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.status, 201);
+        assert!(head_of(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+            false
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped() {
+        let h = ok("HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.headers.len(), 2, "{:?}", h.headers);
+        assert!(h.headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn malformed_heads_are_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "NOT HTTP\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        ] {
+            assert!(head_of(bad, false).is_err(), "{bad:?}");
+        }
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 10));
+        assert!(head_of(&huge, false).is_err());
+    }
+}

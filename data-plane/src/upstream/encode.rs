@@ -1,0 +1,124 @@
+//! Writing a request head for a backend, and the framing of its body.
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::request::Parts;
+use std::io::Write;
+
+/// How the request body travels to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes, announced by `Content-Length`.
+    Length(u64),
+    /// Unknown length: `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Appends the request head (origin-form target, HTTP/1.1) to `out`, with
+/// the `Content-Length` or `Transfer-Encoding` that `framing` needs.
+/// Hop-by-hop headers must already be gone.
+pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: BodyFraming) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    match parts.uri.path_and_query() {
+        Some(pq) if !pq.as_str().is_empty() => out.extend_from_slice(pq.as_str().as_bytes()),
+        _ => out.push(b'/'),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_length = false;
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH {
+            // Our framing decides; a client's header is kept only when it agrees.
+            if framing != BodyFraming::Length(parse_length(value.as_bytes()).unwrap_or(u64::MAX))
+                && !(framing == BodyFraming::Empty && value.as_bytes() == b"0")
+            {
+                continue;
+            }
+            has_length = true;
+        } else if name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        BodyFraming::Length(n) if !has_length => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// The chunk-size line that precedes `len` bytes of chunked data.
+pub fn chunk_prefix(len: usize) -> Vec<u8> {
+    format!("{len:x}\r\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn encode(req: Request<()>, framing: BodyFraming) -> String {
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        head(&mut out, &parts, framing);
+        String::from_utf8(out).expect("ascii")
+    }
+
+    #[test]
+    fn writes_origin_form_heads() {
+        let req = Request::get("http://example.com/a/b?c=d")
+            .header("host", "example.com")
+            .header("x-a", "1")
+            .body(())
+            .expect("request");
+        assert_eq!(
+            encode(req, BodyFraming::Empty),
+            "GET /a/b?c=d HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_replaces_client_framing_headers() {
+        let req = Request::post("/up")
+            .header("content-length", "5")
+            .body(())
+            .expect("request");
+        assert_eq!(
+            encode(req, BodyFraming::Length(5)),
+            "POST /up HTTP/1.1\r\ncontent-length: 5\r\n\r\n"
+        );
+        let req = Request::post("/up").body(()).expect("request");
+        assert_eq!(
+            encode(req, BodyFraming::Length(7)),
+            "POST /up HTTP/1.1\r\ncontent-length: 7\r\n\r\n"
+        );
+        let req = Request::post("/up")
+            .header("content-length", "9")
+            .body(())
+            .expect("request");
+        assert_eq!(
+            encode(req, BodyFraming::Chunked),
+            "POST /up HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let req = Request::get("/")
+            .header("content-length", "0")
+            .body(())
+            .expect("request");
+        assert_eq!(
+            encode(req, BodyFraming::Empty),
+            "GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(chunk_prefix(255), b"ff\r\n");
+    }
+}
