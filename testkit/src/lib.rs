@@ -4,7 +4,9 @@
 pub mod backend;
 pub mod blackhole;
 pub mod client;
+pub mod raw;
 
 pub use backend::{Backend, Mode};
 pub use blackhole::Blackhole;
 pub use client::{Client, Reply};
+pub use raw::RawBackend;

@@ -53,6 +53,9 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Ups
                 }
                 return Ok(None);
             }
+            httparse::Status::Complete(len) if len > MAX_HEAD => {
+                return Err(UpstreamError::Protocol("response head too large".into()));
+            }
             httparse::Status::Complete(len) => len,
         };
         let code = resp.code.unwrap_or(0);
