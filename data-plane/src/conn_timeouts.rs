@@ -19,7 +19,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -106,6 +106,10 @@ pub struct TimedIo<T> {
     state: Arc<ConnState>,
     timeouts: Timeouts,
     timer: Pin<Box<Sleep>>,
+    /// The waker the timer was last polled with: while it stays the same and
+    /// the timer has not fired, polling the timer again would only repeat
+    /// the registration.
+    registered: Option<Waker>,
     write_blocked_since: u64,
 }
 
@@ -118,6 +122,7 @@ impl<T> TimedIo<T> {
             state,
             timeouts,
             timer: Box::pin(tokio::time::sleep_until(clock::instant_at(first))),
+            registered: None,
             write_blocked_since: 0,
         }
     }
@@ -154,8 +159,20 @@ impl<T> TimedIo<T> {
 
     /// Ready with an error once a deadline has passed; otherwise keeps the timer armed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+            && !self.timer.is_elapsed()
+        {
+            return Poll::Pending;
+        }
         loop {
-            ready!(self.timer.as_mut().poll(cx));
+            if self.timer.as_mut().poll(cx).is_pending() {
+                self.registered = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            self.registered = None;
             let now = clock::now_nanos();
             let mut next = now.saturating_add(self.timeouts.granularity());
             if let Some((at, what)) = self.deadline() {

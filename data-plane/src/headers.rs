@@ -2,10 +2,7 @@
 //! stripped both ways and the `X-Forwarded-*` headers are set.
 
 use crate::client_ip::TrustedProxies;
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
 use std::net::IpAddr;
 
 /// `X-Forwarded-For`.
@@ -14,64 +11,48 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// True for the names [`strip_hop_by_hop`] removes whatever `Connection` says.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// True for the hop-by-hop header names of RFC 9110 §7.6.1 that are never
+/// relayed, whatever `Connection` says: Connection, Keep-Alive, TE, Trailer,
+/// Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate,
+/// Proxy-Connection. Any case.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
     // Dispatch on length first: one comparison for almost every header.
-    let s = name.as_str();
-    match s.len() {
-        2 => s == "te",
-        7 => s == "trailer" || s == "upgrade",
-        10 => s == "connection" || s == "keep-alive",
-        16 => s == "proxy-connection",
-        17 => s == "transfer-encoding",
-        18 => s == "proxy-authenticate",
-        19 => s == "proxy-authorization",
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    match name.len() {
+        2 => is("te"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("connection") || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        19 => is("proxy-authorization"),
         _ => false,
     }
 }
 
-/// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every
-/// header it names, plus Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade,
-/// Proxy-Authorization, Proxy-Authenticate and Proxy-Connection.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names, no hashing.
-    if !h.keys().any(is_hop_by_hop) {
+/// Removes the headers that `Connection` names (they are hop-by-hop too).
+/// The fixed hop-by-hop headers are left for the writer to skip.
+pub fn remove_connection_named(h: &mut HeaderMap) {
+    if !h.contains_key(&CONNECTION) {
         return;
     }
-    if h.contains_key(&CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(&CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // Tokens that name no header of their own need no lookup.
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            // Host is end-to-end whatever a client claims; dropping it would
-            // change which site the backend serves.
-            if name != HOST {
-                h.remove(&name);
-            }
+    let named: Vec<HeaderName> = h
+        .get_all(&CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        // Tokens that name no header of their own need no lookup.
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        // Host and the forwarding headers are end-to-end whatever a client
+        // claims; dropping them would change what the backend is told.
+        if name != HOST && !name.as_str().starts_with("x-forwarded-") {
+            h.remove(&name);
         }
-    }
-    for name in [
-        &CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-        &PROXY_AUTHORIZATION,
-        &PROXY_AUTHENTICATE,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-    ] {
-        h.remove(name);
     }
 }
 
@@ -89,14 +70,53 @@ pub struct Forwarded<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
-/// Rewrites request headers for the backend: strips hop-by-hop headers,
-/// appends the peer to `X-Forwarded-For` (keeping earlier hops only from a
-/// trusted peer), sets `X-Forwarded-Proto` and `X-Forwarded-Host` (kept as
-/// sent when a trusted proxy set them) and makes sure `Host` is present.
-pub fn forward_request(h: &mut HeaderMap, f: &Forwarded<'_>) {
-    strip_hop_by_hop(h);
+/// How one request's headers change on the way to the backend. The writer of
+/// the request head applies it while copying the headers ([`Rewrite::skips`],
+/// [`Rewrite::extra`]), so the header map itself is never grown or rehashed.
+#[derive(Debug)]
+pub struct Rewrite {
+    forwarded_for: HeaderValue,
+    forwarded_proto: Option<HeaderValue>,
+    forwarded_host: Option<HeaderValue>,
+    keep_client_proto: bool,
+    keep_client_host: bool,
+    host: Option<HeaderValue>,
+}
+
+impl Rewrite {
+    /// True for a client header that is not passed on as it is.
+    pub fn skips(&self, name: &HeaderName) -> bool {
+        let n = name.as_str().as_bytes();
+        match n.len() {
+            15 => n == b"x-forwarded-for",
+            16 => n == b"x-forwarded-host" && !self.keep_client_host || is_hop_by_hop(n),
+            17 => n == b"x-forwarded-proto" && !self.keep_client_proto || is_hop_by_hop(n),
+            _ => is_hop_by_hop(n),
+        }
+    }
+
+    /// Headers the proxy adds.
+    pub fn extra(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        std::iter::once(("x-forwarded-for", &self.forwarded_for))
+            .chain(
+                self.forwarded_proto
+                    .iter()
+                    .map(|v| ("x-forwarded-proto", v)),
+            )
+            .chain(self.forwarded_host.iter().map(|v| ("x-forwarded-host", v)))
+            .chain(self.host.iter().map(|v| ("host", v)))
+    }
+}
+
+/// Plans the request headers for the backend: hop-by-hop headers go (those
+/// `Connection` names are removed now), the peer is appended to
+/// `X-Forwarded-For` (earlier hops are kept only from a trusted peer),
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` are set (kept as sent when a
+/// trusted proxy set them) and `Host` is added when the request had none.
+pub fn forward_request(h: &mut HeaderMap, f: &Forwarded<'_>) -> Rewrite {
+    remove_connection_named(h);
     let trusted = !f.trusted.is_empty() && f.trusted.contains(f.peer);
-    if trusted && h.contains_key(&X_FORWARDED_FOR) {
+    let forwarded_for = if trusted && h.contains_key(&X_FORWARDED_FOR) {
         let mut chain = Vec::with_capacity(64);
         for v in h.get_all(&X_FORWARDED_FOR) {
             if !chain.is_empty() {
@@ -106,30 +126,27 @@ pub fn forward_request(h: &mut HeaderMap, f: &Forwarded<'_>) {
         }
         chain.extend_from_slice(b", ");
         chain.extend_from_slice(f.peer_value.as_bytes());
-        match HeaderValue::from_bytes(&chain) {
-            Ok(v) => h.insert(&X_FORWARDED_FOR, v),
-            Err(_) => h.insert(&X_FORWARDED_FOR, f.peer_value.clone()),
-        };
+        HeaderValue::from_bytes(&chain).unwrap_or_else(|_| f.peer_value.clone())
     } else {
-        h.insert(&X_FORWARDED_FOR, f.peer_value.clone());
-    }
-    if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
-    }
-    if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
-        match f.host {
-            Some(host) => {
-                h.insert(&X_FORWARDED_HOST, host.clone());
-            }
-            None => {
-                h.remove(&X_FORWARDED_HOST);
-            }
-        }
-    }
-    if !h.contains_key(&HOST) {
-        if let Some(host) = f.host {
-            h.insert(HOST, host.clone());
-        }
+        f.peer_value.clone()
+    };
+    let keep_client_proto = trusted && h.contains_key(&X_FORWARDED_PROTO);
+    let keep_client_host = trusted && h.contains_key(&X_FORWARDED_HOST);
+    Rewrite {
+        forwarded_for,
+        forwarded_proto: (!keep_client_proto).then(|| HeaderValue::from_static(f.proto)),
+        forwarded_host: if keep_client_host {
+            None
+        } else {
+            f.host.cloned()
+        },
+        keep_client_proto,
+        keep_client_host,
+        host: if h.contains_key(&HOST) {
+            None
+        } else {
+            f.host.cloned()
+        },
     }
 }
 
@@ -148,57 +165,26 @@ mod tests {
         h
     }
 
-    #[test]
-    fn recognizes_every_hop_by_hop_name() {
-        for n in [
-            "connection",
-            "keep-alive",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "proxy-authorization",
-            "proxy-authenticate",
-            "proxy-connection",
-        ] {
-            assert!(is_hop_by_hop(&HeaderName::from_static(n)), "{n}");
-        }
-        for n in [
-            "host",
-            "tee",
-            "content-length",
-            "x-connection",
-            "proxy-connections",
-        ] {
-            assert!(
-                !is_hop_by_hop(&HeaderName::from_bytes(n.as_bytes()).expect("name")),
-                "{n}"
-            );
-        }
+    /// The headers a backend would receive.
+    fn sent(mut h: HeaderMap, f: &Forwarded<'_>) -> Vec<(String, String)> {
+        let rw = forward_request(&mut h, f);
+        let mut out: Vec<(String, String)> = h
+            .iter()
+            .filter(|(n, _)| !rw.skips(n))
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("?").to_owned()))
+            .collect();
+        out.extend(
+            rw.extra()
+                .map(|(n, v)| (n.to_owned(), v.to_str().unwrap_or("?").to_owned())),
+        );
+        out
     }
 
-    #[test]
-    fn strips_connection_named_and_fixed_hop_headers() {
-        let mut h = map(&[
-            ("connection", "close, X-Secret"),
-            ("connection", "x-other, host"),
-            ("host", "kept.example"),
-            ("x-secret", "1"),
-            ("x-other", "1"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("trailer", "x-t"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "websocket"),
-            ("proxy-authorization", "Basic x"),
-            ("proxy-authenticate", "Basic"),
-            ("proxy-connection", "keep-alive"),
-            ("x-keep", "yes"),
-        ]);
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 2, "{h:?}");
-        assert_eq!(h["x-keep"], "yes");
-        assert_eq!(h["host"], "kept.example");
+    fn get<'a>(sent: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        sent.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     fn forwarded<'a>(
@@ -217,39 +203,107 @@ mod tests {
     }
 
     #[test]
+    fn recognizes_every_hop_by_hop_name() {
+        for n in [
+            "connection",
+            "Keep-Alive",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-authenticate",
+            "PROXY-CONNECTION",
+        ] {
+            assert!(is_hop_by_hop(n.as_bytes()), "{n}");
+        }
+        for n in [
+            "host",
+            "tee",
+            "content-length",
+            "x-connection",
+            "proxy-connections",
+        ] {
+            assert!(!is_hop_by_hop(n.as_bytes()), "{n}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_not_sent() {
+        let none = TrustedProxies::default();
+        let pv = HeaderValue::from_static("192.0.2.1");
+        let h = map(&[
+            ("connection", "close, X-Secret"),
+            ("connection", "x-other, host, x-forwarded-host"),
+            ("host", "kept.example"),
+            ("x-secret", "1"),
+            ("x-other", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-connection", "keep-alive"),
+            ("x-keep", "yes"),
+        ]);
+        let host = HeaderValue::from_static("kept.example");
+        let out = sent(h, &forwarded("192.0.2.1", &pv, &none, Some(&host)));
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "host",
+                "x-keep",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host"
+            ],
+            "{out:?}"
+        );
+        assert_eq!(get(&out, "host"), ["kept.example"]);
+    }
+
+    #[test]
     fn untrusted_peer_cannot_spoof_forwarding_headers() {
         let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("cidr")]);
         let pv = HeaderValue::from_static("203.0.113.5");
         let host = HeaderValue::from_static("shop.example");
-        let mut h = map(&[
+        let h = map(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.example"),
         ]);
-        forward_request(
-            &mut h,
-            &forwarded("203.0.113.5", &pv, &trusted, Some(&host)),
+        let out = sent(h, &forwarded("203.0.113.5", &pv, &trusted, Some(&host)));
+        assert_eq!(get(&out, "x-forwarded-for"), ["203.0.113.5"]);
+        assert_eq!(get(&out, "x-forwarded-proto"), ["http"]);
+        assert_eq!(get(&out, "x-forwarded-host"), ["shop.example"]);
+        assert_eq!(
+            get(&out, "host"),
+            ["shop.example"],
+            "a request without Host gets one"
         );
-        assert_eq!(h["x-forwarded-for"], "203.0.113.5");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "shop.example");
-        assert_eq!(h["host"], "shop.example");
     }
 
     #[test]
     fn trusted_peer_chain_is_extended() {
         let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("cidr")]);
         let pv = HeaderValue::from_static("10.0.0.7");
-        let mut h = map(&[
+        let h = map(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-for", "10.9.9.9"),
             ("x-forwarded-proto", "https"),
             ("host", "a.example"),
         ]);
         let host = h.get("host").cloned();
-        forward_request(&mut h, &forwarded("10.0.0.7", &pv, &trusted, host.as_ref()));
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.9.9.9, 10.0.0.7");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "a.example");
+        let out = sent(h, &forwarded("10.0.0.7", &pv, &trusted, host.as_ref()));
+        assert_eq!(
+            get(&out, "x-forwarded-for"),
+            ["1.2.3.4, 10.9.9.9, 10.0.0.7"]
+        );
+        assert_eq!(get(&out, "x-forwarded-proto"), ["https"]);
+        assert_eq!(get(&out, "x-forwarded-host"), ["a.example"]);
+        assert_eq!(get(&out, "host"), ["a.example"]);
     }
 }

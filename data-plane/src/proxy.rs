@@ -111,7 +111,7 @@ pub async fn handle(
     finish.set_target(snap.clone(), ui, Some(bi));
 
     let (mut parts, body) = req.into_parts();
-    headers::forward_request(
+    let rewrite = headers::forward_request(
         &mut parts.headers,
         &Forwarded {
             peer: cx.peer.ip(),
@@ -121,7 +121,7 @@ pub async fn handle(
             host: host.as_ref(),
         },
     );
-    match upstream::send(&parts, ReqBody::Stream(body), backend, up, start).await {
+    match upstream::send(&parts, &rewrite, ReqBody::Stream(body), backend, up, start).await {
         Ok((head, body)) => {
             metrics::count_request(
                 &cx.shared.metrics,

@@ -21,7 +21,11 @@ fn proxy_for(b: &RawBackend, extra: &str) -> isame_data_plane::app::Proxy {
 }
 
 fn ok(body: &str) -> Vec<u8> {
-    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 #[tokio::test]
@@ -40,13 +44,20 @@ async fn chunked_responses_are_relayed_and_the_connection_reused() {
         assert_eq!(r.text(), "hello world");
         assert_eq!(r.headers["x-kind"], "chunked");
     }
-    assert_eq!(b.accepted(), 1, "the chunked exchange left the connection reusable");
+    assert_eq!(
+        b.accepted(),
+        1,
+        "the chunked exchange left the connection reusable"
+    );
     stop(proxy).await;
 }
 
 #[tokio::test]
 async fn close_delimited_responses_are_relayed_and_not_reused() {
-    let b = RawBackend::start(|_| Reply::SendAndClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec())).await;
+    let b = RawBackend::start(|_| {
+        Reply::SendAndClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec())
+    })
+    .await;
     let proxy = proxy_for(&b, "");
     let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
     for _ in 0..2 {
@@ -58,7 +69,12 @@ async fn close_delimited_responses_are_relayed_and_not_reused() {
 
 #[tokio::test]
 async fn connection_close_from_backend_is_honoured() {
-    let b = RawBackend::start(|_| Reply::SendAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_vec())).await;
+    let b = RawBackend::start(|_| {
+        Reply::SendAndClose(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_vec(),
+        )
+    })
+    .await;
     let proxy = proxy_for(&b, "");
     let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
     for _ in 0..3 {
@@ -83,10 +99,15 @@ async fn head_and_bodyless_statuses() {
     .await;
     let proxy = proxy_for(&b, "");
     let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
-    let head = Request::head("/").body(Full::new(Bytes::new())).expect("request");
+    let head = Request::head("/")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
     let r = c.send(head).await.expect("HEAD");
     assert_eq!(r.status, 200);
-    assert_eq!(r.headers["content-length"], "1234", "HEAD keeps the length of the body it would get");
+    assert_eq!(
+        r.headers["content-length"], "1234",
+        "HEAD keeps the length of the body it would get"
+    );
     assert!(r.body.is_empty());
     let r = c.get("/nocontent").await.expect("204");
     assert_eq!(r.status, 204);
@@ -104,7 +125,9 @@ async fn interim_responses_are_skipped() {
     })
     .await;
     let proxy = proxy_for(&b, "");
-    let r = isame_testkit::client::get(proxy.proxy_addr, "/").await.expect("request");
+    let r = isame_testkit::client::get(proxy.proxy_addr, "/")
+        .await
+        .expect("request");
     assert_eq!((r.status.as_u16(), r.text().as_str()), (201, "done"));
     stop(proxy).await;
 }
@@ -122,7 +145,9 @@ async fn malformed_responses_become_502() {
         let shown = String::from_utf8_lossy(&bad[..bad.len().min(60)]).into_owned();
         let b = RawBackend::start(move |_| Reply::SendAndClose(bad.clone())).await;
         let proxy = proxy_for(&b, "");
-        let r = isame_testkit::client::get(proxy.proxy_addr, "/").await.expect("request");
+        let r = isame_testkit::client::get(proxy.proxy_addr, "/")
+            .await
+            .expect("request");
         assert_eq!(r.status, 502, "{shown:?} → {}", r.text());
         assert_eq!(r.json()["error"], "backend failed");
         stop(proxy).await;
@@ -178,10 +203,16 @@ async fn post_is_never_replayed_after_reaching_a_backend() {
     let proxy = proxy_for(&b, "");
     let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
     c.get("/warm").await.expect("warm-up");
-    let post = Request::post("/order").body(Full::new(Bytes::from_static(b"{\"qty\":1}"))).expect("request");
+    let post = Request::post("/order")
+        .body(Full::new(Bytes::from_static(b"{\"qty\":1}")))
+        .expect("request");
     let r = c.send(post).await.expect("post");
     assert_eq!(r.status, 502);
-    let posts = b.requests().iter().filter(|r| r.head.starts_with("POST")).count();
+    let posts = b
+        .requests()
+        .iter()
+        .filter(|r| r.head.starts_with("POST"))
+        .count();
     assert_eq!(posts, 1, "the backend saw the POST exactly once");
     stop(proxy).await;
 }
@@ -190,13 +221,19 @@ async fn post_is_never_replayed_after_reaching_a_backend() {
 async fn request_bodies_of_unknown_length_go_chunked() {
     let b = RawBackend::start(|_| Reply::Send(ok("got it"))).await;
     let proxy = proxy_for(&b, "");
-    let stream = tokio::net::TcpStream::connect(proxy.proxy_addr).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
+    let stream = tokio::net::TcpStream::connect(proxy.proxy_addr)
         .await
-        .expect("handshake");
+        .expect("connect");
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
+            .await
+            .expect("handshake");
     tokio::spawn(conn);
     let (mut body_tx, body) = Channel::<Bytes>::new(4);
-    let req = Request::post("/upload").header("host", "x").body(body).expect("request");
+    let req = Request::post("/upload")
+        .header("host", "x")
+        .body(body)
+        .expect("request");
     let sending = tokio::spawn(async move {
         for part in ["one,", "two,", "three"] {
             body_tx.send_data(Bytes::from(part)).await.expect("send");
@@ -218,7 +255,9 @@ async fn sized_uploads_keep_their_length() {
     let b = RawBackend::start(|_| Reply::Send(ok("stored"))).await;
     let proxy = proxy_for(&b, "");
     let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
-    let put = Request::put("/f").body(Full::new(Bytes::from(vec![b'z'; 100_000]))).expect("request");
+    let put = Request::put("/f")
+        .body(Full::new(Bytes::from(vec![b'z'; 100_000])))
+        .expect("request");
     assert_eq!(c.send(put).await.expect("put").text(), "stored");
     let seen = &b.requests()[0];
     assert_eq!(seen.header("content-length").as_deref(), Some("100000"));
@@ -234,10 +273,13 @@ async fn early_answer_during_an_upload_reaches_the_client() {
     })
     .await;
     let proxy = proxy_for(&b, "");
-    let stream = tokio::net::TcpStream::connect(proxy.proxy_addr).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
+    let stream = tokio::net::TcpStream::connect(proxy.proxy_addr)
         .await
-        .expect("handshake");
+        .expect("connect");
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
+            .await
+            .expect("handshake");
     tokio::spawn(conn);
     let (mut body_tx, body) = Channel::<Bytes>::new(4);
     let req = Request::post("/big")
@@ -245,7 +287,10 @@ async fn early_answer_during_an_upload_reaches_the_client() {
         .header("content-length", "1000000")
         .body(body)
         .expect("request");
-    body_tx.send_data(Bytes::from(vec![0u8; 1000])).await.expect("first part");
+    body_tx
+        .send_data(Bytes::from(vec![0u8; 1000]))
+        .await
+        .expect("first part");
     let resp = tokio::time::timeout(Duration::from_secs(5), tx.send_request(req))
         .await
         .expect("answered before the upload ended")
@@ -257,10 +302,16 @@ async fn early_answer_during_an_upload_reaches_the_client() {
 
 #[tokio::test]
 async fn truncated_body_is_an_error_for_the_client_not_a_short_success() {
-    let b = RawBackend::start(|_| Reply::SendAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly half".to_vec())).await;
+    let b = RawBackend::start(|_| {
+        Reply::SendAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly half".to_vec())
+    })
+    .await;
     let proxy = proxy_for(&b, "");
     let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
-    assert!(c.get("/").await.is_err(), "the client must see the body fail");
+    assert!(
+        c.get("/").await.is_err(),
+        "the client must see the body fail"
+    );
     stop(proxy).await;
 }
 
@@ -268,7 +319,10 @@ async fn truncated_body_is_an_error_for_the_client_not_a_short_success() {
 async fn a_stalled_body_is_cut_after_response_timeout() {
     let b = RawBackend::start(|_| {
         Reply::Paced(vec![
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(), Duration::from_secs(30)),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+                Duration::from_secs(30),
+            ),
             (b"defghij".to_vec(), Duration::ZERO),
         ])
     })
@@ -286,19 +340,30 @@ async fn a_stalled_body_is_cut_after_response_timeout() {
 
 #[tokio::test]
 async fn a_partial_head_times_out_with_504() {
-    let b = RawBackend::start(|_| Reply::Paced(vec![(b"HTTP/1.1 200 OK\r\nX-Slow:".to_vec(), Duration::from_secs(30))])).await;
+    let b = RawBackend::start(|_| {
+        Reply::Paced(vec![(
+            b"HTTP/1.1 200 OK\r\nX-Slow:".to_vec(),
+            Duration::from_secs(30),
+        )])
+    })
+    .await;
     let proxy = start(&format!(
         "upstreams:\n  - name: raw\n    response_timeout: 300ms\n    backends: [\"{}\"]\n",
         b.url()
     ));
-    let r = isame_testkit::client::get(proxy.proxy_addr, "/").await.expect("request");
+    let r = isame_testkit::client::get(proxy.proxy_addr, "/")
+        .await
+        .expect("request");
     assert_eq!(r.status, 504);
     stop(proxy).await;
 }
 
 #[tokio::test]
 async fn http10_backends_work() {
-    let b = RawBackend::start(|_| Reply::SendAndClose(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold".to_vec())).await;
+    let b = RawBackend::start(|_| {
+        Reply::SendAndClose(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold".to_vec())
+    })
+    .await;
     let proxy = proxy_for(&b, "");
     let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
     for _ in 0..2 {

@@ -30,7 +30,9 @@ impl RawRequest {
     pub fn header(&self, name: &str) -> Option<String> {
         self.head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
         })
     }
 }
@@ -64,7 +66,9 @@ pub struct RawBackend {
 
 impl RawBackend {
     /// Starts a backend on `127.0.0.1:0` that answers with `script`.
-    pub async fn start(script: impl Fn(&RawRequest) -> Reply + Send + Sync + 'static) -> RawBackend {
+    pub async fn start(
+        script: impl Fn(&RawRequest) -> Reply + Send + Sync + 'static,
+    ) -> RawBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let script: Arc<Script> = Arc::new(script);
@@ -107,7 +111,12 @@ impl Drop for RawBackend {
     }
 }
 
-async fn serve(mut s: TcpStream, connection: usize, script: Arc<Script>, log: Arc<Mutex<Vec<RawRequest>>>) {
+async fn serve(
+    mut s: TcpStream,
+    connection: usize,
+    script: Arc<Script>,
+    log: Arc<Mutex<Vec<RawRequest>>>,
+) {
     let mut buf = Vec::new();
     loop {
         let Some(head_end) = read_until(&mut s, &mut buf, b"\r\n\r\n").await else {
@@ -127,7 +136,10 @@ async fn serve(mut s: TcpStream, connection: usize, script: Arc<Script>, log: Ar
             let _ = s.write_all(&bytes).await;
             return;
         }
-        if let Some(len) = req.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if let Some(len) = req
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             while buf.len() < len {
                 if !fill(&mut s, &mut buf).await {
                     return;
@@ -143,7 +155,9 @@ async fn serve(mut s: TcpStream, connection: usize, script: Arc<Script>, log: Ar
                 let Some(line_end) = read_until(&mut s, &mut buf, b"\r\n").await else {
                     return;
                 };
-                let size = usize::from_str_radix(String::from_utf8_lossy(&buf[..line_end]).trim(), 16).unwrap_or(0);
+                let size =
+                    usize::from_str_radix(String::from_utf8_lossy(&buf[..line_end]).trim(), 16)
+                        .unwrap_or(0);
                 buf.drain(..line_end + 2);
                 while buf.len() < size + 2 {
                     if !fill(&mut s, &mut buf).await {

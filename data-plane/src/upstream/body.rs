@@ -3,29 +3,21 @@
 //! body ends cleanly on a keep-alive connection, the connection goes back to
 //! the worker's pool.
 
+use super::chunked::{self, Decoder};
 use super::conn::{Conn, ReadError};
 use super::decode::Framing;
 use super::error::UpstreamError;
 use crate::pool;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-/// Longest chunk-size line (with extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-/// Largest trailer section accepted.
-const MAX_TRAILERS: usize = 64 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum State {
     Length(u64),
-    ChunkSize,
-    ChunkData(u64),
-    ChunkEnd,
-    Trailers,
+    Chunked(Decoder),
     UntilClose,
     Done,
 }
@@ -42,6 +34,8 @@ pub struct ResponseBody {
     started: u64,
 }
 
+type Polled = Poll<Option<Result<Frame<Bytes>, UpstreamError>>>;
+
 impl ResponseBody {
     pub(super) fn new(
         conn: Conn,
@@ -53,7 +47,7 @@ impl ResponseBody {
         let state = match framing {
             Framing::Empty => State::Length(0),
             Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
+            Framing::Chunked => State::Chunked(Decoder::default()),
             Framing::UntilClose => State::UntilClose,
         };
         let mut body = Self {
@@ -64,7 +58,7 @@ impl ResponseBody {
             deadline: 0,
             started,
         };
-        if body.state == State::Length(0) {
+        if matches!(body.state, State::Length(0)) {
             body.finish();
         }
         body
@@ -97,7 +91,7 @@ impl ResponseBody {
         }
     }
 
-    fn fail(&mut self, e: UpstreamError) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+    fn fail(&mut self, e: UpstreamError) -> Polled {
         self.state = State::Done;
         self.conn = None;
         Poll::Ready(Some(Err(e)))
@@ -107,7 +101,7 @@ impl ResponseBody {
         self.conn.as_ref().map_or(0, |c| c.read_buf.len())
     }
 
-    /// Takes up to `max` buffered bytes as a data frame.
+    /// Takes up to `max` buffered bytes.
     fn take(&mut self, max: u64) -> Bytes {
         match self.conn.as_mut() {
             Some(c) => {
@@ -120,8 +114,52 @@ impl ResponseBody {
         }
     }
 
-    fn protocol(&mut self, msg: &str) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
-        self.fail(UpstreamError::Protocol(msg.to_owned()))
+    /// Hands out what the buffer holds; `None` when a read is needed first.
+    fn buffered_frame(&mut self) -> Option<Polled> {
+        match &mut self.state {
+            State::Done => Some(Poll::Ready(None)),
+            State::Length(0) => {
+                self.finish();
+                Some(Poll::Ready(None))
+            }
+            State::Length(n) => {
+                let n = *n;
+                if self.buffered() == 0 {
+                    return None;
+                }
+                let data = self.take(n);
+                let left = n - data.len() as u64;
+                self.state = State::Length(left);
+                if left == 0 {
+                    self.finish();
+                }
+                Some(Poll::Ready(Some(Ok(Frame::data(data)))))
+            }
+            State::UntilClose => {
+                if self.buffered() == 0 {
+                    return None;
+                }
+                Some(Poll::Ready(Some(Ok(Frame::data(self.take(u64::MAX))))))
+            }
+            State::Chunked(decoder) => {
+                let Some(conn) = self.conn.as_mut() else {
+                    return Some(self.fail(UpstreamError::Protocol("connection lost".into())));
+                };
+                match decoder.step(&mut conn.read_buf) {
+                    Ok(chunked::Step::Data(data)) => Some(Poll::Ready(Some(Ok(Frame::data(data))))),
+                    Ok(chunked::Step::Trailers(t)) => {
+                        self.finish();
+                        Some(Poll::Ready(Some(Ok(Frame::trailers(t)))))
+                    }
+                    Ok(chunked::Step::End) => {
+                        self.finish();
+                        Some(Poll::Ready(None))
+                    }
+                    Ok(chunked::Step::NeedMore) => None,
+                    Err(msg) => Some(self.fail(UpstreamError::Protocol(msg.into()))),
+                }
+            }
+        }
     }
 }
 
@@ -129,150 +167,33 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = UpstreamError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = &mut *self;
         loop {
-            match this.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(0) => {
+            if let Some(polled) = this.buffered_frame() {
+                return polled;
+            }
+            match ready!(this.poll_more(cx)) {
+                Ok(true) => {}
+                Ok(false) if matches!(this.state, State::UntilClose) => {
+                    this.keep_alive = false;
                     this.finish();
                     return Poll::Ready(None);
                 }
-                State::Length(n) => {
-                    if this.buffered() > 0 {
-                        let data = this.take(n);
-                        let left = n - data.len() as u64;
-                        this.state = State::Length(left);
-                        if left == 0 {
-                            this.finish();
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    match ready!(this.poll_more(cx)) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            return this
-                                .fail(UpstreamError::Body(io::ErrorKind::UnexpectedEof.into()))
-                        }
-                        Err(e) => return this.fail(e),
-                    }
+                Ok(false) => {
+                    return this.fail(UpstreamError::Body(io::ErrorKind::UnexpectedEof.into()))
                 }
-                State::UntilClose => {
-                    if this.buffered() > 0 {
-                        return Poll::Ready(Some(Ok(Frame::data(this.take(u64::MAX)))));
-                    }
-                    match ready!(this.poll_more(cx)) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            this.keep_alive = false;
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        Err(e) => return this.fail(e),
-                    }
-                }
-                State::ChunkSize => {
-                    let parsed = match this.conn.as_ref() {
-                        Some(c) => httparse::parse_chunk_size(&c.read_buf),
-                        None => return this.protocol("connection lost"),
-                    };
-                    match parsed {
-                        Ok(httparse::Status::Complete((used, size))) => {
-                            let _ = this.take(used as u64);
-                            this.state = if size == 0 {
-                                State::Trailers
-                            } else {
-                                State::ChunkData(size)
-                            };
-                        }
-                        Ok(httparse::Status::Partial) if this.buffered() > MAX_CHUNK_LINE => {
-                            return this.protocol("chunk size line too long");
-                        }
-                        Ok(httparse::Status::Partial) => match ready!(this.poll_more(cx)) {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                return this
-                                    .fail(UpstreamError::Body(io::ErrorKind::UnexpectedEof.into()))
-                            }
-                            Err(e) => return this.fail(e),
-                        },
-                        Err(_) => return this.protocol("invalid chunk size"),
-                    }
-                }
-                State::ChunkData(n) => {
-                    if this.buffered() > 0 {
-                        let data = this.take(n);
-                        let left = n - data.len() as u64;
-                        this.state = if left == 0 {
-                            State::ChunkEnd
-                        } else {
-                            State::ChunkData(left)
-                        };
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    match ready!(this.poll_more(cx)) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            return this
-                                .fail(UpstreamError::Body(io::ErrorKind::UnexpectedEof.into()))
-                        }
-                        Err(e) => return this.fail(e),
-                    }
-                }
-                State::ChunkEnd => {
-                    if this.buffered() >= 2 {
-                        if this.take(2).as_ref() != b"\r\n" {
-                            return this.protocol("chunk not followed by CRLF");
-                        }
-                        this.state = State::ChunkSize;
-                        continue;
-                    }
-                    match ready!(this.poll_more(cx)) {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            return this
-                                .fail(UpstreamError::Body(io::ErrorKind::UnexpectedEof.into()))
-                        }
-                        Err(e) => return this.fail(e),
-                    }
-                }
-                State::Trailers => {
-                    let parsed = match this.conn.as_ref() {
-                        Some(c) => parse_trailers(&c.read_buf),
-                        None => return this.protocol("connection lost"),
-                    };
-                    match parsed {
-                        Ok(Some((used, trailers))) => {
-                            let _ = this.take(used as u64);
-                            this.finish();
-                            if trailers.is_empty() {
-                                return Poll::Ready(None);
-                            }
-                            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                        }
-                        Ok(None) if this.buffered() > MAX_TRAILERS => {
-                            return this.protocol("trailers too large")
-                        }
-                        Ok(None) => match ready!(this.poll_more(cx)) {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                return this
-                                    .fail(UpstreamError::Body(io::ErrorKind::UnexpectedEof.into()))
-                            }
-                            Err(e) => return this.fail(e),
-                        },
-                        Err(()) => return this.protocol("invalid trailers"),
-                    }
-                }
+                Err(e) => return this.fail(e),
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done | State::Length(0))
+        match &self.state {
+            State::Done | State::Length(0) => true,
+            State::Chunked(d) => d.done(),
+            State::Length(_) | State::UntilClose => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -281,23 +202,5 @@ impl Body for ResponseBody {
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
-    }
-}
-
-/// Parses the trailer section after the last chunk: `Some((bytes used, trailers))`.
-fn parse_trailers(buf: &[u8]) -> Result<Option<(usize, HeaderMap)>, ()> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    match httparse::parse_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete((used, parsed))) => {
-            let mut map = HeaderMap::new();
-            for h in parsed {
-                let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
-                let value = HeaderValue::from_bytes(h.value).map_err(|_| ())?;
-                map.append(name, value);
-            }
-            Ok(Some((used, map)))
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(()),
     }
 }

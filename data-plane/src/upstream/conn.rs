@@ -28,6 +28,8 @@ pub struct Conn {
     pub write_buf: Vec<u8>,
     /// Requests completed on this connection.
     pub served: u64,
+    /// Scratch for parsing response heads.
+    pub spans: Vec<super::decode::Span>,
     /// A deadline timer re-armed only when it fires (see [`Conn::poll_read`]).
     timer: Pin<Box<Sleep>>,
     /// The timer never sleeps longer than this past a check.
@@ -56,6 +58,7 @@ impl Conn {
             read_buf: BytesMut::with_capacity(4 * READ_RESERVE),
             write_buf: Vec::with_capacity(1024),
             served: 0,
+            spans: Vec::with_capacity(32),
             timer: Box::pin(tokio::time::sleep_until(clock::instant_at(
                 clock::now_nanos().saturating_add(granularity),
             ))),

@@ -1,6 +1,7 @@
 //! Reading a backend's response head and deciding how its body is framed.
 
 use super::error::UpstreamError;
+use crate::headers::is_hop_by_hop;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
@@ -39,7 +40,19 @@ pub struct Head {
 
 /// Parses a response head from the front of `buf`, removing it. `Ok(None)`
 /// means more bytes are needed. Interim (1xx) responses are skipped.
+#[cfg(test)]
 pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, UpstreamError> {
+    parse_with(buf, head_request, &mut Vec::new())
+}
+
+/// Parses a response head from the front of `buf`, removing it. `Ok(None)`
+/// means more bytes are needed. Interim (1xx) responses are skipped.
+/// `spans` is scratch space the connection keeps between responses.
+pub fn parse_with(
+    buf: &mut BytesMut,
+    head_request: bool,
+    spans: &mut Vec<Span>,
+) -> Result<Option<Head>, UpstreamError> {
     loop {
         let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
@@ -74,22 +87,19 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Ups
         // Header positions as offsets, so the head can be split off the buffer
         // and shared by the header values without copying them.
         let base = buf.as_ptr() as usize;
-        let mut spans = [Span::default(); MAX_HEADERS];
-        let count = resp.headers.len();
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            *span = Span {
-                name: (h.name.as_ptr() as usize - base, h.name.len()),
-                value: (h.value.as_ptr() as usize - base, h.value.len()),
-            };
-        }
+        spans.clear();
+        spans.extend(resp.headers.iter().map(|h| Span {
+            name: (h.name.as_ptr() as usize - base, h.name.len()),
+            value: (h.value.as_ptr() as usize - base, h.value.len()),
+        }));
         let head_bytes = buf.split_to(len).freeze();
-        return build(status, http10, &spans[..count], &head_bytes, head_request).map(Some);
+        return build(status, http10, spans, &head_bytes, head_request).map(Some);
     }
 }
 
 /// Where one header's name and value lie in the head: (offset, length).
 #[derive(Debug, Clone, Copy, Default)]
-struct Span {
+pub struct Span {
     name: (usize, usize),
     value: (usize, usize),
 }
@@ -208,23 +218,6 @@ fn build(
     })
 }
 
-/// The hop-by-hop response headers that are never relayed.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-    ]
-    .iter()
-    .any(|h| eq(name, h))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +328,45 @@ mod tests {
         }
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 10));
         assert!(head_of(&huge, false).is_err());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+                let mut buf = BytesMut::from(&bytes[..]);
+                let _ = parse(&mut buf, false);
+            }
+
+            #[test]
+            fn a_head_parses_the_same_however_it_arrives(
+                status in prop_oneof![200u16..204, 205u16..304, 305u16..600],
+                headers in prop::collection::vec(("x-[a-z]{1,8}", "[ -~&&[^ ]][ -~]{0,20}[ -~&&[^ ]]"), 0..10),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let mut raw = format!("HTTP/1.1 {status} Whatever\r\nContent-Length: 3\r\n");
+                for (k, v) in &headers {
+                    raw.push_str(&format!("{k}: {v}\r\n"));
+                }
+                raw.push_str("\r\nabc");
+                let whole = ok(&raw);
+                let cut = cut.index(raw.len());
+                let mut buf = BytesMut::from(&raw.as_bytes()[..cut]);
+                let first = parse(&mut buf, false).expect("no error on a prefix");
+                let head = match first {
+                    Some(h) => h,
+                    None => {
+                        buf.extend_from_slice(&raw.as_bytes()[cut..]);
+                        parse(&mut buf, false).expect("valid").expect("complete")
+                    }
+                };
+                prop_assert_eq!(head.status, whole.status);
+                prop_assert_eq!(head.headers, whole.headers);
+                prop_assert_eq!(head.framing, Framing::Length(3));
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Writing a request head for a backend, and the framing of its body.
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use crate::headers::Rewrite;
+use http::header::CONTENT_LENGTH;
 use http::request::Parts;
 use std::io::Write;
 
@@ -15,10 +16,10 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// Appends the request head (origin-form target, HTTP/1.1) to `out`, with
-/// the `Content-Length` or `Transfer-Encoding` that `framing` needs.
-/// Hop-by-hop headers must already be gone.
-pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: BodyFraming) {
+/// Appends the request head (origin-form target, HTTP/1.1) to `out`: the
+/// client's headers as `rw` rewrites them, and the `Content-Length` or
+/// `Transfer-Encoding` that `framing` needs.
+pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: BodyFraming, rw: &Rewrite) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     match parts.uri.path_and_query() {
@@ -28,6 +29,9 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: BodyFraming) {
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_length = false;
     for (name, value) in &parts.headers {
+        if rw.skips(name) {
+            continue;
+        }
         if name == CONTENT_LENGTH {
             // Our framing decides; a client's header is kept only when it agrees.
             if framing != BodyFraming::Length(parse_length(value.as_bytes()).unwrap_or(u64::MAX))
@@ -36,13 +40,11 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: BodyFraming) {
                 continue;
             }
             has_length = true;
-        } else if name == TRANSFER_ENCODING {
-            continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        line(out, name.as_str(), value.as_bytes());
+    }
+    for (name, value) in rw.extra() {
+        line(out, name, value.as_bytes());
     }
     match framing {
         BodyFraming::Length(n) if !has_length => {
@@ -51,6 +53,13 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: BodyFraming) {
         BodyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -66,13 +75,35 @@ pub fn chunk_prefix(len: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::Request;
+    use crate::client_ip::TrustedProxies;
+    use crate::headers::{forward_request, Forwarded};
+    use http::{HeaderValue, Request};
 
+    /// The head as written, without the forwarding headers every request gets.
     fn encode(req: Request<()>, framing: BodyFraming) -> String {
-        let (parts, ()) = req.into_parts();
+        let (mut parts, ()) = req.into_parts();
+        let peer = HeaderValue::from_static("127.0.0.1");
+        let trusted = TrustedProxies::default();
+        let host = parts.headers.get("host").cloned();
+        let rw = forward_request(
+            &mut parts.headers,
+            &Forwarded {
+                peer: [127, 0, 0, 1].into(),
+                peer_value: &peer,
+                proto: "http",
+                trusted: &trusted,
+                host: host.as_ref(),
+            },
+        );
         let mut out = Vec::new();
-        head(&mut out, &parts, framing);
-        String::from_utf8(out).expect("ascii")
+        head(&mut out, &parts, framing, &rw);
+        String::from_utf8(out)
+            .expect("ascii")
+            .replace(
+                "x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n",
+                "",
+            )
+            .replace("x-forwarded-host: example.com\r\n", "")
     }
 
     #[test]
@@ -80,11 +111,13 @@ mod tests {
         let req = Request::get("http://example.com/a/b?c=d")
             .header("host", "example.com")
             .header("x-a", "1")
+            .header("connection", "x-a")
+            .header("transfer-encoding", "chunked")
             .body(())
             .expect("request");
         assert_eq!(
             encode(req, BodyFraming::Empty),
-            "GET /a/b?c=d HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\n\r\n"
+            "GET /a/b?c=d HTTP/1.1\r\nhost: example.com\r\n\r\n"
         );
     }
 

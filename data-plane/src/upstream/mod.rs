@@ -8,6 +8,7 @@
 //! `decode`): anything ambiguous is a 502, never a guess.
 
 mod body;
+mod chunked;
 mod conn;
 mod decode;
 mod encode;
@@ -21,6 +22,7 @@ pub use error::UpstreamError;
 
 use crate::backend::Backend;
 use crate::body::ReqBody;
+use crate::headers::Rewrite;
 use crate::pool;
 use crate::snapshot::UpstreamRt;
 use bytes::Bytes;
@@ -45,6 +47,7 @@ const STALE_RETRIES: usize = 3;
 /// is replaced transparently; that is always safe and not a retry.
 pub async fn send(
     parts: &Parts,
+    rewrite: &Rewrite,
     mut body: ReqBody,
     backend: &Backend,
     upstream: &UpstreamRt,
@@ -62,7 +65,17 @@ pub async fn send(
     loop {
         let mut conn = pool::checkout(backend, upstream, start).await?;
         let reused = conn.served > 0;
-        match exchange(&mut conn, parts, framing, &mut body, head_request, deadline).await {
+        match exchange(
+            &mut conn,
+            parts,
+            rewrite,
+            framing,
+            &mut body,
+            head_request,
+            deadline,
+        )
+        .await
+        {
             Ok((head, reusable)) => {
                 let keep_alive = head.keep_alive && reusable;
                 let body = ResponseBody::new(conn, head.framing, keep_alive, timeout, start);
@@ -117,6 +130,7 @@ enum Step {
 async fn exchange(
     conn: &mut Conn,
     parts: &Parts,
+    rewrite: &Rewrite,
     framing: BodyFraming,
     body: &mut ReqBody,
     head_request: bool,
@@ -125,7 +139,7 @@ async fn exchange(
     let reused = conn.served > 0;
     let mut head_buf = std::mem::take(&mut conn.write_buf);
     head_buf.clear();
-    encode::head(&mut head_buf, parts, framing);
+    encode::head(&mut head_buf, parts, framing, rewrite);
     let wrote = match body {
         ReqBody::Full(Some(data)) if framing != BodyFraming::Empty => {
             let data = data.clone();
@@ -144,7 +158,7 @@ async fn exchange(
         reusable = send_body(conn, body, framing).await?;
     }
     loop {
-        if let Some(head) = decode::parse(&mut conn.read_buf, head_request)? {
+        if let Some(head) = decode::parse_with(&mut conn.read_buf, head_request, &mut conn.spans)? {
             return Ok((head, reusable));
         }
         match conn.read_more(deadline).await {
