@@ -55,7 +55,10 @@ impl Body for ReqBody {
     }
 }
 
-/// Bookkeeping that runs once when a response ends.
+/// Bookkeeping that runs exactly once, when the request ends: when its
+/// response body ends or is dropped, or when the request is abandoned before
+/// it had a response (the client went away). It runs on drop, so no path can
+/// skip it and leak an in-flight slot.
 pub struct Finish {
     conn: Arc<ConnState>,
     /// When the request arrived (clock nanoseconds).
@@ -79,8 +82,10 @@ impl Finish {
     pub fn set_target(&mut self, snapshot: Arc<Snapshot>, upstream: usize, backend: Option<usize>) {
         self.target = Some((snapshot, upstream, backend));
     }
+}
 
-    fn run(&mut self) {
+impl Drop for Finish {
+    fn drop(&mut self) {
         let now = clock::now_nanos();
         if let Some((snap, u, b)) = self.target.take() {
             let up = &snap.upstreams[u];
@@ -133,9 +138,7 @@ impl ProxyBody {
 
     fn finish_if_ended(&mut self) {
         if self.ended() {
-            if let Some(mut f) = self.finish.take() {
-                f.run();
-            }
+            drop(self.finish.take());
         }
     }
 }
@@ -155,14 +158,10 @@ impl Body for ProxyBody {
         };
         match &polled {
             Poll::Ready(None) => {
-                if let Some(mut f) = this.finish.take() {
-                    f.run();
-                }
+                drop(this.finish.take());
             }
             Poll::Ready(Some(Err(_))) => {
-                if let Some(mut f) = this.finish.take() {
-                    f.run();
-                }
+                drop(this.finish.take());
             }
             Poll::Ready(Some(Ok(_))) => this.finish_if_ended(),
             Poll::Pending => {}
@@ -178,14 +177,6 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Upstream(b) => b.size_hint(),
             Inner::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
-        }
-    }
-}
-
-impl Drop for ProxyBody {
-    fn drop(&mut self) {
-        if let Some(mut f) = self.finish.take() {
-            f.run();
         }
     }
 }

@@ -210,3 +210,50 @@ async fn unmatched_request_gets_json_404() {
     assert_eq!(web.hits(), 0);
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn abandoned_requests_release_their_backend() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = start(&config(
+        &[upstream("web", "least_connections", &[(&a, 1), (&b, 1)])],
+        "",
+    ));
+    let addr = proxy.proxy_addr;
+    // Clients that give up while their backend is still thinking.
+    let mut gave_up = Vec::new();
+    for _ in 0..4 {
+        gave_up.push(tokio::spawn(async move {
+            let mut c = Client::http1(addr).await.expect("connect");
+            let _ = c.get("/?delay_ms=3000").await;
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let status = isame_testkit::client::get(proxy.admin_addr, "/status")
+        .await
+        .expect("status")
+        .json();
+    let busy: u64 = (0..2)
+        .map(|i| {
+            status["upstreams"][0]["backends"][i]["in_flight"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(busy, 4, "{status}");
+    for t in &gave_up {
+        t.abort();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let status = isame_testkit::client::get(proxy.admin_addr, "/status")
+        .await
+        .expect("status")
+        .json();
+    for i in 0..2 {
+        assert_eq!(
+            status["upstreams"][0]["backends"][i]["in_flight"], 0,
+            "{status}"
+        );
+    }
+    assert_eq!(status["active_connections"], 0, "{status}");
+    stop(proxy).await;
+}
