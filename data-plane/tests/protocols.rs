@@ -166,3 +166,32 @@ async fn request_bodies_stream_to_the_backend() {
     drop(body_tx);
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn expect_100_continue_uploads_complete() {
+    let b = Backend::start("b").await;
+    let proxy = start(&config(&[upstream("web", "round_robin", &[(&b, 1)])], ""));
+    let addr = proxy.proxy_addr;
+    let reply = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\nConnection: close\r\n\r\n")
+            .expect("head");
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).expect("interim response");
+        let interim = String::from_utf8_lossy(&buf[..n]).into_owned();
+        s.write_all(b"hello world").expect("body");
+        let mut rest = String::new();
+        let _ = s.read_to_string(&mut rest);
+        (interim, rest)
+    })
+    .await
+    .expect("client");
+    assert!(reply.0.starts_with("HTTP/1.1 100 Continue"), "{reply:?}");
+    assert!(
+        reply.1.contains("200 OK") && reply.1.contains("\"body_len\":11"),
+        "{reply:?}"
+    );
+    stop(proxy).await;
+}

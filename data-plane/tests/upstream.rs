@@ -372,3 +372,48 @@ async fn http10_backends_work() {
     assert_eq!(b.accepted(), 2, "HTTP/1.0 without keep-alive is not reused");
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn interim_responses_during_an_upload_do_not_stop_it() {
+    // The backend says "100 Continue" as soon as it has the head, before the
+    // client has sent any of the body.
+    let b = RawBackend::start(|r| {
+        if r.body_read {
+            Reply::Send(ok(&format!("got {}", r.body.len())))
+        } else {
+            Reply::Interim(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+        }
+    })
+    .await;
+    let proxy = proxy_for(&b, "");
+    let stream = tokio::net::TcpStream::connect(proxy.proxy_addr)
+        .await
+        .expect("connect");
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let (mut body_tx, body) = Channel::<Bytes>::new(4);
+    let req = Request::post("/up")
+        .header("host", "x")
+        .header("content-length", "10")
+        .body(body)
+        .expect("request");
+    let sending = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        body_tx
+            .send_data(Bytes::from_static(b"0123456789"))
+            .await
+            .expect("body");
+    });
+    let resp = tokio::time::timeout(Duration::from_secs(5), tx.send_request(req))
+        .await
+        .expect("no deadlock")
+        .expect("response");
+    sending.await.expect("sender");
+    assert_eq!(resp.status(), 200);
+    let text = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(text, "got 10");
+    stop(proxy).await;
+}

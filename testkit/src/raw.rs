@@ -23,6 +23,9 @@ pub struct RawRequest {
     pub chunked: bool,
     /// Which connection it came on (0-based, in accept order).
     pub connection: usize,
+    /// False when the script is asked right after the head, true once the
+    /// body was read.
+    pub body_read: bool,
 }
 
 impl RawRequest {
@@ -51,6 +54,9 @@ pub enum Reply {
     Hang,
     /// Answer right after the head, without reading the body, then close.
     EarlyAndClose(Vec<u8>),
+    /// Right after the head, write these bytes (an interim response such as
+    /// `100 Continue`), then read the body and ask the script again.
+    Interim(Vec<u8>),
 }
 
 type Script = dyn Fn(&RawRequest) -> Reply + Send + Sync;
@@ -129,12 +135,20 @@ async fn serve(
             body: Vec::new(),
             chunked: false,
             connection,
+            body_read: false,
         };
-        let early = script(&req);
-        if let Reply::EarlyAndClose(bytes) = early {
-            log.lock().map(|mut l| l.push(req)).ok();
-            let _ = s.write_all(&bytes).await;
-            return;
+        match script(&req) {
+            Reply::EarlyAndClose(bytes) => {
+                log.lock().map(|mut l| l.push(req)).ok();
+                let _ = s.write_all(&bytes).await;
+                return;
+            }
+            Reply::Interim(bytes) => {
+                if s.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            _ => {}
         }
         if let Some(len) = req
             .header("content-length")
@@ -171,6 +185,7 @@ async fn serve(
                 }
             }
         }
+        req.body_read = true;
         let reply = script(&req);
         log.lock().map(|mut l| l.push(req)).ok();
         match reply {
@@ -179,7 +194,7 @@ async fn serve(
                     return;
                 }
             }
-            Reply::SendAndClose(bytes) | Reply::EarlyAndClose(bytes) => {
+            Reply::SendAndClose(bytes) | Reply::EarlyAndClose(bytes) | Reply::Interim(bytes) => {
                 let _ = s.write_all(&bytes).await;
                 return;
             }

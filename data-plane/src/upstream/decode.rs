@@ -97,6 +97,31 @@ pub fn parse_with(
     }
 }
 
+/// Removes complete interim (1xx) responses from the front of `buf`; true
+/// once a final response has begun, which a backend may send before it has
+/// read the whole request body.
+pub fn skip_interim(buf: &mut BytesMut) -> Result<bool, UpstreamError> {
+    while !buf.is_empty() {
+        let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut headers)
+            .map_err(|e| UpstreamError::Protocol(format!("malformed response head: {e}")))?;
+        let interim = resp.code.map(|c| (100..200).contains(&c) && c != 101);
+        match (parsed, interim) {
+            (_, Some(false)) => return Ok(true),
+            (httparse::Status::Complete(len), Some(true)) => {
+                let _ = buf.split_to(len);
+            }
+            _ if buf.len() > MAX_HEAD => {
+                return Err(UpstreamError::Protocol("response head too large".into()))
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
 /// Where one header's name and value lie in the head: (offset, length).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Span {
@@ -293,6 +318,19 @@ mod tests {
             h.headers["content-length"], "10",
             "HEAD keeps the length of the body it would get"
         );
+    }
+
+    #[test]
+    fn interim_responses_before_the_body_ends_are_told_apart() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 10"[..]);
+        assert!(!skip_interim(&mut buf).expect("ok"));
+        assert_eq!(&buf[..], b"HTTP/1.1 10", "the interim response is consumed");
+        buf.extend_from_slice(b"3 Early Hints\r\n\r\nHTTP/1.1 413 Too Large\r\n");
+        assert!(
+            skip_interim(&mut buf).expect("ok"),
+            "a final response has begun"
+        );
+        assert!(buf.starts_with(b"HTTP/1.1 413"));
     }
 
     #[test]

@@ -201,7 +201,12 @@ async fn send_body(
         })
         .await;
         match step {
-            Step::BackendSpoke => return Ok(false),
+            Step::BackendSpoke => {
+                // "100 Continue" and other interim answers do not end the upload.
+                if decode::skip_interim(&mut conn.read_buf)? {
+                    return Ok(false);
+                }
+            }
             Step::BackendGone(source) => return Err(UpstreamError::Send { sent: true, source }),
             Step::Frame(None) => {
                 if chunked {
