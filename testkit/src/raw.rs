@@ -143,11 +143,7 @@ async fn serve(
                 let _ = s.write_all(&bytes).await;
                 return;
             }
-            Reply::Interim(bytes) => {
-                if s.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
+            Reply::Interim(bytes) if s.write_all(&bytes).await.is_err() => return,
             _ => {}
         }
         if let Some(len) = req
