@@ -10,6 +10,9 @@
 #
 #   bench/run.sh [-d SECONDS] [-c CONNECTIONS] [-r ROUNDS] [--no-pin]
 #
+# ISAME_LB=path/to/isame-lb measures another build (e.g. an older commit's)
+# against the same nginx, for before/after comparisons.
+#
 # Pinning (default): the proxy under test runs alone on CPU 1, wrk and the
 # backend share CPU 0, so the proxy's CPU is what limits throughput.
 set -euo pipefail
@@ -54,7 +57,7 @@ WORK=$(mktemp -d /tmp/isame-bench.XXXXXX)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    kill "$(cat "$WORK/nginx.pid" 2>/dev/null)" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -102,7 +105,7 @@ upstreams:
 metrics:
   enabled: true
 CONF
-RUST_LOG=warn $PROXY_CPU ./target/release/isame-lb --config "$WORK/isame.yaml" \
+RUST_LOG=warn $PROXY_CPU "${ISAME_LB:-./target/release/isame-lb}" --config "$WORK/isame.yaml" \
     --listen "$ISAME_ADDR" --admin-listen "$ISAME_ADMIN" --workers 1 &
 PIDS+=($!)
 ISAME_PID=$!

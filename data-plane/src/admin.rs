@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,8 +35,15 @@ pub struct AdminInfo {
     pub started: Instant,
 }
 
+/// Most admin connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 256;
+/// Longest time an admin client may take to send a request's headers, and
+/// to keep an idle connection.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves admin requests until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, info: Arc<AdminInfo>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -46,14 +53,21 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, info: Arc<AdminIn
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(peer = %peer, "too many admin connections; closing");
+            continue;
+        };
         let shared = shared.clone();
         let info = info.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let resp = respond(&req, &shared, &info);
                 async move { Ok::<_, Infallible>(resp) }
             });
             if let Err(e) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {

@@ -23,6 +23,12 @@ pub enum ProxyError {
     /// A method the proxy does not relay (CONNECT).
     #[error("method not supported by the proxy")]
     MethodNotAllowed,
+    /// A request that is not valid HTTP in a way hyper lets through.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// A request using something the proxy cannot relay faithfully.
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
 }
 
 impl ProxyError {
@@ -35,9 +41,12 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Upstream(UpstreamError::ClientStalled) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -52,12 +61,30 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::ClientBody(_)) => {
                 r#"{"error":"bad request body","status":400}"#
             }
+            ProxyError::Upstream(UpstreamError::ClientStalled) => {
+                r#"{"error":"request body timed out","status":408}"#
+            }
             ProxyError::Upstream(_) => r#"{"error":"backend failed","status":502}"#,
             ProxyError::HeadTooLarge => {
                 r#"{"error":"request header fields too large","status":431}"#
             }
             ProxyError::MethodNotAllowed => r#"{"error":"method not allowed","status":405}"#,
+            ProxyError::BadRequest(_) => r#"{"error":"bad request","status":400}"#,
+            ProxyError::NotImplemented(_) => r#"{"error":"not implemented","status":501}"#,
         }
+    }
+
+    /// True when the client connection should close after this answer: the
+    /// request was malformed or ambiguous, so what follows it on the
+    /// connection cannot be trusted either.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::NotImplemented(_)
+                | ProxyError::HeadTooLarge
+                | ProxyError::Upstream(UpstreamError::ClientBody(_) | UpstreamError::ClientStalled)
+        )
     }
 
     /// Label for `isame_lb_errors_total{kind}`.
@@ -68,9 +95,11 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::Timeout) => {
                 "backend_timeout"
             }
-            ProxyError::Upstream(UpstreamError::ClientBody(_))
+            ProxyError::Upstream(UpstreamError::ClientBody(_) | UpstreamError::ClientStalled)
             | ProxyError::HeadTooLarge
-            | ProxyError::MethodNotAllowed => "bad_request",
+            | ProxyError::MethodNotAllowed
+            | ProxyError::BadRequest(_)
+            | ProxyError::NotImplemented(_) => "bad_request",
             ProxyError::Upstream(_) => "backend_error",
         }
     }
@@ -91,6 +120,9 @@ mod tests {
             ProxyError::Upstream(UpstreamError::Protocol("refused".into())),
             ProxyError::HeadTooLarge,
             ProxyError::MethodNotAllowed,
+            ProxyError::BadRequest("two hosts"),
+            ProxyError::NotImplemented("gzip"),
+            ProxyError::Upstream(UpstreamError::ClientStalled),
         ];
         for e in all {
             let v: serde_json::Value = serde_json::from_str(e.body()).expect("json");

@@ -68,6 +68,9 @@ pub struct Forwarded<'a> {
     pub trusted: &'a TrustedProxies,
     /// The host the client asked for (Host header or HTTP/2 `:authority`).
     pub host: Option<&'a HeaderValue>,
+    /// True when `host` came from the request target (absolute-form or
+    /// HTTP/2): it then replaces any `Host` the client sent (RFC 9112 §3.2.2).
+    pub host_from_target: bool,
 }
 
 /// How one request's headers change on the way to the backend. The writer of
@@ -80,14 +83,24 @@ pub struct Rewrite {
     forwarded_host: Option<HeaderValue>,
     keep_client_proto: bool,
     keep_client_host: bool,
+    trusted_peer: bool,
+    replace_host: bool,
     host: Option<HeaderValue>,
 }
 
 impl Rewrite {
     /// True for a client header that is not passed on as it is.
+    ///
+    /// Besides the hop-by-hop headers and the `X-Forwarded-*` ones the proxy
+    /// writes itself, the other client-address headers (`Forwarded`,
+    /// `X-Real-IP`, `X-Client-IP`) pass only from a trusted proxy: anyone
+    /// else could claim any address in them.
     pub fn skips(&self, name: &HeaderName) -> bool {
         let n = name.as_str().as_bytes();
         match n.len() {
+            4 => self.replace_host && n == b"host",
+            9 => !self.trusted_peer && (n == b"forwarded" || n == b"x-real-ip"),
+            11 => !self.trusted_peer && n == b"x-client-ip",
             15 => n == b"x-forwarded-for",
             16 => n == b"x-forwarded-host" && !self.keep_client_host || is_hop_by_hop(n),
             17 => n == b"x-forwarded-proto" && !self.keep_client_proto || is_hop_by_hop(n),
@@ -142,10 +155,12 @@ pub fn forward_request(h: &mut HeaderMap, f: &Forwarded<'_>) -> Rewrite {
         },
         keep_client_proto,
         keep_client_host,
-        host: if h.contains_key(&HOST) {
-            None
-        } else {
+        trusted_peer: trusted,
+        replace_host: f.host_from_target && f.host.is_some(),
+        host: if f.host_from_target || !h.contains_key(&HOST) {
             f.host.cloned()
+        } else {
+            None
         },
     }
 }
@@ -199,6 +214,42 @@ mod tests {
             proto: "http",
             trusted,
             host,
+            host_from_target: false,
+        }
+    }
+
+    #[test]
+    fn the_target_host_replaces_a_different_host_header() {
+        let none = TrustedProxies::default();
+        let pv = HeaderValue::from_static("192.0.2.1");
+        let target = HeaderValue::from_static("public.example");
+        let mut f = forwarded("192.0.2.1", &pv, &none, Some(&target));
+        f.host_from_target = true;
+        let out = sent(map(&[("host", "admin.example")]), &f);
+        assert_eq!(get(&out, "host"), ["public.example"]);
+        assert_eq!(get(&out, "x-forwarded-host"), ["public.example"]);
+    }
+
+    #[test]
+    fn other_client_address_headers_pass_only_from_trusted_proxies() {
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("cidr")]);
+        let pv = HeaderValue::from_static("203.0.113.5");
+        let claims = [
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-client-ip", "1.2.3.4"),
+        ];
+        let out = sent(map(&claims), &forwarded("203.0.113.5", &pv, &trusted, None));
+        for (n, _) in claims {
+            assert!(
+                get(&out, n).is_empty(),
+                "{n} from an untrusted peer: {out:?}"
+            );
+        }
+        let pv = HeaderValue::from_static("10.1.1.1");
+        let out = sent(map(&claims), &forwarded("10.1.1.1", &pv, &trusted, None));
+        for (n, v) in claims {
+            assert_eq!(get(&out, n), [v], "{n} from a trusted proxy");
         }
     }
 

@@ -146,15 +146,31 @@ fn serve(
     let state = ConnState::new();
     let io = TokioIo::new(TimedIo::new(stream, state.clone(), snap.timeouts));
     let cx = Arc::new(ConnCtx::new(shared.clone(), peer, "http", state));
-    let active = shared.metrics.active_connections.clone();
-    active.inc();
+    let active = OpenConnection::new(&shared.metrics.active_connections);
     tokio::spawn(async move {
         let svc = service_fn(move |req| proxy::handle(req, cx.clone()));
         if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
             debug!(peer = %peer, error = %e, "client connection ended with an error");
         }
-        active.dec();
+        drop(active);
     });
+}
+
+/// Counts a client connection in `isame_lb_active_connections` for as long as
+/// it lives, whatever ends it.
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn sweep_pools(shared: Arc<Shared>) {

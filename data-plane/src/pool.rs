@@ -44,9 +44,7 @@ fn take_idle(uid: u32, now: u64) -> Option<Conn> {
     })
 }
 
-/// Returns a connection whose response finished, for the next request.
-/// `now` may lag a little (the request's start): idle connections then
-/// expire a little early, never late.
+/// Returns a connection whose response finished at `now`, for the next request.
 pub fn checkin(conn: Conn, now: u64) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();

@@ -9,7 +9,7 @@ use crate::headers::{self, Forwarded};
 use crate::metrics;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
 use crate::{client_ip, clock, upstream};
-use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -67,29 +67,12 @@ pub async fn handle(
     let snap = cx.shared.snapshot();
     let client = client_ip::client_ip(cx.peer.ip(), req.headers(), &snap.trusted);
 
-    if req.method() == Method::CONNECT {
-        return Ok(reply(
-            &cx,
-            &snap,
-            client,
-            None,
-            ProxyError::MethodNotAllowed,
-            finish,
-        ));
-    }
-    if snap.max_header_bytes < MIN_HEAD_BUFFER && head_size(&req) > snap.max_header_bytes {
-        return Ok(reply(
-            &cx,
-            &snap,
-            client,
-            None,
-            ProxyError::HeadTooLarge,
-            finish,
-        ));
-    }
-    let host = request_host(&req);
+    let host = match check(&req, &snap) {
+        Ok(host) => host,
+        Err(e) => return Ok(reply(&cx, &snap, client, None, e, finish)),
+    };
     let Some((ui, _route)) = snap.router.pick(
-        host.as_ref().and_then(|h| h.to_str().ok()),
+        host.value.as_ref().and_then(|h| h.to_str().ok()),
         req.uri().path(),
         req.headers(),
     ) else {
@@ -118,10 +101,20 @@ pub async fn handle(
             peer_value: &cx.peer_value,
             proto: cx.proto,
             trusted: &snap.trusted,
-            host: host.as_ref(),
+            host: host.value.as_ref(),
+            host_from_target: host.from_target,
         },
     );
-    match upstream::send(&parts, &rewrite, ReqBody::Stream(body), backend, up, start).await {
+    let sent = upstream::send(
+        &parts,
+        &rewrite,
+        ReqBody::Stream(body),
+        backend,
+        up,
+        start,
+        snap.timeouts.header_read,
+    );
+    match sent.await {
         Ok((head, body)) => {
             metrics::count_request(
                 &cx.shared.metrics,
@@ -178,16 +171,54 @@ fn reply(
     *resp.status_mut() = e.status();
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if e.closes_connection() {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
-/// The host the client asked for: the URI's authority (HTTP/2, absolute-form)
-/// or else the Host header.
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(HOST).cloned(),
+/// The host a request is for.
+struct RequestHost {
+    value: Option<HeaderValue>,
+    /// Taken from the request target (absolute-form or HTTP/2 `:authority`).
+    from_target: bool,
+}
+
+/// Refuses requests the proxy must not relay, and finds the host asked for:
+/// the target's authority when there is one (it overrides `Host`), else the
+/// one `Host` header.
+fn check(req: &Request<Incoming>, snap: &Snapshot) -> Result<RequestHost, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
     }
+    if snap.max_header_bytes < MIN_HEAD_BUFFER && head_size(req) > snap.max_header_bytes {
+        return Err(ProxyError::HeadTooLarge);
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if let Some(te) = req.headers().get(TRANSFER_ENCODING) {
+        // Only chunked framing can be re-framed for the backend; hyper has
+        // already undone it. Other codings would reach the backend unlabelled.
+        let chunked_only = req.headers().get_all(TRANSFER_ENCODING).iter().count() == 1
+            && te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
+        if !chunked_only {
+            return Err(ProxyError::NotImplemented("transfer coding not supported"));
+        }
+    }
+    Ok(match req.uri().authority() {
+        Some(a) => RequestHost {
+            value: HeaderValue::from_str(a.as_str()).ok(),
+            from_target: true,
+        },
+        None => RequestHost {
+            value: host_header.cloned(),
+            from_target: false,
+        },
+    })
 }
 
 /// Approximate size of the request head: request line plus header lines.

@@ -44,10 +44,8 @@ pub struct Router {
 /// Strips the port and a trailing dot from a Host value: `Shop.example.:8080` → `Shop.example`.
 pub fn host_without_port(host: &str) -> &str {
     let h = if host.starts_with('[') {
-        // IPv6 literal: keep the brackets' content.
-        host.split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1])
+        // IPv6 literal: keep it with its brackets, drop a port after them.
+        host.find(']').map_or(host, |i| &host[..=i])
     } else {
         host.rsplit_once(':').map_or(host, |(h, port)| {
             if port.bytes().all(|b| b.is_ascii_digit()) {
@@ -221,8 +219,19 @@ mod tests {
         assert!(!prefix_matches("/api/", "/api"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn host_parsing_never_panics(host in "\\PC{0,40}", path in "\\PC{0,40}") {
+            let _ = host_without_port(&host);
+            let r = router(&[route("a", Some("*.example.com"), Some("/a"), &[], "web")]);
+            let _ = r.pick(Some(&host), &path, &HeaderMap::new());
+        }
+    }
+
     #[test]
     fn host_ports_are_ignored() {
+        assert_eq!(host_without_port("["), "[");
+        assert_eq!(host_without_port("[::1"), "[::1");
         assert_eq!(host_without_port("a.example:80"), "a.example");
         assert_eq!(host_without_port("a.example."), "a.example");
         assert_eq!(host_without_port("[::1]:8080"), "[::1]");

@@ -113,3 +113,68 @@ async fn hop_by_hop_headers_are_stripped_towards_the_client() {
     assert_eq!(client.get("/").await.expect("second request").status, 200);
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn the_request_target_host_wins_over_a_conflicting_host_header() {
+    let (public, admin) = (
+        Backend::start("public").await,
+        Backend::start("admin").await,
+    );
+    let proxy = start(&config(
+        &[
+            upstream("public", "round_robin", &[(&public, 1)]),
+            upstream("admin", "round_robin", &[(&admin, 1)]),
+        ],
+        "routes:\n  - name: admin\n    host: admin.example\n    upstream: admin\n  - name: public\n    host: public.example\n    upstream: public\n",
+    ));
+    let addr = proxy.proxy_addr;
+    let raw = tokio::task::spawn_blocking(move || {
+        raw_exchange(
+            addr,
+            b"GET http://public.example/x HTTP/1.1\r\nHost: admin.example\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .expect("exchange");
+    assert!(raw.contains("x-backend: public"), "{raw}");
+    let h = echo_headers(&raw);
+    assert_eq!(
+        h["host"], "public.example",
+        "the backend sees the host it was routed by"
+    );
+    assert_eq!(admin.hits(), 0);
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn ambiguous_requests_are_refused() {
+    let b = Backend::start("b").await;
+    let proxy = start(&config(
+        &[upstream("web", "round_robin", &[(&b, 1)])],
+        "routes:\n  - name: all\n    host: \"*.example\"\n    upstream: web\n",
+    ));
+    let addr = proxy.proxy_addr;
+    for (req, status) in [
+        (&b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"[..], "400"),
+        (b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "501"),
+        (b"GET / HTTP/1.1\r\nHost: [\r\nConnection: close\r\n\r\n", "404"),
+        (b"GET / HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n", "404"),
+    ] {
+        let raw = tokio::task::spawn_blocking(move || raw_exchange(addr, req, Duration::from_secs(5)))
+            .await
+            .expect("exchange");
+        assert!(
+            raw.starts_with(&format!("HTTP/1.1 {status}")),
+            "{:?} → {raw}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    assert_eq!(b.hits(), 0);
+    let status = isame_testkit::client::get(proxy.admin_addr, "/status")
+        .await
+        .expect("status")
+        .json();
+    assert_eq!(status["active_connections"], 0, "{status}");
+    stop(proxy).await;
+}

@@ -417,3 +417,156 @@ async fn interim_responses_during_an_upload_do_not_stop_it() {
     assert_eq!(text, "got 10");
     stop(proxy).await;
 }
+
+/// Sends `parts` of a body with `pause` between them; returns the response status.
+async fn paced_upload(
+    addr: std::net::SocketAddr,
+    parts: Vec<Bytes>,
+    pause: Duration,
+    length: Option<usize>,
+) -> Result<u16, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let (mut body_tx, body) = Channel::<Bytes>::new(1);
+    let mut req = Request::post("/upload").header("host", "x");
+    if let Some(n) = length {
+        req = req.header("content-length", n.to_string());
+    }
+    let req = req.body(body).map_err(|e| e.to_string())?;
+    let sender = tokio::spawn(async move {
+        for p in parts {
+            if body_tx.send_data(p).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        // Keep the body open until the response came (a stalled client).
+        std::future::pending::<()>().await;
+    });
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string());
+    sender.abort();
+    resp.map(|r| r.status().as_u16())
+}
+
+#[tokio::test]
+async fn an_upload_longer_than_the_response_timeout_still_gets_its_answer() {
+    let b = RawBackend::start(|r| {
+        if r.body_read {
+            Reply::Send(ok("stored"))
+        } else {
+            Reply::Interim(Vec::new())
+        }
+    })
+    .await;
+    let proxy = start(&format!(
+        "upstreams:\n  - name: raw\n    response_timeout: 400ms\n    backends: [\"{}\"]\n",
+        b.url()
+    ));
+    // Five parts 250 ms apart: over a second on the wire, each pause well
+    // under the client stall limit.
+    let parts: Vec<Bytes> = (0..5).map(|_| Bytes::from_static(b"0123456789")).collect();
+    let status = paced_upload(
+        proxy.proxy_addr,
+        parts,
+        Duration::from_millis(250),
+        Some(50),
+    )
+    .await;
+    assert_eq!(status, Ok(200));
+    assert_eq!(b.requests()[0].body.len(), 50);
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_gets_408() {
+    let b = RawBackend::start(|r| {
+        if r.body_read {
+            Reply::Send(ok("stored"))
+        } else {
+            Reply::Interim(Vec::new())
+        }
+    })
+    .await;
+    let proxy = start(&format!(
+        "upstreams:\n  - name: raw\n    backends: [\"{}\"]\nserver:\n  read_timeout: 300ms\n",
+        b.url()
+    ));
+    let t = std::time::Instant::now();
+    let status = paced_upload(
+        proxy.proxy_addr,
+        vec![Bytes::from_static(b"half")],
+        Duration::ZERO,
+        Some(100),
+    )
+    .await;
+    assert_eq!(status, Ok(408));
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let status = isame_testkit::client::get(proxy.admin_addr, "/status")
+        .await
+        .expect("status")
+        .json();
+    assert_eq!(
+        status["upstreams"][0]["backends"][0]["in_flight"], 0,
+        "{status}"
+    );
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn a_backend_that_stops_reading_an_upload_gets_504() {
+    let b = RawBackend::start(|_| Reply::Hang).await;
+    let proxy = start(&format!(
+        "upstreams:\n  - name: raw\n    response_timeout: 400ms\n    backends: [\"{}\"]\n",
+        b.url()
+    ));
+    // Far more than the socket buffers hold, sent as fast as possible.
+    let parts: Vec<Bytes> = (0..400)
+        .map(|_| Bytes::from(vec![7u8; 256 * 1024]))
+        .collect();
+    let t = std::time::Instant::now();
+    let status = paced_upload(
+        proxy.proxy_addr,
+        parts,
+        Duration::ZERO,
+        Some(400 * 256 * 1024),
+    )
+    .await;
+    assert_eq!(status, Ok(504));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn a_response_cut_off_midway_is_not_sent_again() {
+    // The second request on the connection gets half a response head, then
+    // the connection closes: the backend did handle it.
+    let b = RawBackend::start(|r| {
+        if r.head.contains("/second") {
+            Reply::SendAndClose(b"HTTP/1.1 200 OK\r\nContent-Le".to_vec())
+        } else {
+            Reply::Send(ok("first"))
+        }
+    })
+    .await;
+    let proxy = proxy_for(&b, "");
+    let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
+    assert_eq!(c.get("/first").await.expect("first").text(), "first");
+    let r = c.get("/second").await.expect("second");
+    assert_eq!(r.status, 502);
+    let seconds = b
+        .requests()
+        .iter()
+        .filter(|r| r.head.contains("/second"))
+        .count();
+    assert_eq!(
+        seconds, 1,
+        "a request the backend began answering is never replayed"
+    );
+    stop(proxy).await;
+}

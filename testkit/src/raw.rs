@@ -50,7 +50,7 @@ pub enum Reply {
     Paced(Vec<(Vec<u8>, Duration)>),
     /// Close without answering.
     Close,
-    /// Never answer.
+    /// Never answer. Asked right after the head, also never read the body.
     Hang,
     /// Answer right after the head, without reading the body, then close.
     EarlyAndClose(Vec<u8>),
@@ -144,6 +144,11 @@ async fn serve(
                 return;
             }
             Reply::Interim(bytes) if s.write_all(&bytes).await.is_err() => return,
+            // Take the head, then never read another byte.
+            Reply::Hang => {
+                log.lock().map(|mut l| l.push(req)).ok();
+                return std::future::pending::<()>().await;
+            }
             _ => {}
         }
         if let Some(len) = req

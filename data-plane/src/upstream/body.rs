@@ -30,20 +30,12 @@ pub struct ResponseBody {
     /// Longest wait for the next bytes (0: none).
     stall: u64,
     deadline: u64,
-    /// When the request started (clock nanoseconds), for the pool's idle clock.
-    started: u64,
 }
 
 type Polled = Poll<Option<Result<Frame<Bytes>, UpstreamError>>>;
 
 impl ResponseBody {
-    pub(super) fn new(
-        conn: Conn,
-        framing: Framing,
-        keep_alive: bool,
-        stall: u64,
-        started: u64,
-    ) -> Self {
+    pub(super) fn new(conn: Conn, framing: Framing, keep_alive: bool, stall: u64) -> Self {
         let state = match framing {
             Framing::Empty => State::Length(0),
             Framing::Length(n) => State::Length(n),
@@ -56,7 +48,6 @@ impl ResponseBody {
             keep_alive,
             stall,
             deadline: 0,
-            started,
         };
         if matches!(body.state, State::Length(0)) {
             body.finish();
@@ -71,7 +62,7 @@ impl ResponseBody {
             // Bytes beyond the response mean the backend is out of step.
             if self.keep_alive && conn.read_buf.is_empty() {
                 conn.served += 1;
-                pool::checkin(conn, self.started);
+                pool::checkin(conn, crate::clock::now_nanos());
             }
         }
     }

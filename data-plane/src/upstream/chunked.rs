@@ -18,6 +18,21 @@ enum State {
     Done,
 }
 
+/// Trailer fields that may be relayed: not hop-by-hop, and nothing that
+/// frames, routes or describes the content (RFC 9110 §6.5.1).
+fn relayable_trailer(name: &str) -> bool {
+    !crate::headers::is_hop_by_hop(name.as_bytes())
+        && ![
+            "content-length",
+            "content-encoding",
+            "content-type",
+            "content-range",
+            "host",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+}
+
 /// What the decoder found in the buffer.
 #[derive(Debug, PartialEq)]
 pub enum Step {
@@ -54,6 +69,10 @@ impl Decoder {
         loop {
             match self.state {
                 State::Done => return Ok(Step::End),
+                // httparse also takes a line with no digits as size 0.
+                State::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                    return Err("invalid chunk size")
+                }
                 State::Size => match httparse::parse_chunk_size(buf) {
                     Ok(httparse::Status::Complete((used, size))) => {
                         let _ = buf.split_to(used);
@@ -97,7 +116,7 @@ impl Decoder {
                     match httparse::parse_headers(buf, &mut headers) {
                         Ok(httparse::Status::Complete((used, parsed))) => {
                             let mut map = HeaderMap::new();
-                            for h in parsed {
+                            for h in parsed.iter().filter(|h| relayable_trailer(h.name)) {
                                 let name = HeaderName::from_bytes(h.name.as_bytes())
                                     .map_err(|_| "invalid trailer name")?;
                                 let value = HeaderValue::from_bytes(h.value)
@@ -162,10 +181,16 @@ mod tests {
 
     #[test]
     fn decodes_chunks_extensions_and_trailers() {
-        let wire = b"5\r\nhello\r\n1;name=value\r\n \r\n5\r\nworld\r\n0\r\nX-Sum: 42\r\n\r\nNEXT";
+        let wire = b"5\r\nhello\r\n1;name=value\r\n \r\n5\r\nworld\r\n0\r\nX-Sum: 42\r\nContent-Length: 9\r\nConnection: x\r\n\r\nNEXT";
         let (body, trailers, rest) = decode_in_pieces(wire, &[]).expect("valid");
         assert_eq!(body, b"hello world");
-        assert_eq!(trailers.expect("trailers")["x-sum"], "42");
+        let trailers = trailers.expect("trailers");
+        assert_eq!(trailers["x-sum"], "42");
+        assert_eq!(
+            trailers.len(),
+            1,
+            "framing and hop-by-hop trailers are dropped: {trailers:?}"
+        );
         assert_eq!(rest, 4, "bytes after the body stay in the buffer");
     }
 

@@ -10,7 +10,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
@@ -81,18 +81,34 @@ impl Conn {
         }
     }
 
-    /// Writes `bufs` completely, in as few system calls as the kernel allows.
-    pub async fn write_all_vectored(&mut self, bufs: &mut [io::IoSlice<'_>]) -> io::Result<()> {
+    /// Writes `bufs` completely; on failure, tells whether any byte went out.
+    pub async fn write_all_vectored(
+        &mut self,
+        bufs: &mut [io::IoSlice<'_>],
+    ) -> Result<(), (bool, io::Error)> {
         let mut bufs = &mut bufs[..];
+        let mut sent = false;
         io::IoSlice::advance_slices(&mut bufs, 0);
         while !bufs.is_empty() {
-            let n = self.io.write_vectored(bufs).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+            match self.io.write_vectored(bufs).await {
+                Ok(0) => return Err((sent, io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    sent = true;
+                    io::IoSlice::advance_slices(&mut bufs, n);
+                }
+                Err(e) => return Err((sent, e)),
             }
-            io::IoSlice::advance_slices(&mut bufs, n);
         }
         Ok(())
+    }
+
+    /// One vectored write attempt.
+    pub fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     /// Reads more bytes into `read_buf`; `Ok(0)` at end of stream.
@@ -130,7 +146,7 @@ impl Conn {
 
     /// Ready once `deadline` has passed. The timer is only re-armed when it
     /// fires, at most `granularity` ahead, so a request normally arms nothing.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: u64) -> Poll<()> {
+    pub fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: u64) -> Poll<()> {
         // A deadline closer than the timer's next check (a shorter timeout
         // than the one this connection was opened for) moves the timer in.
         if clock::instant_at(deadline) < self.timer.deadline() {

@@ -163,9 +163,11 @@ fn build(
     for span in spans {
         let (name, value) = (span.name(head), span.value(head));
         if eq(name, "content-length") {
-            let n = std::str::from_utf8(value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
+            // Digits only: `+5` or ` 5 , 5` are not lengths a peer agreed on.
+            let digits = value.trim_ascii();
+            let n = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                .flatten()
                 .ok_or_else(|| UpstreamError::Protocol("invalid content-length".into()))?;
             if length.is_some_and(|l| l != n) {
                 return Err(UpstreamError::Protocol(
@@ -356,6 +358,8 @@ mod tests {
     fn malformed_heads_are_refused() {
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
             "NOT HTTP\r\n\r\n",

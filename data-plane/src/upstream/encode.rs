@@ -1,7 +1,7 @@
 //! Writing a request head for a backend, and the framing of its body.
 
 use crate::headers::Rewrite;
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, COOKIE};
 use http::request::Parts;
 use std::io::Write;
 
@@ -22,14 +22,36 @@ pub enum BodyFraming {
 pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: BodyFraming, rw: &Rewrite) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
-    match parts.uri.path_and_query() {
-        Some(pq) if !pq.as_str().is_empty() => out.extend_from_slice(pq.as_str().as_bytes()),
-        _ => out.push(b'/'),
+    match parts.uri.path_and_query().map(|pq| pq.as_str()) {
+        Some(pq) if pq.starts_with('/') || pq == "*" => out.extend_from_slice(pq.as_bytes()),
+        // `http://host?q` has an empty path, which is `/` in origin-form.
+        Some(pq) => {
+            out.push(b'/');
+            out.extend_from_slice(pq.as_bytes());
+        }
+        None => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_length = false;
+    let mut cookies_written = false;
     for (name, value) in &parts.headers {
         if rw.skips(name) {
+            continue;
+        }
+        if name == COOKIE {
+            // HTTP/2 splits cookies into several fields; HTTP/1.1 wants one
+            // line, joined with "; " (RFC 9113 §8.2.3).
+            if !cookies_written {
+                cookies_written = true;
+                out.extend_from_slice(b"cookie: ");
+                for (i, v) in parts.headers.get_all(COOKIE).iter().enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(b"; ");
+                    }
+                    out.extend_from_slice(v.as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+            }
             continue;
         }
         if name == CONTENT_LENGTH {
@@ -93,6 +115,7 @@ mod tests {
                 proto: "http",
                 trusted: &trusted,
                 host: host.as_ref(),
+                host_from_target: false,
             },
         );
         let mut out = Vec::new();
@@ -118,6 +141,24 @@ mod tests {
         assert_eq!(
             encode(req, BodyFraming::Empty),
             "GET /a/b?c=d HTTP/1.1\r\nhost: example.com\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn cookies_are_joined_and_empty_paths_become_slash() {
+        let req = Request::get("http://example.com?q=1")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(())
+            .expect("request");
+        assert_eq!(
+            encode(req, BodyFraming::Empty),
+            "GET /?q=1 HTTP/1.1\r\ncookie: a=1; b=2\r\n\r\n"
+        );
+        let req = Request::options("*").body(()).expect("request");
+        assert_eq!(
+            encode(req, BodyFraming::Empty),
+            "OPTIONS * HTTP/1.1\r\n\r\n"
         );
     }
 

@@ -41,6 +41,12 @@ pub enum UpstreamError {
     /// The client's request body failed (the client went away or sent garbage).
     #[error("client request body failed: {0}")]
     ClientBody(#[source] hyper::Error),
+    /// The client stopped sending its request body for longer than `read_timeout`.
+    #[error("client stopped sending the request body")]
+    ClientStalled,
+    /// The connection failed after part of the response had arrived.
+    #[error("connection failed in the middle of the response: {0}")]
+    Incomplete(#[source] io::Error),
 }
 
 impl UpstreamError {

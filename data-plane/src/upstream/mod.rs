@@ -13,6 +13,7 @@ mod conn;
 mod decode;
 mod encode;
 mod error;
+mod upload;
 
 pub use body::ResponseBody;
 pub use conn::Conn;
@@ -23,17 +24,15 @@ pub use error::UpstreamError;
 use crate::backend::Backend;
 use crate::body::ReqBody;
 use crate::headers::Rewrite;
-use crate::pool;
 use crate::snapshot::UpstreamRt;
-use bytes::Bytes;
+use crate::{clock, pool};
 use conn::ReadError;
 use http::request::Parts;
 use http::Method;
-use http_body::{Body, Frame};
-use std::future::poll_fn;
+use http_body::Body;
 use std::io::IoSlice;
-use std::pin::Pin;
-use std::task::Poll;
+use std::time::Duration;
+use upload::{Sent, Upload};
 
 /// How many times a request that never reached a backend is sent again on
 /// another connection (stale keep-alive connections).
@@ -41,10 +40,11 @@ const STALE_RETRIES: usize = 3;
 
 /// Sends the request to `backend` and waits for the response head.
 ///
-/// `start` is when the request arrived (clock nanoseconds): the response
-/// head must come within the upstream's `response_timeout` of it. A pooled
-/// connection that turns out to be dead before the backend saw the request
-/// is replaced transparently; that is always safe and not a retry.
+/// `start` is when the request arrived (clock nanoseconds). The response
+/// head must come within the upstream's `response_timeout` of the request
+/// being sent; a client that pauses its body for `client_stall` gets 408. A
+/// pooled connection that turns out to be dead before the backend saw the
+/// request is replaced transparently; that is always safe and not a retry.
 pub async fn send(
     parts: &Parts,
     rewrite: &Rewrite,
@@ -52,6 +52,7 @@ pub async fn send(
     backend: &Backend,
     upstream: &UpstreamRt,
     start: u64,
+    client_stall: Duration,
 ) -> Result<(Head, ResponseBody), UpstreamError> {
     let head_request = parts.method == Method::HEAD;
     let framing = request_framing(&body);
@@ -59,8 +60,10 @@ pub async fn send(
     // fresh connection when nothing else can have happened: an idempotent
     // method without a body.
     let replayable = framing == BodyFraming::Empty && is_idempotent(&parts.method);
-    let timeout = nanos(upstream.response_timeout);
-    let deadline = start.saturating_add(timeout);
+    let waits = Waits {
+        response: nanos(upstream.response_timeout),
+        client: nanos(client_stall),
+    };
     let mut attempt = 0;
     loop {
         let mut conn = pool::checkout(backend, upstream, start).await?;
@@ -72,13 +75,14 @@ pub async fn send(
             framing,
             &mut body,
             head_request,
-            deadline,
+            start,
+            waits,
         )
         .await
         {
             Ok((head, reusable)) => {
                 let keep_alive = head.keep_alive && reusable;
-                let body = ResponseBody::new(conn, head.framing, keep_alive, timeout, start);
+                let body = ResponseBody::new(conn, head.framing, keep_alive, waits.response);
                 return Ok((head, body));
             }
             Err(e) => {
@@ -118,15 +122,19 @@ fn request_framing(body: &ReqBody) -> BodyFraming {
     }
 }
 
-/// What happened while the request body was being sent.
-enum Step {
-    Frame(Option<Result<Frame<Bytes>, hyper::Error>>),
-    BackendSpoke,
-    BackendGone(std::io::Error),
+/// How long an exchange may wait, in clock nanoseconds.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    /// For the response head once the request is sent, and between reads
+    /// of the response body or writes of the request body.
+    response: u64,
+    /// Between two parts of the client's request body.
+    client: u64,
 }
 
 /// One request/response exchange on `conn`. Returns the head and whether
 /// the connection can carry another request once the body is read.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     conn: &mut Conn,
     parts: &Parts,
@@ -134,7 +142,8 @@ async fn exchange(
     framing: BodyFraming,
     body: &mut ReqBody,
     head_request: bool,
-    deadline: u64,
+    start: u64,
+    waits: Waits,
 ) -> Result<(Head, bool), UpstreamError> {
     let reused = conn.served > 0;
     let mut head_buf = std::mem::take(&mut conn.write_buf);
@@ -145,7 +154,6 @@ async fn exchange(
             let data = data.clone();
             conn.write_all_vectored(&mut [IoSlice::new(&head_buf), IoSlice::new(&data)])
                 .await
-                .map_err(|e| (false, e))
         }
         _ => conn.write_tracked(&head_buf).await,
     };
@@ -153,98 +161,41 @@ async fn exchange(
     if let Err((sent, source)) = wrote {
         return Err(UpstreamError::Send { sent, source });
     }
+    // The response is due `response_timeout` after the request was sent:
+    // after its arrival for a request without a streamed body, after the
+    // last byte of the body otherwise.
+    let mut deadline = start.saturating_add(waits.response);
     let mut reusable = true;
     if matches!(body, ReqBody::Stream(_)) && framing != BodyFraming::Empty {
-        reusable = send_body(conn, body, framing).await?;
+        let sent = Upload::new(conn, body, framing, waits.client, waits.response)
+            .run()
+            .await?;
+        reusable = sent == Sent::Complete;
+        deadline = clock::now_nanos().saturating_add(waits.response);
     }
+    let mut received = !conn.read_buf.is_empty();
     loop {
         if let Some(head) = decode::parse_with(&mut conn.read_buf, head_request, &mut conn.spans)? {
             return Ok((head, reusable));
         }
-        match conn.read_more(deadline).await {
-            Ok(0) => {
-                return Err(UpstreamError::NoResponse {
-                    reused,
-                    source: std::io::ErrorKind::UnexpectedEof.into(),
-                })
+        let failed = match conn.read_more(deadline).await {
+            Ok(0) => std::io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => {
+                received = true;
+                continue;
             }
-            Ok(_) => {}
             Err(ReadError::Timeout) => return Err(UpstreamError::Timeout),
-            Err(ReadError::Io(source)) => return Err(UpstreamError::NoResponse { reused, source }),
-        }
-    }
-}
-
-/// Streams the client's body to the backend. Returns false when the backend
-/// answered before the body was complete (the connection cannot be reused).
-async fn send_body(
-    conn: &mut Conn,
-    body: &mut ReqBody,
-    framing: BodyFraming,
-) -> Result<bool, UpstreamError> {
-    let chunked = framing == BodyFraming::Chunked;
-    loop {
-        let step = poll_fn(|cx| {
-            if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
-                return Poll::Ready(Step::Frame(frame));
+            Err(ReadError::Io(e)) => e,
+        };
+        // Once any response byte arrived, the backend handled the request:
+        // never a candidate for sending again.
+        return Err(if received {
+            UpstreamError::Incomplete(failed)
+        } else {
+            UpstreamError::NoResponse {
+                reused,
+                source: failed,
             }
-            // While the client is slow, watch for the backend answering early.
-            let mut no_deadline = 0;
-            match conn.poll_read(cx, &mut no_deadline, 0) {
-                Poll::Ready(Ok(n)) if n > 0 => Poll::Ready(Step::BackendSpoke),
-                Poll::Ready(Ok(_)) => {
-                    Poll::Ready(Step::BackendGone(std::io::ErrorKind::UnexpectedEof.into()))
-                }
-                Poll::Ready(Err(ReadError::Io(e))) => Poll::Ready(Step::BackendGone(e)),
-                Poll::Ready(Err(ReadError::Timeout)) | Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        match step {
-            Step::BackendSpoke => {
-                // "100 Continue" and other interim answers do not end the upload.
-                if decode::skip_interim(&mut conn.read_buf)? {
-                    return Ok(false);
-                }
-            }
-            Step::BackendGone(source) => return Err(UpstreamError::Send { sent: true, source }),
-            Step::Frame(None) => {
-                if chunked {
-                    conn.write_tracked(b"0\r\n\r\n")
-                        .await
-                        .map_err(|(_, source)| UpstreamError::Send { sent: true, source })?;
-                }
-                return Ok(true);
-            }
-            Step::Frame(Some(Err(e))) => return Err(UpstreamError::ClientBody(e)),
-            Step::Frame(Some(Ok(frame))) => {
-                let Ok(data) = frame.into_data() else {
-                    // Request trailers are not relayed.
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                let written = if chunked {
-                    let prefix = encode::chunk_prefix(data.len());
-                    conn.write_all_vectored(&mut [
-                        IoSlice::new(&prefix),
-                        IoSlice::new(&data),
-                        IoSlice::new(b"\r\n"),
-                    ])
-                    .await
-                } else {
-                    conn.write_all_vectored(&mut [IoSlice::new(&data)]).await
-                };
-                if let Err(source) = written {
-                    // The backend may have refused the body and answered: let
-                    // the caller read what it said.
-                    if !conn.read_buf.is_empty() {
-                        return Ok(false);
-                    }
-                    return Err(UpstreamError::Send { sent: true, source });
-                }
-            }
-        }
+        });
     }
 }
