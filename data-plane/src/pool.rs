@@ -18,7 +18,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_IDLE_PER_BACKEND: usize = 256;
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: u64,
 }
 
@@ -31,7 +31,7 @@ fn expired(since: u64, now: u64) -> bool {
 }
 
 /// A live idle connection to backend `uid`, most recently used first.
-fn take_idle(uid: u32, now: u64) -> Option<Conn> {
+fn take_idle(uid: u32, now: u64) -> Option<Box<Conn>> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&uid)?;
@@ -45,7 +45,7 @@ fn take_idle(uid: u32, now: u64) -> Option<Conn> {
 }
 
 /// Returns a connection whose response finished at `now`, for the next request.
-pub fn checkin(conn: Conn, now: u64) {
+pub fn checkin(conn: Box<Conn>, now: u64) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(conn.uid).or_default();
@@ -81,7 +81,7 @@ pub async fn checkout(
     backend: &Backend,
     upstream: &UpstreamRt,
     now: u64,
-) -> Result<Conn, UpstreamError> {
+) -> Result<Box<Conn>, UpstreamError> {
     let uid = backend.state.uid;
     if let Some(c) = take_idle(uid, now) {
         return Ok(c);

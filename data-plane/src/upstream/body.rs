@@ -24,7 +24,7 @@ enum State {
 
 /// The body of a backend's response.
 pub struct ResponseBody {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     state: State,
     keep_alive: bool,
     /// Longest wait for the next bytes (0: none).
@@ -35,7 +35,7 @@ pub struct ResponseBody {
 type Polled = Poll<Option<Result<Frame<Bytes>, UpstreamError>>>;
 
 impl ResponseBody {
-    pub(super) fn new(conn: Conn, framing: Framing, keep_alive: bool, stall: u64) -> Self {
+    pub(super) fn new(conn: Box<Conn>, framing: Framing, keep_alive: bool, stall: u64) -> Self {
         let state = match framing {
             Framing::Empty => State::Length(0),
             Framing::Length(n) => State::Length(n),

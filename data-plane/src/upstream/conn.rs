@@ -44,7 +44,7 @@ impl Conn {
         target: &Target,
         connect_timeout: Duration,
         granularity: Duration,
-    ) -> Result<Conn, UpstreamError> {
+    ) -> Result<Box<Conn>, UpstreamError> {
         let io = tokio::time::timeout(connect_timeout, open(target))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout)?
@@ -52,7 +52,7 @@ impl Conn {
         let granularity = u64::try_from(granularity.as_nanos())
             .unwrap_or(u64::MAX)
             .max(1_000_000);
-        Ok(Conn {
+        Ok(Box::new(Conn {
             uid,
             io,
             read_buf: BytesMut::with_capacity(4 * READ_RESERVE),
@@ -63,7 +63,7 @@ impl Conn {
                 clock::now_nanos().saturating_add(granularity),
             ))),
             granularity,
-        })
+        }))
     }
 
     /// True when the backend closed this idle connection or sent something
