@@ -172,9 +172,10 @@ fn spawn(config: &std::path::Path) -> Running {
     Running { child, proxy, logs }
 }
 
+/// Sends a signal with the shell's built-in `kill` (no procps needed).
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
+    let ok = Command::new("sh")
+        .args(["-c", &format!("kill {sig} {}", child.id())])
         .status()
         .expect("kill");
     assert!(ok.success());
