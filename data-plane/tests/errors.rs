@@ -1,5 +1,7 @@
 //! What clients get when things go wrong: short JSON errors with the right
 //! status, bad HTTP refused safely, and the connection timeouts.
+// These tests time real sockets and processes: wall-clock time is the point.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

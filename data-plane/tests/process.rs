@@ -1,5 +1,7 @@
 //! The `isame-lb` binary as operators run it: `validate` exit codes, signals,
 //! graceful shutdown.
+// These tests time real sockets and processes: wall-clock time is the point.
+#![allow(clippy::disallowed_types)]
 
 use isame_testkit::Backend;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,5 +1,7 @@
 //! HTTP/1.1 keep-alive, HTTP/2 prior knowledge, pooled backend connections,
 //! and bodies that stream both ways.
+// These tests time real sockets and processes: wall-clock time is the point.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 

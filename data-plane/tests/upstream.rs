@@ -1,6 +1,8 @@
 //! How the proxy's HTTP/1.1 client copes with what backends really send:
 //! every body framing, interim responses, malformed heads, connections that
 //! close at awkward moments, and request bodies of unknown length.
+// These tests time real sockets and processes: wall-clock time is the point.
+#![allow(clippy::disallowed_types)]
 
 mod common;
 
