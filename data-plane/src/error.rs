@@ -83,6 +83,7 @@ impl ProxyError {
             ProxyError::BadRequest(_)
                 | ProxyError::NotImplemented(_)
                 | ProxyError::HeadTooLarge
+                | ProxyError::MethodNotAllowed
                 | ProxyError::Upstream(UpstreamError::ClientBody(_) | UpstreamError::ClientStalled)
         )
     }

@@ -114,34 +114,28 @@ pub async fn handle(
         start,
         snap.timeouts.header_read,
     );
-    match sent.await {
+    let result = sent.await.map_err(ProxyError::from);
+    let status = match &result {
+        Ok((head, _)) => head.status,
+        Err(e) => e.status(),
+    };
+    metrics::count_request(
+        &cx.shared.metrics,
+        backend.state.uid,
+        &up.name,
+        &backend.url,
+        &parts.method,
+        status,
+    );
+    Ok(match result {
         Ok((head, body)) => {
-            metrics::count_request(
-                &cx.shared.metrics,
-                backend.state.uid,
-                &up.name,
-                &backend.url,
-                &parts.method,
-                head.status,
-            );
             let mut resp = Response::new(ProxyBody::upstream(body, finish));
             *resp.status_mut() = head.status;
             *resp.headers_mut() = head.headers;
-            Ok(resp)
+            resp
         }
-        Err(e) => {
-            let e = ProxyError::from(e);
-            metrics::count_request(
-                &cx.shared.metrics,
-                backend.state.uid,
-                &up.name,
-                &backend.url,
-                &parts.method,
-                e.status(),
-            );
-            Ok(reply(&cx, &snap, client, Some(ui), e, finish))
-        }
-    }
+        Err(e) => reply(&cx, &snap, client, Some(ui), e, finish),
+    })
 }
 
 /// The client's answer when the proxy itself must respond.

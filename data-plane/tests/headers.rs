@@ -4,7 +4,6 @@ mod common;
 
 use common::*;
 use isame_testkit::{Backend, Client};
-use std::time::Duration;
 
 fn echo_headers(raw: &str) -> serde_json::Value {
     let body = raw.split("\r\n\r\n").nth(1).unwrap_or("");
@@ -20,15 +19,7 @@ async fn spoofed_forwarded_for_from_untrusted_peer_is_replaced() {
     let b = Backend::start("b").await;
     let proxy = start(&config(&[upstream("web", "round_robin", &[(&b, 1)])], ""));
     let addr = proxy.proxy_addr;
-    let raw = tokio::task::spawn_blocking(move || {
-        raw_exchange(
-            addr,
-            b"GET /x HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nConnection: close\r\n\r\n",
-            Duration::from_secs(5),
-        )
-    })
-    .await
-    .expect("exchange");
+    let raw = exchange(addr, b"GET /x HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nConnection: close\r\n\r\n".to_vec()).await;
     let h = echo_headers(&raw);
     assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{raw}");
     assert_eq!(h["x-forwarded-proto"], "http");
@@ -45,15 +36,7 @@ async fn trusted_proxy_chain_is_extended() {
         "trusted_proxies: [\"127.0.0.0/8\"]\n",
     ));
     let addr = proxy.proxy_addr;
-    let raw = tokio::task::spawn_blocking(move || {
-        raw_exchange(
-            addr,
-            b"GET / HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 198.51.100.4\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
-            Duration::from_secs(5),
-        )
-    })
-    .await
-    .expect("exchange");
+    let raw = exchange(addr, b"GET / HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 198.51.100.4\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n".to_vec()).await;
     let h = echo_headers(&raw);
     assert_eq!(h["x-forwarded-for"], "198.51.100.4, 127.0.0.1", "{raw}");
     assert_eq!(
@@ -68,15 +51,7 @@ async fn hop_by_hop_headers_are_stripped_towards_the_backend() {
     let b = Backend::start("b").await;
     let proxy = start(&config(&[upstream("web", "round_robin", &[(&b, 1)])], ""));
     let addr = proxy.proxy_addr;
-    let raw = tokio::task::spawn_blocking(move || {
-        raw_exchange(
-            addr,
-            b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: X-Private, close\r\nX-Private: secret\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: websocket\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nProxy-Connection: keep-alive\r\nX-End-To-End: yes\r\n\r\n",
-            Duration::from_secs(5),
-        )
-    })
-    .await
-    .expect("exchange");
+    let raw = exchange(addr, b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: X-Private, close\r\nX-Private: secret\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: websocket\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nProxy-Connection: keep-alive\r\nX-End-To-End: yes\r\n\r\n".to_vec()).await;
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     let h = echo_headers(&raw);
     for gone in [
@@ -128,15 +103,12 @@ async fn the_request_target_host_wins_over_a_conflicting_host_header() {
         "routes:\n  - name: admin\n    host: admin.example\n    upstream: admin\n  - name: public\n    host: public.example\n    upstream: public\n",
     ));
     let addr = proxy.proxy_addr;
-    let raw = tokio::task::spawn_blocking(move || {
-        raw_exchange(
-            addr,
-            b"GET http://public.example/x HTTP/1.1\r\nHost: admin.example\r\nConnection: close\r\n\r\n",
-            Duration::from_secs(5),
-        )
-    })
-    .await
-    .expect("exchange");
+    let raw = exchange(
+        addr,
+        b"GET http://public.example/x HTTP/1.1\r\nHost: admin.example\r\nConnection: close\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
     assert!(raw.contains("x-backend: public"), "{raw}");
     let h = echo_headers(&raw);
     assert_eq!(
@@ -161,9 +133,7 @@ async fn ambiguous_requests_are_refused() {
         (b"GET / HTTP/1.1\r\nHost: [\r\nConnection: close\r\n\r\n", "404"),
         (b"GET / HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n", "404"),
     ] {
-        let raw = tokio::task::spawn_blocking(move || raw_exchange(addr, req, Duration::from_secs(5)))
-            .await
-            .expect("exchange");
+        let raw = exchange(addr, req).await;
         assert!(
             raw.starts_with(&format!("HTTP/1.1 {status}")),
             "{:?} → {raw}",

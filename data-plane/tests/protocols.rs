@@ -141,13 +141,7 @@ async fn response_bodies_stream_to_the_client() {
 async fn request_bodies_stream_to_the_backend() {
     let b = Backend::start("b").await;
     let proxy = start(&config(&[upstream("web", "round_robin", &[(&b, 1)])], ""));
-    let stream = tokio::net::TcpStream::connect(proxy.proxy_addr)
-        .await
-        .expect("connect");
-    let (mut tx, conn) = http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
+    let mut tx = streaming_client(proxy.proxy_addr).await;
     let (mut body_tx, body) = Channel::<Bytes>::new(4);
     let req = Request::post("/?early=1")
         .header("host", "x")

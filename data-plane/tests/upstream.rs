@@ -223,14 +223,7 @@ async fn post_is_never_replayed_after_reaching_a_backend() {
 async fn request_bodies_of_unknown_length_go_chunked() {
     let b = RawBackend::start(|_| Reply::Send(ok("got it"))).await;
     let proxy = proxy_for(&b, "");
-    let stream = tokio::net::TcpStream::connect(proxy.proxy_addr)
-        .await
-        .expect("connect");
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
+    let mut tx = streaming_client(proxy.proxy_addr).await;
     let (mut body_tx, body) = Channel::<Bytes>::new(4);
     let req = Request::post("/upload")
         .header("host", "x")
@@ -275,14 +268,7 @@ async fn early_answer_during_an_upload_reaches_the_client() {
     })
     .await;
     let proxy = proxy_for(&b, "");
-    let stream = tokio::net::TcpStream::connect(proxy.proxy_addr)
-        .await
-        .expect("connect");
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
+    let mut tx = streaming_client(proxy.proxy_addr).await;
     let (mut body_tx, body) = Channel::<Bytes>::new(4);
     let req = Request::post("/big")
         .header("host", "x")
@@ -388,14 +374,7 @@ async fn interim_responses_during_an_upload_do_not_stop_it() {
     })
     .await;
     let proxy = proxy_for(&b, "");
-    let stream = tokio::net::TcpStream::connect(proxy.proxy_addr)
-        .await
-        .expect("connect");
-    let (mut tx, conn) =
-        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
+    let mut tx = streaming_client(proxy.proxy_addr).await;
     let (mut body_tx, body) = Channel::<Bytes>::new(4);
     let req = Request::post("/up")
         .header("host", "x")

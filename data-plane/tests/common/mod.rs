@@ -87,3 +87,23 @@ pub async fn stop(proxy: Proxy) {
         .await
         .expect("shutdown");
 }
+
+/// [`raw_exchange`] on a blocking thread, so the test's runtime keeps serving.
+pub async fn exchange(addr: SocketAddr, request: impl Into<Vec<u8>>) -> String {
+    let request = request.into();
+    tokio::task::spawn_blocking(move || raw_exchange(addr, &request, Duration::from_secs(5)))
+        .await
+        .expect("exchange")
+}
+
+/// An HTTP/1.1 connection whose request bodies the test feeds part by part.
+pub async fn streaming_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Channel<bytes::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    tx
+}
