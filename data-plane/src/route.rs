@@ -154,6 +154,7 @@ mod tests {
                 })
                 .collect(),
             upstream: upstream.into(),
+            rate_limit: None,
         }
     }
 

@@ -16,6 +16,47 @@ fn dur(d: Duration) -> Option<prost_types::Duration> {
     })
 }
 
+fn health_to_pb(h: &Health) -> pb::Health {
+    pb::Health {
+        enabled: h.enabled,
+        interval: dur(h.interval),
+        timeout: dur(h.timeout),
+        path: h.path.clone(),
+        unhealthy_threshold: h.unhealthy_threshold,
+        healthy_threshold: h.healthy_threshold,
+        expected_statuses: h.expected_statuses.clone(),
+    }
+}
+
+fn breaker_to_pb(b: &CircuitBreaker) -> pb::CircuitBreaker {
+    pb::CircuitBreaker {
+        enabled: b.enabled,
+        failure_threshold: b.failure_threshold,
+        timeout: dur(b.timeout),
+        half_open_requests: b.half_open_requests,
+    }
+}
+
+fn retry_to_pb(r: &Retry) -> pb::Retry {
+    pb::Retry {
+        enabled: r.enabled,
+        max_attempts: r.max_attempts,
+        initial_backoff: dur(r.initial_backoff),
+        max_backoff: dur(r.max_backoff),
+        budget_percent: r.budget_percent,
+        budget_min_per_second: r.budget_min_per_second,
+        max_body_bytes: r.max_body_bytes,
+    }
+}
+
+fn rate_limit_to_pb(r: &RateLimit) -> pb::RateLimit {
+    pb::RateLimit {
+        enabled: r.enabled,
+        requests_per_ip: r.requests_per_ip,
+        window_size: dur(r.window_size),
+    }
+}
+
 impl From<&Config> for pb::Config {
     fn from(c: &Config) -> Self {
         pb::Config {
@@ -48,40 +89,35 @@ impl From<&Config> for pb::Config {
                         })
                         .collect(),
                     upstream: r.upstream.clone(),
+                    rate_limit: r.rate_limit.as_ref().map(rate_limit_to_pb),
                 })
                 .collect(),
             trusted_proxies: c.trusted_proxies.iter().map(|n| n.to_string()).collect(),
-            health: Some(pb::Health {
-                enabled: c.health.enabled,
-                interval: dur(c.health.interval),
-                timeout: dur(c.health.timeout),
-                path: c.health.path.clone(),
-                unhealthy_threshold: c.health.unhealthy_threshold,
-                healthy_threshold: c.health.healthy_threshold,
-            }),
+            health: Some(health_to_pb(&c.health)),
             metrics: Some(pb::Metrics {
                 enabled: c.metrics.enabled,
                 address: c.metrics.address.to_string(),
                 port: c.metrics.port.into(),
                 path: c.metrics.path.clone(),
             }),
-            circuit_breaker: Some(pb::CircuitBreaker {
-                enabled: c.circuit_breaker.enabled,
-                failure_threshold: c.circuit_breaker.failure_threshold,
-                timeout: dur(c.circuit_breaker.timeout),
-            }),
-            retry: Some(pb::Retry {
-                enabled: c.retry.enabled,
-                max_attempts: c.retry.max_attempts,
-                initial_backoff: dur(c.retry.initial_backoff),
-                max_backoff: dur(c.retry.max_backoff),
-            }),
+            circuit_breaker: Some(breaker_to_pb(&c.circuit_breaker)),
+            retry: Some(retry_to_pb(&c.retry)),
             tls: Some(pb::Tls {
                 enabled: c.tls.enabled,
                 cert_file: c.tls.cert_file.clone(),
                 key_file: c.tls.key_file.clone(),
                 min_version: c.tls.min_version.clone(),
                 cipher_suites: c.tls.cipher_suites.clone(),
+                certificates: c
+                    .tls
+                    .certificates
+                    .iter()
+                    .map(|k| pb::Certificate {
+                        cert_file: k.cert_file.clone(),
+                        key_file: k.key_file.clone(),
+                    })
+                    .collect(),
+                redirect_http: c.tls.redirect_http,
             }),
         }
     }
@@ -103,13 +139,16 @@ fn upstream_to_pb(u: &Upstream) -> pb::Upstream {
                 weight: b.weight,
             })
             .collect(),
-        rate_limit: u.rate_limit.as_ref().map(|r| pb::RateLimit {
-            enabled: r.enabled,
-            requests_per_ip: r.requests_per_ip,
-            window_size: dur(r.window_size),
-        }),
+        rate_limit: u.rate_limit.as_ref().map(rate_limit_to_pb),
         connect_timeout: dur(u.connect_timeout),
         response_timeout: dur(u.response_timeout),
+        health: u.health.as_ref().map(health_to_pb),
+        circuit_breaker: u.circuit_breaker.as_ref().map(breaker_to_pb),
+        retry: u.retry.as_ref().map(retry_to_pb),
+        tls: u.tls.as_ref().map(|t| pb::UpstreamTls {
+            ca_file: t.ca_file.clone(),
+            server_name: t.server_name.clone(),
+        }),
     }
 }
 
@@ -159,6 +198,47 @@ impl Reader {
             IpAddr::from([0, 0, 0, 0])
         })
     }
+
+    fn health(&mut self, h: &pb::Health, path: &str) -> Health {
+        Health {
+            enabled: h.enabled,
+            interval: self.dur(&h.interval, &format!("{path}.interval")),
+            timeout: self.dur(&h.timeout, &format!("{path}.timeout")),
+            path: h.path.clone(),
+            unhealthy_threshold: h.unhealthy_threshold,
+            healthy_threshold: h.healthy_threshold,
+            expected_statuses: h.expected_statuses.clone(),
+        }
+    }
+
+    fn breaker(&mut self, b: &pb::CircuitBreaker, path: &str) -> CircuitBreaker {
+        CircuitBreaker {
+            enabled: b.enabled,
+            failure_threshold: b.failure_threshold,
+            timeout: self.dur(&b.timeout, &format!("{path}.timeout")),
+            half_open_requests: b.half_open_requests,
+        }
+    }
+
+    fn retry(&mut self, r: &pb::Retry, path: &str) -> Retry {
+        Retry {
+            enabled: r.enabled,
+            max_attempts: r.max_attempts,
+            initial_backoff: self.dur(&r.initial_backoff, &format!("{path}.initial_backoff")),
+            max_backoff: self.dur(&r.max_backoff, &format!("{path}.max_backoff")),
+            budget_percent: r.budget_percent,
+            budget_min_per_second: r.budget_min_per_second,
+            max_body_bytes: r.max_body_bytes,
+        }
+    }
+
+    fn rate_limit(&mut self, r: &pb::RateLimit, path: &str) -> RateLimit {
+        RateLimit {
+            enabled: r.enabled,
+            requests_per_ip: r.requests_per_ip,
+            window_size: self.dur(&r.window_size, &format!("{path}.window_size")),
+        }
+    }
 }
 
 /// Reads a protobuf config into the model and validates it.
@@ -166,7 +246,6 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
     let mut r = Reader {
         problems: Vec::new(),
     };
-    let ds = Server::default();
     let server = match r.msg(&c.server, "server") {
         Some(s) => Server {
             address: r.ip(&s.address, "server.address"),
@@ -178,7 +257,7 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
             max_header_bytes: s.max_header_bytes,
             shutdown_timeout: r.dur(&s.shutdown_timeout, "server.shutdown_timeout"),
         },
-        None => ds,
+        None => Server::default(),
     };
     let upstreams = c
         .upstreams
@@ -189,7 +268,8 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
     let routes = c
         .routes
         .iter()
-        .map(|rt| Route {
+        .enumerate()
+        .map(|(i, rt)| Route {
             name: rt.name.clone(),
             host: rt.host.clone(),
             path_prefix: rt.path_prefix.clone(),
@@ -202,6 +282,10 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
                 })
                 .collect(),
             upstream: rt.upstream.clone(),
+            rate_limit: rt
+                .rate_limit
+                .as_ref()
+                .map(|l| r.rate_limit(l, &format!("routes[{i}].rate_limit"))),
         })
         .collect();
     let trusted_proxies = c
@@ -219,14 +303,7 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
         })
         .collect();
     let health = match r.msg(&c.health, "health") {
-        Some(h) => Health {
-            enabled: h.enabled,
-            interval: r.dur(&h.interval, "health.interval"),
-            timeout: r.dur(&h.timeout, "health.timeout"),
-            path: h.path.clone(),
-            unhealthy_threshold: h.unhealthy_threshold,
-            healthy_threshold: h.healthy_threshold,
-        },
+        Some(h) => r.health(h, "health"),
         None => Health::default(),
     };
     let metrics = match r.msg(&c.metrics, "metrics") {
@@ -239,20 +316,11 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
         None => Metrics::default(),
     };
     let circuit_breaker = match r.msg(&c.circuit_breaker, "circuit_breaker") {
-        Some(b) => CircuitBreaker {
-            enabled: b.enabled,
-            failure_threshold: b.failure_threshold,
-            timeout: r.dur(&b.timeout, "circuit_breaker.timeout"),
-        },
+        Some(b) => r.breaker(b, "circuit_breaker"),
         None => CircuitBreaker::default(),
     };
     let retry = match r.msg(&c.retry, "retry") {
-        Some(x) => Retry {
-            enabled: x.enabled,
-            max_attempts: x.max_attempts,
-            initial_backoff: r.dur(&x.initial_backoff, "retry.initial_backoff"),
-            max_backoff: r.dur(&x.max_backoff, "retry.max_backoff"),
-        },
+        Some(x) => r.retry(x, "retry"),
         None => Retry::default(),
     };
     let tls = match r.msg(&c.tls, "tls") {
@@ -262,6 +330,15 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
             key_file: t.key_file.clone(),
             min_version: t.min_version.clone(),
             cipher_suites: t.cipher_suites.clone(),
+            certificates: t
+                .certificates
+                .iter()
+                .map(|k| Certificate {
+                    cert_file: k.cert_file.clone(),
+                    key_file: k.key_file.clone(),
+                })
+                .collect(),
+            redirect_http: t.redirect_http,
         },
         None => Tls::default(),
     };
@@ -309,12 +386,27 @@ fn upstream_from_pb(r: &mut Reader, u: &pb::Upstream, path: &str) -> Upstream {
                 weight: b.weight,
             })
             .collect(),
-        rate_limit: u.rate_limit.as_ref().map(|rl| RateLimit {
-            enabled: rl.enabled,
-            requests_per_ip: rl.requests_per_ip,
-            window_size: r.dur(&rl.window_size, &format!("{path}.rate_limit.window_size")),
-        }),
+        rate_limit: u
+            .rate_limit
+            .as_ref()
+            .map(|l| r.rate_limit(l, &format!("{path}.rate_limit"))),
         connect_timeout: r.dur(&u.connect_timeout, &format!("{path}.connect_timeout")),
         response_timeout: r.dur(&u.response_timeout, &format!("{path}.response_timeout")),
+        health: u
+            .health
+            .as_ref()
+            .map(|h| r.health(h, &format!("{path}.health"))),
+        circuit_breaker: u
+            .circuit_breaker
+            .as_ref()
+            .map(|b| r.breaker(b, &format!("{path}.circuit_breaker"))),
+        retry: u
+            .retry
+            .as_ref()
+            .map(|x| r.retry(x, &format!("{path}.retry"))),
+        tls: u.tls.as_ref().map(|t| UpstreamTls {
+            ca_file: t.ca_file.clone(),
+            server_name: t.server_name.clone(),
+        }),
     }
 }

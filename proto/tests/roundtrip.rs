@@ -32,9 +32,16 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
         prop::option::of((any::<bool>(), 1u32..10_000, duration())),
         duration(),
         duration(),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            1u32..10,
+        ),
     )
         .prop_map(
-            move |(name, algorithm, backends, rl, connect, response)| Upstream {
+            move |(name, algorithm, backends, rl, connect, response, own)| Upstream {
                 name: format!("{name}-{index}"),
                 algorithm,
                 backends: backends
@@ -56,6 +63,24 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
                 }),
                 connect_timeout: connect,
                 response_timeout: response,
+                health: own.0.then(|| Health {
+                    expected_statuses: vec!["2xx".into(), "304".into()],
+                    healthy_threshold: own.4,
+                    ..Health::default()
+                }),
+                circuit_breaker: own.1.then(|| CircuitBreaker {
+                    half_open_requests: own.4,
+                    ..CircuitBreaker::default()
+                }),
+                retry: own.2.then(|| Retry {
+                    budget_percent: own.4 * 10,
+                    max_body_bytes: own.4 * 1000,
+                    ..Retry::default()
+                }),
+                tls: own.3.then(|| UpstreamTls {
+                    ca_file: "ca.pem".into(),
+                    server_name: format!("backend-{index}.internal"),
+                }),
             },
         )
 }
@@ -110,6 +135,11 @@ fn config() -> impl Strategy<Value = Config> {
                                 .map(|(name, value)| HeaderMatch { name, value })
                                 .collect(),
                             upstream: names[up.index(names.len())].clone(),
+                            rate_limit: wildcard.then(|| RateLimit {
+                                enabled: true,
+                                requests_per_ip: 7,
+                                window_size: Duration::from_secs(9),
+                            }),
                         })
                         .collect(),
                     upstreams,
@@ -128,18 +158,23 @@ fn config() -> impl Strategy<Value = Config> {
                         path: "/healthz".into(),
                         unhealthy_threshold: unhealthy,
                         healthy_threshold: healthy,
+                        expected_statuses: vec!["200-399".into()],
                     },
                     metrics: Metrics::default(),
                     circuit_breaker: CircuitBreaker {
                         enabled: breaker.0,
                         failure_threshold: breaker.1,
                         timeout: breaker.2,
+                        half_open_requests: breaker.1,
                     },
                     retry: Retry {
                         enabled: retry.0,
                         max_attempts: retry.1,
                         initial_backoff: retry.2,
                         max_backoff: retry.2 * 2,
+                        budget_percent: retry.1 * 10,
+                        budget_min_per_second: retry.1,
+                        max_body_bytes: 65536,
                     },
                     tls: Tls {
                         enabled: tls_on,
@@ -147,6 +182,11 @@ fn config() -> impl Strategy<Value = Config> {
                         key_file: "key.pem".into(),
                         min_version: "1.2".into(),
                         cipher_suites: vec!["TLS_AES_128_GCM_SHA256".into()],
+                        certificates: vec![Certificate {
+                            cert_file: "b.pem".into(),
+                            key_file: "b.key".into(),
+                        }],
+                        redirect_http: tls_on,
                     },
                 }
             },

@@ -509,3 +509,122 @@ fn tls_rules() {
     let c = Config::from_yaml(&t("  min_version: \"\"\n")).expect("valid");
     assert_eq!(c.tls.min_version, "1.2");
 }
+
+#[test]
+fn upstream_sections_inherit_from_the_global_ones() {
+    let yaml = BASE.replace(
+        "  - name: web\n",
+        "  - name: web\n    health:\n      path: /ready\n    retry:\n      max_attempts: 5\n    circuit_breaker:\n      enabled: false\n",
+    ) + "health:\n  interval: 7s\n  timeout: 1s\nretry:\n  initial_backoff: 20ms\n";
+    let c = Config::from_yaml(&yaml).expect("valid");
+    let u = &c.upstreams[0];
+    let h = c.health_of(u);
+    assert_eq!(h.path, "/ready", "set on the upstream");
+    assert_eq!(
+        h.interval,
+        std::time::Duration::from_secs(7),
+        "inherited from the global section"
+    );
+    let r = c.retry_of(u);
+    assert_eq!(
+        (r.max_attempts, r.initial_backoff),
+        (5, std::time::Duration::from_millis(20))
+    );
+    assert!(!c.breaker_of(u).enabled);
+    assert_eq!(c.health.path, "/health", "the global section is untouched");
+}
+
+#[test]
+fn resilience_rules() {
+    let up = |body: &str| BASE.replace("  - name: web\n", &format!("  - name: web\n{body}"));
+    assert_problem(
+        &up("    health:\n      expected_statuses: [\"2xx\", \"700\"]\n"),
+        "upstreams[0].health.expected_statuses[1]",
+        "not a status",
+    );
+    assert_problem(
+        &up("    health:\n      expected_statuses: []\n"),
+        "upstreams[0].health.expected_statuses",
+        "at least one",
+    );
+    assert_problem(
+        &up("    health:\n      interval: 0s\n"),
+        "upstreams[0].health.interval",
+        "longer than 0s",
+    );
+    assert_problem(
+        &up("    circuit_breaker:\n      half_open_requests: 0\n"),
+        "upstreams[0].circuit_breaker.half_open_requests",
+        "at least 1",
+    );
+    assert_problem(
+        &up("    retry:\n      budget_percent: 101\n"),
+        "upstreams[0].retry.budget_percent",
+        "between 0 and 100",
+    );
+    assert_problem(
+        &up("    retry:\n      max_body_bytes: 100000000\n"),
+        "upstreams[0].retry.max_body_bytes",
+        "at most",
+    );
+    assert_problem(
+        &up("    tls:\n      server_name: \"*.x.com\"\n"),
+        "upstreams[0].tls.server_name",
+        "not a wildcard",
+    );
+    assert_problem(
+        &up("    tls:\n      verify: false\n"),
+        "upstreams[0].tls.verify",
+        "unknown field",
+    );
+    assert_problem(
+        &BASE.replace(
+            "    upstream: web\n",
+            "    upstream: web\n    rate_limit:\n      requests_per_ip: 0\n",
+        ),
+        "routes[0].rate_limit.requests_per_ip",
+        "at least 1",
+    );
+    // Status specifications in every accepted form.
+    let c = Config::from_yaml(&up("    health:\n      expected_statuses: 204\n"))
+        .expect("a bare status");
+    assert_eq!(
+        c.upstreams[0]
+            .health
+            .as_ref()
+            .expect("override")
+            .expected_statuses,
+        ["204"]
+    );
+    for ok in ["200", "2xx", "200-299", "100-599"] {
+        assert!(isame_proto::config::parse_status_range(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", "2x", "299-200", "abc", "600"] {
+        assert!(
+            isame_proto::config::parse_status_range(bad).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn tls_certificates_and_redirect_rules() {
+    let t = |body: &str| with(&format!("tls:\n{body}"));
+    assert_problem(
+        &t("  redirect_http: true\n"),
+        "tls.redirect_http",
+        "needs tls.enabled",
+    );
+    assert_problem(
+        &t("  enabled: true\n  cert_file: a\n  key_file: b\n  certificates:\n    - cert_file: c\n"),
+        "tls.certificates[0].key_file",
+        "required",
+    );
+    assert_problem(
+        &t("  enabled: true\n  cert_file: a\n  key_file: b\n  certificates:\n    - cert_file: \"\"\n      key_file: k\n"),
+        "tls.certificates[0].cert_file",
+        "must not be empty",
+    );
+    Config::from_yaml(&t("  enabled: true\n  cert_file: a\n  key_file: b\n  redirect_http: true\n  certificates:\n    - cert_file: c\n      key_file: d\n"))
+        .expect("valid");
+}

@@ -271,11 +271,41 @@ const CONFIG_FIELDS: &[&str] = &[
 
 fn config(v: &Value, path: &Path, p: &mut Problems) -> Config {
     let o = Obj::open(v, path, CONFIG_FIELDS, p);
+    // The global sections first: an upstream's own sections start from them.
+    let health = o.section("health", p, |v, path, p| {
+        health(v, path, p, &Health::default())
+    });
+    let circuit_breaker = o.section("circuit_breaker", p, |v, path, p| {
+        circuit_breaker(v, path, p, &CircuitBreaker::default())
+    });
+    let retry = o.section("retry", p, |v, path, p| {
+        retry(v, path, p, &Retry::default())
+    });
+    let bases = Bases {
+        health: &health,
+        circuit_breaker: &circuit_breaker,
+        retry: &retry,
+    };
+    let upstreams = match o.raw("upstreams") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| upstream(v, &path.key("upstreams").index(i), p, &bases))
+            .collect(),
+        Some(other) => {
+            p.add(
+                &path.key("upstreams"),
+                format!("expected a list, found {}", kind(other)),
+            );
+            Vec::new()
+        }
+    };
     Config {
         version: o.get("version", Label(defaults::VERSION.into()), p).0,
         service: o.get("service", Label(defaults::SERVICE.into()), p).0,
         server: o.section("server", p, server),
-        upstreams: o.list("upstreams", p, upstream),
+        upstreams,
         routes: o.list("routes", p, route),
         trusted_proxies: o.list("trusted_proxies", p, |v, path, p| match IpNet::read(v) {
             Ok(n) => n,
@@ -284,12 +314,19 @@ fn config(v: &Value, path: &Path, p: &mut Problems) -> Config {
                 IpNet::from(IpAddr::from([0, 0, 0, 0]))
             }
         }),
-        health: o.section("health", p, health),
         metrics: o.section("metrics", p, metrics),
-        circuit_breaker: o.section("circuit_breaker", p, circuit_breaker),
-        retry: o.section("retry", p, retry),
         tls: o.section("tls", p, tls),
+        health,
+        circuit_breaker,
+        retry,
     }
+}
+
+/// The global sections an upstream's own sections inherit from.
+struct Bases<'a> {
+    health: &'a Health,
+    circuit_breaker: &'a CircuitBreaker,
+    retry: &'a Retry,
 }
 
 fn server(v: &Value, path: &Path, p: &mut Problems) -> Server {
@@ -321,7 +358,7 @@ fn server(v: &Value, path: &Path, p: &mut Problems) -> Server {
     }
 }
 
-fn upstream(v: &Value, path: &Path, p: &mut Problems) -> Upstream {
+fn upstream(v: &Value, path: &Path, p: &mut Problems, bases: &Bases<'_>) -> Upstream {
     let o = Obj::open(
         v,
         path,
@@ -332,9 +369,14 @@ fn upstream(v: &Value, path: &Path, p: &mut Problems) -> Upstream {
             "rate_limit",
             "connect_timeout",
             "response_timeout",
+            "health",
+            "circuit_breaker",
+            "retry",
+            "tls",
         ],
         p,
     );
+    let own = |key: &str| o.raw(key).map(|v| (v, path.key(key)));
     Upstream {
         name: o.req("name", p),
         algorithm: o.get("algorithm", Algorithm::RoundRobin, p),
@@ -344,6 +386,19 @@ fn upstream(v: &Value, path: &Path, p: &mut Problems) -> Upstream {
             .map(|_| o.section("rate_limit", p, rate_limit)),
         connect_timeout: o.get("connect_timeout", defaults::CONNECT_TIMEOUT, p),
         response_timeout: o.get("response_timeout", defaults::RESPONSE_TIMEOUT, p),
+        health: own("health").map(|(v, path)| health(v, &path, p, bases.health)),
+        circuit_breaker: own("circuit_breaker")
+            .map(|(v, path)| circuit_breaker(v, &path, p, bases.circuit_breaker)),
+        retry: own("retry").map(|(v, path)| retry(v, &path, p, bases.retry)),
+        tls: own("tls").map(|(v, path)| upstream_tls(v, &path, p)),
+    }
+}
+
+fn upstream_tls(v: &Value, path: &Path, p: &mut Problems) -> UpstreamTls {
+    let o = Obj::open(v, path, &["ca_file", "server_name"], p);
+    UpstreamTls {
+        ca_file: o.get("ca_file", String::new(), p),
+        server_name: o.get("server_name", String::new(), p),
     }
 }
 
@@ -375,7 +430,14 @@ fn route(v: &Value, path: &Path, p: &mut Problems) -> Route {
     let o = Obj::open(
         v,
         path,
-        &["name", "host", "path_prefix", "headers", "upstream"],
+        &[
+            "name",
+            "host",
+            "path_prefix",
+            "headers",
+            "upstream",
+            "rate_limit",
+        ],
         p,
     );
     let headers = match o.raw("headers") {
@@ -410,10 +472,29 @@ fn route(v: &Value, path: &Path, p: &mut Problems) -> Route {
         path_prefix: o.opt("path_prefix", p),
         headers,
         upstream: o.req("upstream", p),
+        rate_limit: o
+            .raw("rate_limit")
+            .map(|_| o.section("rate_limit", p, rate_limit)),
     }
 }
 
-fn health(v: &Value, path: &Path, p: &mut Problems) -> Health {
+/// A list of status specifications; a single one may be written bare.
+struct Statuses(Vec<String>);
+
+impl Decode for Statuses {
+    fn read(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| Label::read(i).map(|l| l.0))
+                .collect::<Result<_, _>>()
+                .map(Statuses),
+            other => Label::read(other).map(|l| Statuses(vec![l.0])),
+        }
+    }
+}
+
+fn health(v: &Value, path: &Path, p: &mut Problems, d: &Health) -> Health {
     let o = Obj::open(
         v,
         path,
@@ -424,17 +505,24 @@ fn health(v: &Value, path: &Path, p: &mut Problems) -> Health {
             "path",
             "unhealthy_threshold",
             "healthy_threshold",
+            "expected_statuses",
         ],
         p,
     );
-    let d = Health::default();
     Health {
         enabled: o.get("enabled", d.enabled, p),
         interval: o.get("interval", d.interval, p),
         timeout: o.get("timeout", d.timeout, p),
-        path: o.get("path", d.path, p),
+        path: o.get("path", d.path.clone(), p),
         unhealthy_threshold: o.get("unhealthy_threshold", d.unhealthy_threshold, p),
         healthy_threshold: o.get("healthy_threshold", d.healthy_threshold, p),
+        expected_statuses: o
+            .get(
+                "expected_statuses",
+                Statuses(d.expected_statuses.clone()),
+                p,
+            )
+            .0,
     }
 }
 
@@ -449,29 +537,57 @@ fn metrics(v: &Value, path: &Path, p: &mut Problems) -> Metrics {
     }
 }
 
-fn circuit_breaker(v: &Value, path: &Path, p: &mut Problems) -> CircuitBreaker {
-    let o = Obj::open(v, path, &["enabled", "failure_threshold", "timeout"], p);
-    let d = CircuitBreaker::default();
+fn circuit_breaker(v: &Value, path: &Path, p: &mut Problems, d: &CircuitBreaker) -> CircuitBreaker {
+    let o = Obj::open(
+        v,
+        path,
+        &[
+            "enabled",
+            "failure_threshold",
+            "timeout",
+            "half_open_requests",
+        ],
+        p,
+    );
     CircuitBreaker {
         enabled: o.get("enabled", d.enabled, p),
         failure_threshold: o.get("failure_threshold", d.failure_threshold, p),
         timeout: o.get("timeout", d.timeout, p),
+        half_open_requests: o.get("half_open_requests", d.half_open_requests, p),
     }
 }
 
-fn retry(v: &Value, path: &Path, p: &mut Problems) -> Retry {
+fn retry(v: &Value, path: &Path, p: &mut Problems, d: &Retry) -> Retry {
     let o = Obj::open(
         v,
         path,
-        &["enabled", "max_attempts", "initial_backoff", "max_backoff"],
+        &[
+            "enabled",
+            "max_attempts",
+            "initial_backoff",
+            "max_backoff",
+            "budget_percent",
+            "budget_min_per_second",
+            "max_body_bytes",
+        ],
         p,
     );
-    let d = Retry::default();
     Retry {
         enabled: o.get("enabled", d.enabled, p),
         max_attempts: o.get("max_attempts", d.max_attempts, p),
         initial_backoff: o.get("initial_backoff", d.initial_backoff, p),
         max_backoff: o.get("max_backoff", d.max_backoff, p),
+        budget_percent: o.get("budget_percent", d.budget_percent, p),
+        budget_min_per_second: o.get("budget_min_per_second", d.budget_min_per_second, p),
+        max_body_bytes: o.get("max_body_bytes", d.max_body_bytes, p),
+    }
+}
+
+fn certificate(v: &Value, path: &Path, p: &mut Problems) -> Certificate {
+    let o = Obj::open(v, path, &["cert_file", "key_file"], p);
+    Certificate {
+        cert_file: o.req("cert_file", p),
+        key_file: o.req("key_file", p),
     }
 }
 
@@ -485,6 +601,8 @@ fn tls(v: &Value, path: &Path, p: &mut Problems) -> Tls {
             "key_file",
             "min_version",
             "cipher_suites",
+            "certificates",
+            "redirect_http",
         ],
         p,
     );
@@ -501,5 +619,7 @@ fn tls(v: &Value, path: &Path, p: &mut Problems) -> Tls {
             min_version
         },
         cipher_suites: o.get("cipher_suites", d.cipher_suites, p),
+        certificates: o.list("certificates", p, certificate),
+        redirect_http: o.get("redirect_http", d.redirect_http, p),
     }
 }

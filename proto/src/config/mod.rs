@@ -121,6 +121,32 @@ pub struct Upstream {
     /// Longest time from sending a request to a backend to its response headers.
     #[serde(serialize_with = "duration::serialize")]
     pub response_timeout: Duration,
+    /// Health checks of this upstream's backends, when they differ from the
+    /// global `health` (fields left out come from it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// This upstream's circuit breaker, when it differs from the global one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// This upstream's retry policy, when it differs from the global one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// How `https://` backends are verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// Verification of `https://` backends (`upstreams[].tls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamTls {
+    /// PEM file of the CA(s) that sign the backends' certificates; empty:
+    /// the system's roots.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ca_file: String,
+    /// Name checked against the backends' certificates; empty: each
+    /// backend URL's host.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub server_name: String,
 }
 
 /// One server of an upstream (`upstreams[].backends[]`).
@@ -165,6 +191,9 @@ pub struct Route {
     pub headers: Vec<HeaderMatch>,
     /// Name of the upstream that serves matching requests.
     pub upstream: String,
+    /// Per-client rate limit for requests this route matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// One header a route requires.
@@ -202,6 +231,9 @@ pub struct Health {
     pub unhealthy_threshold: u32,
     /// Consecutive successes that mark a backend healthy again.
     pub healthy_threshold: u32,
+    /// Statuses that count as healthy: codes (`"204"`), ranges
+    /// (`"200-399"`) or classes (`"2xx"`).
+    pub expected_statuses: Vec<String>,
 }
 
 /// The admin listener (`metrics:`).
@@ -227,6 +259,8 @@ pub struct CircuitBreaker {
     /// How long an open circuit stays open before probing.
     #[serde(serialize_with = "duration::serialize")]
     pub timeout: Duration,
+    /// Requests let through to probe a half-open circuit.
+    pub half_open_requests: u32,
 }
 
 /// Retry policy (`retry:`).
@@ -242,6 +276,13 @@ pub struct Retry {
     /// Upper bound of the backoff.
     #[serde(serialize_with = "duration::serialize")]
     pub max_backoff: Duration,
+    /// Retries may add at most this share of recent requests, in percent.
+    pub budget_percent: u32,
+    /// ...but at least this many retries per second are always allowed.
+    pub budget_min_per_second: u32,
+    /// Request bodies up to this size are kept so they can be sent again;
+    /// larger ones stream and are not retried once sent.
+    pub max_body_bytes: u32,
 }
 
 /// TLS termination (`tls:`).
@@ -258,6 +299,21 @@ pub struct Tls {
     /// Allowed cipher suites by their IANA/Go names; empty means the safe defaults.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
+    /// More certificates, chosen by the name the client asks for (SNI);
+    /// `cert_file` is the default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Certificate>,
+    /// Answer plain HTTP requests with a redirect to HTTPS.
+    pub redirect_http: bool,
+}
+
+/// A certificate and its key (`tls.certificates[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Certificate {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
 }
 
 impl Default for Server {
@@ -284,6 +340,7 @@ impl Default for Health {
             path: "/health".into(),
             unhealthy_threshold: 3,
             healthy_threshold: 2,
+            expected_statuses: vec!["200-399".into()],
         }
     }
 }
@@ -305,6 +362,7 @@ impl Default for CircuitBreaker {
             enabled: true,
             failure_threshold: 5,
             timeout: Duration::from_secs(60),
+            half_open_requests: 1,
         }
     }
 }
@@ -316,6 +374,9 @@ impl Default for Retry {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
+            budget_percent: 20,
+            budget_min_per_second: 10,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -328,6 +389,8 @@ impl Default for Tls {
             key_file: String::new(),
             min_version: "1.2".into(),
             cipher_suites: Vec::new(),
+            certificates: Vec::new(),
+            redirect_http: false,
         }
     }
 }
@@ -348,6 +411,21 @@ pub mod defaults {
 }
 
 impl Config {
+    /// The health checks that apply to upstream `u`.
+    pub fn health_of<'a>(&'a self, u: &'a Upstream) -> &'a Health {
+        u.health.as_ref().unwrap_or(&self.health)
+    }
+
+    /// The circuit breaker that applies to upstream `u`.
+    pub fn breaker_of<'a>(&'a self, u: &'a Upstream) -> &'a CircuitBreaker {
+        u.circuit_breaker.as_ref().unwrap_or(&self.circuit_breaker)
+    }
+
+    /// The retry policy that applies to upstream `u`.
+    pub fn retry_of<'a>(&'a self, u: &'a Upstream) -> &'a Retry {
+        u.retry.as_ref().unwrap_or(&self.retry)
+    }
+
     /// Reads a YAML document, applies defaults and validates it.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
         let value: serde_json::Value = serde_yaml_ng::from_str(text)
@@ -412,4 +490,31 @@ fn covers(prefix: &str, path: &str) -> bool {
         || path
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// An inclusive range of status codes, from `"204"`, `"200-299"` or `"2xx"`.
+pub fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not a status, a range like \"200-299\" or a class like \"2xx\"");
+    let code = |t: &str| -> Result<u16, String> {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(bad)
+    };
+    if let Some(class) = s.strip_suffix("xx").or_else(|| s.strip_suffix("XX")) {
+        let d = code(&format!("{class}00"))?;
+        return Ok((d, d + 99));
+    }
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (code(a)?, code(b)?);
+            if a > b {
+                return Err(bad());
+            }
+            Ok((a, b))
+        }
+        None => code(s).map(|c| (c, c)),
+    }
 }

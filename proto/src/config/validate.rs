@@ -11,6 +11,8 @@ const MAX_NAME: usize = 128;
 pub const MAX_WEIGHT: u32 = 1000;
 /// Most tries a retry policy may make.
 pub const MAX_ATTEMPTS: u32 = 10;
+/// Largest request body kept in memory for retries.
+pub const MAX_RETRY_BODY: u32 = 16 << 20;
 /// Bounds of `server.max_header_bytes`.
 const HEADER_BYTES: (u32, u32) = (1024, 64 << 20);
 
@@ -133,21 +135,37 @@ fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
         }
     }
     if let Some(rl) = &u.rate_limit {
-        if rl.enabled {
-            at_least_one(
-                rl.requests_per_ip,
-                &path.key("rate_limit").key("requests_per_ip"),
-                p,
-            );
-            positive(
-                rl.window_size,
-                &path.key("rate_limit").key("window_size"),
-                p,
-            );
-        }
+        rate_limit(rl, &path.key("rate_limit"), p);
     }
     positive(u.connect_timeout, &path.key("connect_timeout"), p);
     positive(u.response_timeout, &path.key("response_timeout"), p);
+    if let Some(h) = &u.health {
+        health(h, &path.key("health"), p);
+    }
+    if let Some(b) = &u.circuit_breaker {
+        circuit_breaker(b, &path.key("circuit_breaker"), p);
+    }
+    if let Some(r) = &u.retry {
+        retry(r, &path.key("retry"), p);
+    }
+    if let Some(t) = &u.tls {
+        if !t.server_name.is_empty() && t.server_name.parse::<std::net::IpAddr>().is_err() {
+            host_pattern(&t.server_name, &path.key("tls").key("server_name"), p);
+        }
+        if t.server_name.starts_with("*.") {
+            p.add(
+                &path.key("tls").key("server_name"),
+                "must be a host name, not a wildcard",
+            );
+        }
+    }
+}
+
+fn rate_limit(rl: &RateLimit, path: &Path, p: &mut Problems) {
+    if rl.enabled {
+        at_least_one(rl.requests_per_ip, &path.key("requests_per_ip"), p);
+        positive(rl.window_size, &path.key("window_size"), p);
+    }
 }
 
 /// Checks a backend URL; returns its normalized `scheme://host:port` when valid.
@@ -215,6 +233,9 @@ fn route(r: &Route, upstreams: &HashSet<&str>, path: &Path, p: &mut Problems) {
     if let Some(prefix) = &r.path_prefix {
         url_path(prefix, &path.key("path_prefix"), p);
     }
+    if let Some(rl) = &r.rate_limit {
+        rate_limit(rl, &path.key("rate_limit"), p);
+    }
     let mut seen = HashSet::new();
     for h in &r.headers {
         let hpath = path.key("headers").key(&h.name);
@@ -272,6 +293,17 @@ fn health(h: &Health, path: &Path, p: &mut Problems) {
     url_path(&h.path, &path.key("path"), p);
     at_least_one(h.unhealthy_threshold, &path.key("unhealthy_threshold"), p);
     at_least_one(h.healthy_threshold, &path.key("healthy_threshold"), p);
+    if h.expected_statuses.is_empty() {
+        p.add(
+            &path.key("expected_statuses"),
+            "list at least one status or range",
+        );
+    }
+    for (i, s) in h.expected_statuses.iter().enumerate() {
+        if let Err(e) = super::parse_status_range(s) {
+            p.add(&path.key("expected_statuses").index(i), e);
+        }
+    }
 }
 
 fn metrics(m: &Metrics, s: &Server, tls: &Tls, path: &Path, p: &mut Problems) {
@@ -294,6 +326,7 @@ fn circuit_breaker(c: &CircuitBreaker, path: &Path, p: &mut Problems) {
     if c.enabled {
         at_least_one(c.failure_threshold, &path.key("failure_threshold"), p);
         positive(c.timeout, &path.key("timeout"), p);
+        at_least_one(c.half_open_requests, &path.key("half_open_requests"), p);
     }
 }
 
@@ -314,6 +347,17 @@ fn retry(r: &Retry, path: &Path, p: &mut Problems) {
             "must not be shorter than retry.initial_backoff",
         );
     }
+    if r.budget_percent > 100 {
+        p.add(&path.key("budget_percent"), "must be between 0 and 100");
+    }
+    if r.max_body_bytes > MAX_RETRY_BODY {
+        p.add(
+            &path.key("max_body_bytes"),
+            format!(
+                "must be at most {MAX_RETRY_BODY} (bodies are held in memory to be sent again)"
+            ),
+        );
+    }
 }
 
 fn tls(t: &Tls, path: &Path, p: &mut Problems) {
@@ -323,6 +367,20 @@ fn tls(t: &Tls, path: &Path, p: &mut Problems) {
         }
         if t.key_file.is_empty() {
             p.add(&path.key("key_file"), "required when tls.enabled is true");
+        }
+    } else if t.redirect_http {
+        p.add(
+            &path.key("redirect_http"),
+            "needs tls.enabled: true (there is no HTTPS to redirect to)",
+        );
+    }
+    for (i, c) in t.certificates.iter().enumerate() {
+        let cpath = path.key("certificates").index(i);
+        if c.cert_file.is_empty() {
+            p.add(&cpath.key("cert_file"), "must not be empty");
+        }
+        if c.key_file.is_empty() {
+            p.add(&cpath.key("key_file"), "must not be empty");
         }
     }
     let min_ok = matches!(t.min_version.as_str(), "1.2" | "1.3");
