@@ -136,12 +136,16 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
                 "algorithm": u.algorithm.as_str(),
                 "connect_timeout": isame_proto::config::duration::format(u.connect_timeout),
                 "response_timeout": isame_proto::config::duration::format(u.response_timeout),
+                "health_checks": u.health.enabled,
+                "retries": u.retry.enabled,
                 "backends": u.backends.iter().map(|b| json!({
                     "url": b.url,
                     "weight": b.weight,
                     "in_flight": b.state.in_flight(),
-                    "healthy": true,
-                    "health_checked": false,
+                    "healthy": b.state.health.is_healthy(),
+                    "health_checked": b.state.health.checked(),
+                    "last_check": b.state.health.last_result(),
+                    "circuit": b.state.breaker.state_name(),
                 })).collect::<Vec<_>>(),
             })
         })

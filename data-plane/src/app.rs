@@ -3,6 +3,7 @@
 //! gracefully.
 
 use crate::admin::{self, AdminInfo};
+use crate::health;
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadError};
@@ -263,6 +264,8 @@ fn spawn_control(c: Control) -> Result<JoinHandle<()>, StartError> {
                     }
                 });
                 let mut stop = stop;
+                let mut checkers = health::Checkers::default();
+                checkers.reconcile(&shared.snapshot());
                 loop {
                     tokio::select! {
                         _ = &mut stop => break,
@@ -292,6 +295,8 @@ fn spawn_control(c: Control) -> Result<JoinHandle<()>, StartError> {
                             }
                         },
                     }
+                    // Probes follow the config in force, whatever changed it.
+                    checkers.reconcile(&shared.snapshot());
                 }
                 debouncer.abort();
                 admin.abort();

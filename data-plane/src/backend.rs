@@ -1,7 +1,10 @@
 //! A backend as the request path sees it: where to connect, its weight, and
 //! the state that outlives a config reload.
 
+use crate::breaker::Breaker;
+use crate::health::HealthState;
 use http::uri::Authority;
+use prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -17,6 +20,10 @@ pub struct BackendState {
     pub uid: u32,
     /// Requests sent to this backend whose responses have not finished.
     pub in_flight: AtomicUsize,
+    /// What active health checks found.
+    pub health: HealthState,
+    /// The circuit breaker.
+    pub breaker: Breaker,
 }
 
 impl BackendState {
@@ -25,6 +32,8 @@ impl BackendState {
         Arc::new(Self {
             uid: NEXT_UID.fetch_add(1, Relaxed),
             in_flight: AtomicUsize::new(0),
+            health: HealthState::default(),
+            breaker: Breaker::default(),
         })
     }
 
@@ -60,6 +69,10 @@ pub struct Backend {
     pub weight: u32,
     /// State carried across reloads.
     pub state: Arc<BackendState>,
+    /// `isame_lb_upstream_healthy{upstream,backend}`.
+    pub healthy_gauge: IntGauge,
+    /// `isame_lb_circuit_open{upstream,backend}`.
+    pub circuit_gauge: IntGauge,
 }
 
 /// Why a backend URL could not be compiled (validation normally catches these first).

@@ -104,6 +104,8 @@ mod tests {
                     url,
                     weight: *w,
                     state: BackendState::new(),
+                    healthy_gauge: prometheus::IntGauge::new("h", "h").expect("gauge"),
+                    circuit_gauge: prometheus::IntGauge::new("c", "c").expect("gauge"),
                 })
             })
             .collect()

@@ -77,10 +77,24 @@ impl Finish {
         }
     }
 
-    /// Records which upstream (and backend, whose in-flight count the caller
-    /// already raised) serve the request.
-    pub fn set_target(&mut self, snapshot: Arc<Snapshot>, upstream: usize, backend: Option<usize>) {
-        self.target = Some((snapshot, upstream, backend));
+    /// Records which upstream serves the request.
+    pub fn set_upstream(&mut self, snapshot: Arc<Snapshot>, upstream: usize) {
+        self.target = Some((snapshot, upstream, None));
+    }
+
+    /// Moves the request's in-flight slot to `backend` (none: releases it).
+    pub fn use_backend(&mut self, backend: Option<usize>) {
+        let Some((snap, u, current)) = self.target.as_mut() else {
+            return;
+        };
+        let up = &snap.upstreams[*u];
+        if let Some(b) = backend {
+            up.backends[b].state.in_flight.fetch_add(1, Relaxed);
+        }
+        if let Some(b) = current.take() {
+            up.backends[b].state.in_flight.fetch_sub(1, Relaxed);
+        }
+        *current = backend;
     }
 }
 

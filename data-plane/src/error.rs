@@ -37,16 +37,21 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::Timeout) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
-            ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
-            ProxyError::Upstream(UpstreamError::ClientStalled) => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(e) => Self::status_of(e),
             ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+
+    /// The status a client gets for a failed exchange with a backend.
+    pub fn status_of(e: &UpstreamError) -> StatusCode {
+        match e {
+            UpstreamError::ConnectTimeout | UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            UpstreamError::ClientStalled => StatusCode::REQUEST_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -6,15 +6,13 @@ use crate::body::{Finish, ProxyBody, ReqBody};
 use crate::conn_timeouts::ConnState;
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
-use crate::metrics;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
-use crate::{client_ip, clock, upstream};
+use crate::{client_ip, clock, dispatch};
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tracing::warn;
 
@@ -79,20 +77,7 @@ pub async fn handle(
         return Ok(reply(&cx, &snap, client, None, ProxyError::NoRoute, finish));
     };
     let up = &snap.upstreams[ui];
-    let Some(bi) = up.balancer.pick(&up.backends, |_| true) else {
-        return Ok(reply(
-            &cx,
-            &snap,
-            client,
-            Some(ui),
-            ProxyError::NoBackend,
-            finish,
-        ));
-    };
-    let backend = &up.backends[bi];
-    backend.state.in_flight.fetch_add(1, Relaxed);
-    finish.set_target(snap.clone(), ui, Some(bi));
-
+    finish.set_upstream(snap.clone(), ui);
     let (mut parts, body) = req.into_parts();
     let rewrite = headers::forward_request(
         &mut parts.headers,
@@ -105,33 +90,25 @@ pub async fn handle(
             host_from_target: host.from_target,
         },
     );
-    let sent = upstream::send(
-        &parts,
-        &rewrite,
-        ReqBody::Stream(body),
-        backend,
-        up,
+    let out = dispatch::Outgoing {
+        parts: &parts,
+        rewrite: &rewrite,
         start,
-        snap.timeouts.header_read,
-    );
-    let result = sent.await.map_err(ProxyError::from);
-    let status = match &result {
-        Ok((head, _)) => head.status,
-        Err(e) => e.status(),
+        client_stall: snap.timeouts.header_read,
     };
-    metrics::count_request(
+    let dispatched = dispatch::dispatch(
+        up,
+        &out,
+        ReqBody::Stream(body),
+        &mut finish,
         &cx.shared.metrics,
-        backend.state.uid,
-        &up.name,
-        &backend.url,
-        &parts.method,
-        status,
-    );
-    Ok(match result {
-        Ok((head, body)) => {
-            let mut resp = Response::new(ProxyBody::upstream(body, finish));
-            *resp.status_mut() = head.status;
-            *resp.headers_mut() = head.headers;
+    )
+    .await;
+    Ok(match dispatched {
+        Ok(d) => {
+            let mut resp = Response::new(ProxyBody::upstream(d.body, finish));
+            *resp.status_mut() = d.head.status;
+            *resp.headers_mut() = d.head.headers;
             resp
         }
         Err(e) => reply(&cx, &snap, client, Some(ui), e, finish),

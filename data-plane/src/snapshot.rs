@@ -12,9 +12,10 @@ use crate::client_ip::TrustedProxies;
 use crate::conn_timeouts::Timeouts;
 use crate::metrics::Metrics;
 use crate::route::Router;
+use crate::{breaker, health, retry};
 use arc_swap::ArcSwap;
 use isame_proto::config::{Algorithm, Config, ConfigError, ConfigErrors};
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,6 +41,23 @@ pub struct UpstreamRt {
     pub response_timeout: Duration,
     /// `isame_lb_request_duration_seconds{upstream}`.
     pub duration: Histogram,
+    /// Active health checks of its backends.
+    pub health: health::Settings,
+    /// Its backends' circuit breakers.
+    pub breaker: breaker::Settings,
+    /// When failed requests go again.
+    pub retry: retry::Policy,
+    /// `isame_lb_retries_total{upstream}`.
+    pub retries: IntCounter,
+}
+
+impl UpstreamRt {
+    /// True when backend `i` may take a request now: healthy, and its
+    /// breaker would let a request through.
+    pub fn eligible(&self, i: usize, now: u64) -> bool {
+        let s = &self.backends[i].state;
+        s.health.is_healthy() && s.breaker.may_try(&self.breaker, now)
+    }
 }
 
 /// Everything the request path needs, compiled from one config.
@@ -71,8 +89,10 @@ impl Snapshot {
         metrics: &Metrics,
     ) -> Result<Snapshot, ConfigErrors> {
         let mut carried: HashMap<(&str, String), Arc<BackendState>> = HashMap::new();
+        let mut budgets: HashMap<&str, Arc<retry::Budget>> = HashMap::new();
         if let Some(prev) = previous {
             for u in &prev.upstreams {
+                budgets.insert(u.name.as_str(), u.retry.budget.clone());
                 for b in &u.backends {
                     carried.insert((u.name.as_str(), identity(&b.target)), b.state.clone());
                 }
@@ -103,6 +123,10 @@ impl Snapshot {
                     .cloned()
                     .unwrap_or_else(BackendState::new);
                 backends.push(Arc::new(Backend {
+                    healthy_gauge: metrics
+                        .upstream_healthy
+                        .with_label_values(&[&u.name, &b.url]),
+                    circuit_gauge: metrics.circuit_open.with_label_values(&[&u.name, &b.url]),
                     url: b.url.clone(),
                     target,
                     weight: b.weight,
@@ -117,6 +141,24 @@ impl Snapshot {
                 connect_timeout: u.connect_timeout,
                 response_timeout: u.response_timeout,
                 duration: metrics.upstream_duration(&u.name),
+                health: health::Settings::from_config(config.health_of(u)),
+                breaker: breaker::Settings::from_config(config.breaker_of(u)),
+                retry: {
+                    let r = config.retry_of(u);
+                    // The budget's history carries over while its settings stay.
+                    let budget = budgets
+                        .get(u.name.as_str())
+                        .filter(|b| b.matches(r.budget_percent, r.budget_min_per_second))
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            Arc::new(retry::Budget::new(
+                                r.budget_percent,
+                                r.budget_min_per_second,
+                            ))
+                        });
+                    retry::Policy::new(r, budget)
+                },
+                retries: metrics.retries.with_label_values(&[&u.name]),
             });
         }
         if !problems.is_empty() {
@@ -209,10 +251,8 @@ fn publish_gauges(m: &Metrics, previous: Option<&Snapshot>, next: &Snapshot) {
         .set(i64::try_from(next.generation).unwrap_or(i64::MAX));
     for u in &next.upstreams {
         for b in &u.backends {
-            m.upstream_healthy
-                .with_label_values(&[&u.name, &b.url])
-                .set(1);
-            m.circuit_open.with_label_values(&[&u.name, &b.url]).set(0);
+            b.healthy_gauge.set(i64::from(b.state.health.is_healthy()));
+            b.circuit_gauge.set(i64::from(b.state.breaker.is_open()));
         }
         m.retries.with_label_values(&[&u.name]);
         m.rate_limited.with_label_values(&[&u.name]);

@@ -1,6 +1,8 @@
 //! An echo backend on a real socket.
 //!
-//! By default it answers `200` with a JSON description of the request it got
+//! `GET /health` answers 200 (see [`Backend::set_health`]) and is counted
+//! apart, as health probes. Any other request is answered, by default, with
+//! `200` and a JSON description of the request it got
 //! (its own name, method, path, headers, body size). A test steers it either
 //! for one request, through query parameters, or for all requests, through
 //! [`Backend::set_mode`]:
@@ -50,6 +52,8 @@ struct State {
     accepted: AtomicUsize,
     mode: AtomicU8,
     status: AtomicU16,
+    health: AtomicU16,
+    probes: AtomicUsize,
 }
 
 /// A running echo backend; it stops when dropped.
@@ -79,6 +83,8 @@ impl Backend {
             accepted: AtomicUsize::new(0),
             mode: AtomicU8::new(0),
             status: AtomicU16::new(200),
+            health: AtomicU16::new(200),
+            probes: AtomicUsize::new(0),
         });
         let (stop, mut stopped) = watch::channel(false);
         let st = state.clone();
@@ -128,6 +134,17 @@ impl Backend {
         self.state.accepted.load(SeqCst)
     }
 
+    /// The status `GET /health` answers with (200 unless set); health
+    /// probes are counted apart from other requests.
+    pub fn set_health(&self, status: u16) {
+        self.state.health.store(status, SeqCst);
+    }
+
+    /// Health probes (`GET /health`) received so far.
+    pub fn probes(&self) -> usize {
+        self.state.probes.load(SeqCst)
+    }
+
     /// Changes what the backend does with every following request.
     pub fn set_mode(&self, mode: Mode) {
         let (m, status) = match mode {
@@ -158,6 +175,12 @@ async fn handle(
     req: Request<Incoming>,
     st: Arc<State>,
 ) -> Result<Response<RespBody>, std::io::Error> {
+    if req.uri().path() == "/health" {
+        st.probes.fetch_add(1, SeqCst);
+        let mut r = Response::new(BodyExt::boxed(Full::new(Bytes::from_static(b"health"))));
+        *r.status_mut() = StatusCode::from_u16(st.health.load(SeqCst)).unwrap_or(StatusCode::OK);
+        return Ok(r);
+    }
     st.hits.fetch_add(1, SeqCst);
     let mut status = StatusCode::OK;
     match st.mode.load(SeqCst) {

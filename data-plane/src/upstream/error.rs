@@ -50,6 +50,15 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// True when the client, not the backend, made the exchange fail: such
+    /// failures say nothing about the backend's health.
+    pub fn client_fault(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::ClientBody(_) | UpstreamError::ClientStalled
+        )
+    }
+
     /// True when the backend cannot have seen any of the request.
     pub fn request_not_sent(&self) -> bool {
         matches!(

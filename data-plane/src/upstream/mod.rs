@@ -48,14 +48,14 @@ const STALE_RETRIES: usize = 3;
 pub async fn send(
     parts: &Parts,
     rewrite: &Rewrite,
-    mut body: ReqBody,
+    body: &mut ReqBody,
     backend: &Backend,
     upstream: &UpstreamRt,
     start: u64,
     client_stall: Duration,
 ) -> Result<(Head, ResponseBody), UpstreamError> {
     let head_request = parts.method == Method::HEAD;
-    let framing = request_framing(&body);
+    let framing = request_framing(body);
     // An exchange that never produced a response byte may be replayed on a
     // fresh connection when nothing else can have happened: an idempotent
     // method without a body.
@@ -73,7 +73,7 @@ pub async fn send(
             parts,
             rewrite,
             framing,
-            &mut body,
+            body,
             head_request,
             start,
             waits,
@@ -198,4 +198,47 @@ async fn exchange(
             }
         });
     }
+}
+
+/// One health probe: a fresh connection, `GET path`, the response status.
+/// The connection is not pooled; the whole probe must fit in `timeout`.
+pub async fn probe(
+    target: &crate::backend::Target,
+    path: &str,
+    timeout: Duration,
+) -> Result<u16, UpstreamError> {
+    let exchange = async {
+        let mut conn = Conn::connect(0, target, timeout, timeout).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: {}\r\nuser-agent: isame-lb health check\r\nconnection: close\r\n\r\n",
+            target.authority
+        );
+        conn.write_tracked(request.as_bytes())
+            .await
+            .map_err(|(sent, source)| UpstreamError::Send { sent, source })?;
+        loop {
+            if let Some(head) = decode::parse_with(&mut conn.read_buf, false, &mut conn.spans)? {
+                return Ok(head.status.as_u16());
+            }
+            match conn.read_more(0).await {
+                Ok(0) => {
+                    return Err(UpstreamError::NoResponse {
+                        reused: false,
+                        source: std::io::ErrorKind::UnexpectedEof.into(),
+                    })
+                }
+                Ok(_) => {}
+                Err(ReadError::Timeout) => return Err(UpstreamError::Timeout),
+                Err(ReadError::Io(source)) => {
+                    return Err(UpstreamError::NoResponse {
+                        reused: false,
+                        source,
+                    })
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
 }

@@ -20,13 +20,26 @@ pub fn upstream(name: &str, algorithm: &str, backends: &[(&Backend, u32)]) -> St
 }
 
 /// A complete config with the given upstream blocks and extra top-level YAML.
+/// Health checks, retries and breakers are off unless `extra` configures
+/// them, so that tests count exactly the requests they send.
 pub fn config(upstreams: &[String], extra: &str) -> String {
-    format!("upstreams:\n{}{extra}", upstreams.concat())
+    format!("upstreams:\n{}{extra}{}", upstreams.concat(), quiet(extra))
 }
 
-/// Parses YAML that the test knows to be valid.
+/// The sections that switch off what `yaml` does not configure itself.
+fn quiet(yaml: &str) -> String {
+    ["health", "retry", "circuit_breaker"]
+        .iter()
+        .filter(|s| !yaml.lines().any(|l| l.starts_with(&format!("{s}:"))))
+        .map(|s| format!("{s}:\n  enabled: false\n"))
+        .collect()
+}
+
+/// Parses YAML that the test knows to be valid (see [`config`] for what is
+/// switched off when the YAML does not mention it).
 pub fn parse(yaml: &str) -> Config {
-    match Config::from_yaml(yaml) {
+    let yaml = format!("{yaml}{}", quiet(yaml));
+    match Config::from_yaml(&yaml) {
         Ok(c) => c,
         Err(e) => panic!("test config invalid: {e}\n{yaml}"),
     }

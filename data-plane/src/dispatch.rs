@@ -1,0 +1,217 @@
+//! Choosing a backend and sending the request to it; sending it again on
+//! another backend when that is safe (see [`crate::retry`]).
+
+use crate::backend::Backend;
+use crate::body::{Finish, ReqBody};
+use crate::breaker::Transition;
+use crate::clock;
+use crate::error::ProxyError;
+use crate::headers::Rewrite;
+use crate::metrics::{self, Metrics};
+use crate::snapshot::UpstreamRt;
+use crate::upstream::{self, Head, ResponseBody, UpstreamError};
+use http::request::Parts;
+use http::StatusCode;
+use http_body::Body;
+use http_body_util::BodyExt;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// A response on its way to the client, and the backend it came from.
+pub struct Dispatched {
+    /// Index of the backend that answered.
+    pub backend: usize,
+    /// Its response head.
+    pub head: Head,
+    /// Its response body.
+    pub body: ResponseBody,
+}
+
+/// What is sent, the same on every try.
+pub struct Outgoing<'a> {
+    /// The request head as the client sent it.
+    pub parts: &'a Parts,
+    /// How its headers change for the backend.
+    pub rewrite: &'a Rewrite,
+    /// When the request arrived (clock nanoseconds).
+    pub start: u64,
+    /// Longest pause allowed in the client's body.
+    pub client_stall: Duration,
+}
+
+/// Sends the request to the upstream's backends until one answers in a way
+/// that is final, the retry policy says stop, or no backend is left.
+pub async fn dispatch(
+    up: &UpstreamRt,
+    out: &Outgoing<'_>,
+    body: ReqBody,
+    finish: &mut Finish,
+    metrics: &Metrics,
+) -> Result<Dispatched, ProxyError> {
+    let Outgoing {
+        parts,
+        rewrite,
+        start,
+        client_stall,
+    } = *out;
+    let idempotent = upstream::is_idempotent(&parts.method);
+    let mut body = keep_for_resending(up, idempotent, body, client_stall).await?;
+    // Decided before the first try: a streamed body is gone once sent.
+    let replayable = body.replayable();
+    let retries_on = up.retry.enabled;
+    if retries_on {
+        up.retry.budget.note_request(start);
+    }
+    let mut tried: Vec<usize> = Vec::new();
+    let mut rng = None;
+    let mut attempt = 1;
+    let mut now = start;
+    loop {
+        let Some(bi) = choose(up, &tried, now) else {
+            finish.use_backend(None);
+            return Err(ProxyError::NoBackend);
+        };
+        tried.push(bi);
+        finish.use_backend(Some(bi));
+        let backend = &up.backends[bi];
+        let sent = upstream::send(parts, rewrite, &mut body, backend, up, now, client_stall).await;
+        let status = match &sent {
+            Ok((head, _)) => head.status,
+            Err(e) => ProxyError::status_of(e),
+        };
+        metrics::count_request(
+            metrics,
+            backend.state.uid,
+            &up.name,
+            &backend.url,
+            &parts.method,
+            status,
+        );
+        let failed = match &sent {
+            Ok((head, _)) => head.status.is_server_error(),
+            Err(e) => !e.client_fault(),
+        };
+        // Success needs no time stamp: the clock is read only on failure.
+        let done = if failed { clock::now_nanos() } else { now };
+        record(up, backend, !failed, done);
+
+        let retry = failed
+            && attempt < up.retry.max_attempts
+            && retries_on
+            && match &sent {
+                Err(e) if e.request_not_sent() => true,
+                Err(e) => !e.client_fault() && idempotent && replayable,
+                Ok((head, _)) => {
+                    matches!(
+                        head.status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    ) && idempotent
+                        && replayable
+                }
+            }
+            && up.retry.budget.try_retry(done);
+        if !retry {
+            return match sent {
+                Ok((head, body)) => Ok(Dispatched {
+                    backend: bi,
+                    head,
+                    body,
+                }),
+                Err(e) => Err(ProxyError::Upstream(e)),
+            };
+        }
+        // The failed answer (and its connection) is dropped here; nothing of
+        // it reached the client.
+        drop(sent);
+        up.retries.inc();
+        let wait = up
+            .retry
+            .backoff(attempt, rng.get_or_insert_with(fastrand::Rng::new));
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+        now = clock::now_nanos();
+    }
+}
+
+/// A backend for the next try; its breaker must let the request through.
+/// The first try asks the balancer. A retry goes to the next eligible
+/// backend after the last one tried that has not been tried yet (else any
+/// eligible one), and leaves the balancer's rotation as it was.
+fn choose(up: &UpstreamRt, tried: &[usize], now: u64) -> Option<usize> {
+    let mut refused: Vec<usize> = Vec::new();
+    let n = up.backends.len();
+    for _ in 0..=n {
+        let usable = |i: usize| up.eligible(i, now) && !refused.contains(&i);
+        let pick = match tried.last() {
+            None => up.balancer.pick(&up.backends, usable)?,
+            Some(&last) => {
+                let after = (1..=n).map(|k| (last + k) % n);
+                after
+                    .clone()
+                    .find(|&i| usable(i) && !tried.contains(&i))
+                    .or_else(|| after.clone().find(|&i| usable(i)))?
+            }
+        };
+        if up.backends[pick].state.breaker.acquire(&up.breaker, now) {
+            return Some(pick);
+        }
+        // Its half-open probe slots went to another request meanwhile.
+        refused.push(pick);
+    }
+    None
+}
+
+/// Feeds one outcome to the backend's breaker, publishing a state change.
+fn record(up: &UpstreamRt, b: &Backend, success: bool, now: u64) {
+    match b.state.breaker.record(&up.breaker, success, now) {
+        Some(Transition::Opened) => {
+            b.circuit_gauge.set(1);
+            warn!(
+                upstream = %up.name,
+                backend = %b.url,
+                open_for = ?up.breaker.open_duration(),
+                "circuit opened after consecutive failures"
+            );
+        }
+        Some(Transition::Closed) => {
+            b.circuit_gauge.set(0);
+            info!(upstream = %up.name, backend = %b.url, "circuit closed");
+        }
+        None => {}
+    }
+}
+
+/// Reads a small request body into memory when a retry might need to send
+/// it again; other bodies stream.
+async fn keep_for_resending(
+    up: &UpstreamRt,
+    idempotent: bool,
+    body: ReqBody,
+    client_stall: Duration,
+) -> Result<ReqBody, ProxyError> {
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > 0 && n <= up.retry.max_body_bytes);
+    if !(up.retry.enabled && idempotent && small && !body.is_end_stream()) {
+        return Ok(body);
+    }
+    match tokio::time::timeout(client_stall, body.collect()).await {
+        Ok(Ok(collected)) => Ok(ReqBody::Full(Some(collected.to_bytes()))),
+        Ok(Err(e)) => Err(ProxyError::Upstream(UpstreamError::ClientBody(e))),
+        Err(_) => Err(ProxyError::Upstream(UpstreamError::ClientStalled)),
+    }
+}
+
+impl ReqBody {
+    /// True when the body can be sent again: empty, or held in memory. Only
+    /// meaningful before the first try (a sent stream reports itself ended).
+    pub fn replayable(&self) -> bool {
+        match self {
+            ReqBody::Full(_) => true,
+            ReqBody::Stream(b) => b.is_end_stream(),
+        }
+    }
+}
