@@ -29,6 +29,14 @@ pub enum ProxyError {
     /// A request using something the proxy cannot relay faithfully.
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
+    /// The client is over a rate limit.
+    #[error("rate limited")]
+    RateLimited {
+        /// Requests allowed per window.
+        limit: u32,
+        /// How long until a request can pass.
+        retry_after: std::time::Duration,
+    },
 }
 
 impl ProxyError {
@@ -42,6 +50,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -76,6 +85,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => r#"{"error":"method not allowed","status":405}"#,
             ProxyError::BadRequest(_) => r#"{"error":"bad request","status":400}"#,
             ProxyError::NotImplemented(_) => r#"{"error":"not implemented","status":501}"#,
+            ProxyError::RateLimited { .. } => r#"{"error":"rate limited","status":429}"#,
         }
     }
 
@@ -106,6 +116,7 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed
             | ProxyError::BadRequest(_)
             | ProxyError::NotImplemented(_) => "bad_request",
+            ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::Upstream(_) => "backend_error",
         }
     }
@@ -129,6 +140,10 @@ mod tests {
             ProxyError::BadRequest("two hosts"),
             ProxyError::NotImplemented("gzip"),
             ProxyError::Upstream(UpstreamError::ClientStalled),
+            ProxyError::RateLimited {
+                limit: 1,
+                retry_after: std::time::Duration::from_secs(1),
+            },
         ];
         for e in all {
             let v: serde_json::Value = serde_json::from_str(e.body()).expect("json");

@@ -27,6 +27,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod retry;
 pub mod route;

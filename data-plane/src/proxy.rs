@@ -6,15 +6,22 @@ use crate::body::{Finish, ProxyBody, ReqBody};
 use crate::conn_timeouts::ConnState;
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
+use crate::ratelimit::Decision;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
 use crate::{client_ip, clock, dispatch};
-use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tracing::warn;
+
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// What a client connection knows, shared by its requests.
 pub struct ConnCtx {
@@ -69,14 +76,31 @@ pub async fn handle(
         Ok(host) => host,
         Err(e) => return Ok(reply(&cx, &snap, client, None, e, finish)),
     };
-    let Some((ui, _route)) = snap.router.pick(
+    let Some(found) = snap.router.pick(
         host.value.as_ref().and_then(|h| h.to_str().ok()),
         req.uri().path(),
         req.headers(),
     ) else {
         return Ok(reply(&cx, &snap, client, None, ProxyError::NoRoute, finish));
     };
+    let ui = found.upstream;
     let up = &snap.upstreams[ui];
+    // The route's limit, then the upstream's.
+    let limits = found
+        .route
+        .and_then(|r| snap.route_limits[r].as_deref())
+        .into_iter()
+        .chain(up.rate_limit.as_deref());
+    for limiter in limits {
+        if let Decision::Deny { retry_after } = limiter.check(client, start) {
+            up.rate_limited.inc();
+            let e = ProxyError::RateLimited {
+                limit: limiter.limit,
+                retry_after,
+            };
+            return Ok(reply(&cx, &snap, client, Some(ui), e, finish));
+        }
+    }
     finish.set_upstream(snap.clone(), ui);
     let (mut parts, body) = req.into_parts();
     let rewrite = headers::forward_request(
@@ -142,6 +166,15 @@ fn reply(
     *resp.status_mut() = e.status();
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let ProxyError::RateLimited { limit, retry_after } = &e {
+        // Whole seconds, rounded up: a client that waits this long gets through.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let h = resp.headers_mut();
+        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+        h.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(*limit));
+        h.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(0u32));
+        h.insert(RATELIMIT_RESET.clone(), HeaderValue::from(secs));
+    }
     if e.closes_connection() {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -32,13 +32,14 @@ struct CompiledRoute {
     prefix: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
     upstream: usize,
+    /// Position of the route in the config's `routes`.
+    index: usize,
 }
 
 /// The routing table of one snapshot.
 #[derive(Debug, Clone)]
 pub struct Router {
     routes: Vec<CompiledRoute>,
-    names: Vec<String>,
 }
 
 /// Strips the port and a trailing dot from a Host value: `Shop.example.:8080` → `Shop.example`.
@@ -71,8 +72,7 @@ impl Router {
     /// guarantees every name resolves).
     pub fn new(routes: &[Route], upstream_index: impl Fn(&str) -> Option<usize>) -> Self {
         let mut compiled = Vec::with_capacity(routes.len());
-        let mut names = Vec::with_capacity(routes.len());
-        for r in routes {
+        for (index, r) in routes.iter().enumerate() {
             let Some(upstream) = upstream_index(&r.upstream) else {
                 continue;
             };
@@ -93,31 +93,24 @@ impl Router {
                     })
                     .collect(),
                 upstream,
+                index,
             });
-            names.push(r.name.clone());
         }
-        Self {
-            routes: compiled,
-            names,
-        }
+        Self { routes: compiled }
     }
 
-    /// The upstream index and route name for a request; `None` when routes
-    /// exist and none matches.
-    pub fn pick(
-        &self,
-        host: Option<&str>,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> Option<(usize, &str)> {
+    /// Where a request goes; `None` when routes exist and none matches.
+    pub fn pick(&self, host: Option<&str>, path: &str, headers: &HeaderMap) -> Option<Match> {
         if self.routes.is_empty() {
-            return Some((0, ""));
+            return Some(Match {
+                upstream: 0,
+                route: None,
+            });
         }
         let host = host.map(host_without_port);
         self.routes
             .iter()
-            .zip(&self.names)
-            .find(|(r, _)| {
+            .find(|r| {
                 r.host
                     .as_ref()
                     .is_none_or(|m| host.is_some_and(|h| m.matches(h)))
@@ -126,8 +119,20 @@ impl Router {
                         .iter()
                         .all(|(n, v)| headers.get_all(n).iter().any(|have| have == v))
             })
-            .map(|(r, name)| (r.upstream, name.as_str()))
+            .map(|r| Match {
+                upstream: r.upstream,
+                route: Some(r.index),
+            })
     }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    /// Index of the upstream.
+    pub upstream: usize,
+    /// Index of the route that matched (none when no routes are configured).
+    pub route: Option<usize>,
 }
 
 #[cfg(test)]
@@ -167,7 +172,10 @@ mod tests {
     fn no_routes_means_first_upstream() {
         assert_eq!(
             router(&[]).pick(None, "/x", &HeaderMap::new()),
-            Some((0, ""))
+            Some(Match {
+                upstream: 0,
+                route: None
+            })
         );
     }
 
@@ -184,21 +192,31 @@ mod tests {
         let h = HeaderMap::new();
         assert_eq!(
             r.pick(Some("api.example.com"), "/api/users", &canary)
-                .map(|x| x.0),
+                .map(|x| x.upstream),
             Some(2)
         );
         assert_eq!(
             r.pick(Some("API.Example.com:8080"), "/api", &h)
-                .map(|x| x.0),
+                .map(|x| x.upstream),
             Some(1)
         );
         assert_eq!(
-            r.pick(Some("api.example.com"), "/apix", &h).map(|x| x.0),
+            r.pick(Some("api.example.com"), "/apix", &h)
+                .map(|x| x.upstream),
             Some(3)
         );
-        assert_eq!(r.pick(Some("img.example.com"), "/a", &h), Some((3, "wild")));
-        assert_eq!(r.pick(Some("example.com"), "/a", &h).map(|x| x.0), Some(0));
-        assert_eq!(r.pick(None, "/a", &h).map(|x| x.0), Some(0));
+        assert_eq!(
+            r.pick(Some("img.example.com"), "/a", &h),
+            Some(Match {
+                upstream: 3,
+                route: Some(2)
+            })
+        );
+        assert_eq!(
+            r.pick(Some("example.com"), "/a", &h).map(|x| x.upstream),
+            Some(0)
+        );
+        assert_eq!(r.pick(None, "/a", &h).map(|x| x.upstream), Some(0));
     }
 
     #[test]
@@ -206,7 +224,7 @@ mod tests {
         let r = router(&[route("api", None, Some("/api"), &[], "api")]);
         assert_eq!(r.pick(None, "/other", &HeaderMap::new()), None);
         assert_eq!(
-            r.pick(None, "/api/", &HeaderMap::new()).map(|x| x.0),
+            r.pick(None, "/api/", &HeaderMap::new()).map(|x| x.upstream),
             Some(1)
         );
     }

@@ -11,6 +11,7 @@ use crate::balancer::Balancer;
 use crate::client_ip::TrustedProxies;
 use crate::conn_timeouts::Timeouts;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiter;
 use crate::route::Router;
 use crate::{breaker, health, retry};
 use arc_swap::ArcSwap;
@@ -49,6 +50,10 @@ pub struct UpstreamRt {
     pub retry: retry::Policy,
     /// `isame_lb_retries_total{upstream}`.
     pub retries: IntCounter,
+    /// Its per-client rate limit.
+    pub rate_limit: Option<Arc<Limiter>>,
+    /// `isame_lb_rate_limited_total{upstream}`.
+    pub rate_limited: IntCounter,
 }
 
 impl UpstreamRt {
@@ -71,6 +76,8 @@ pub struct Snapshot {
     pub upstreams: Vec<UpstreamRt>,
     /// Routing table.
     pub router: Router,
+    /// Each route's per-client rate limit, by route index.
+    pub route_limits: Vec<Option<Arc<Limiter>>>,
     /// Proxies whose forwarding headers are believed.
     pub trusted: TrustedProxies,
     /// Client connection timeouts.
@@ -90,8 +97,17 @@ impl Snapshot {
     ) -> Result<Snapshot, ConfigErrors> {
         let mut carried: HashMap<(&str, String), Arc<BackendState>> = HashMap::new();
         let mut budgets: HashMap<&str, Arc<retry::Budget>> = HashMap::new();
+        let mut limits: HashMap<(&str, &str), Arc<Limiter>> = HashMap::new();
         if let Some(prev) = previous {
+            for (r, l) in prev.config.routes.iter().zip(&prev.route_limits) {
+                if let Some(l) = l {
+                    limits.insert(("route", r.name.as_str()), l.clone());
+                }
+            }
             for u in &prev.upstreams {
+                if let Some(l) = &u.rate_limit {
+                    limits.insert(("upstream", u.name.as_str()), l.clone());
+                }
                 budgets.insert(u.name.as_str(), u.retry.budget.clone());
                 for b in &u.backends {
                     carried.insert((u.name.as_str(), identity(&b.target)), b.state.clone());
@@ -159,6 +175,8 @@ impl Snapshot {
                     retry::Policy::new(r, budget)
                 },
                 retries: metrics.retries.with_label_values(&[&u.name]),
+                rate_limit: limiter(&limits, ("upstream", &u.name), u.rate_limit.as_ref()),
+                rate_limited: metrics.rate_limited.with_label_values(&[&u.name]),
             });
         }
         if !problems.is_empty() {
@@ -167,10 +185,16 @@ impl Snapshot {
         let router = Router::new(&config.routes, |name| {
             config.upstreams.iter().position(|u| u.name == name)
         });
+        let route_limits = config
+            .routes
+            .iter()
+            .map(|r| limiter(&limits, ("route", &r.name), r.rate_limit.as_ref()))
+            .collect();
         let s = &config.server;
         Ok(Snapshot {
             generation,
             router,
+            route_limits,
             upstreams,
             trusted: TrustedProxies::new(config.trusted_proxies.clone()),
             timeouts: Timeouts {
@@ -194,6 +218,23 @@ impl Snapshot {
             .iter()
             .any(|u| u.backends.iter().any(|b| b.state.uid == uid))
     }
+}
+
+/// The limiter for a `rate_limit` section: the previous one while its
+/// settings stay (clients keep their counts across a reload), else a new one.
+fn limiter(
+    previous: &HashMap<(&str, &str), Arc<Limiter>>,
+    key: (&str, &str),
+    rl: Option<&isame_proto::config::RateLimit>,
+) -> Option<Arc<Limiter>> {
+    let rl = rl.filter(|r| r.enabled)?;
+    Some(
+        previous
+            .get(&key)
+            .filter(|l| l.same_settings(rl.requests_per_ip, rl.window_size))
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Limiter::new(rl.requests_per_ip, rl.window_size))),
+    )
 }
 
 /// What makes two backends "the same" across a reload: scheme, host and port.
