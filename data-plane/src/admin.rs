@@ -25,6 +25,8 @@ use tracing::{debug, warn};
 pub struct AdminInfo {
     /// Where the proxy listens.
     pub proxy_addr: SocketAddr,
+    /// Where it listens for HTTPS.
+    pub https_addr: Option<SocketAddr>,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
     /// Worker threads.
@@ -163,7 +165,11 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
         "uptime_seconds": info.started.elapsed().as_secs(),
         "ready": !shared.draining(),
         "workers": info.workers,
-        "listeners": {"proxy": info.proxy_addr.to_string(), "admin": info.admin_addr.to_string()},
+        "listeners": {
+            "proxy": info.proxy_addr.to_string(),
+            "https": info.https_addr.map(|a| a.to_string()),
+            "admin": info.admin_addr.to_string(),
+        },
         "active_connections": shared.metrics.active_connections.get(),
         "upstreams": upstreams,
         "routes": routes,

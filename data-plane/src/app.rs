@@ -25,6 +25,8 @@ pub struct ProxyOptions {
     pub config_path: Option<PathBuf>,
     /// Overrides `server.address:server.port`.
     pub listen: Option<SocketAddr>,
+    /// Overrides `server.address:server.https_port` (when TLS is enabled).
+    pub https_listen: Option<SocketAddr>,
     /// Overrides `metrics.address:metrics.port`.
     pub admin_listen: Option<SocketAddr>,
     /// Worker threads.
@@ -60,6 +62,8 @@ enum Msg {
 pub struct Proxy {
     /// Where the proxy listens.
     pub proxy_addr: SocketAddr,
+    /// Where the proxy listens for HTTPS, when TLS is enabled.
+    pub https_addr: Option<SocketAddr>,
     /// Where the admin listener listens.
     pub admin_addr: SocketAddr,
     shared: Arc<Shared>,
@@ -99,6 +103,19 @@ impl Proxy {
             .with_label_values(&["success"]);
 
         let proxy_listener = bind(proxy_addr)?;
+        let tls_listener = if c.tls.enabled {
+            let addr = opts
+                .https_listen
+                .unwrap_or(SocketAddr::new(c.server.address, c.server.https_port));
+            Some(bind(addr)?)
+        } else {
+            None
+        };
+        let https_addr = tls_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
         let admin_listener = bind(admin_addr)?;
         let proxy_addr = proxy_listener
             .local_addr()
@@ -108,15 +125,20 @@ impl Proxy {
             .map_err(|e| StartError::Runtime(e.to_string()))?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let listeners = listener::Listeners {
+            plain: proxy_listener,
+            tls: tls_listener,
+        };
         let workers =
-            listener::spawn_workers(opts.workers.max(1), &proxy_listener, &shared, &shutdown_rx)
+            listener::spawn_workers(opts.workers.max(1), &listeners, &shared, &shutdown_rx)
                 .map_err(|e| StartError::Runtime(e.to_string()))?;
-        // The workers hold their own handles of the socket; this one must go so
-        // that the port closes when they stop accepting.
-        drop(proxy_listener);
+        // The workers hold their own handles of the sockets; these must go so
+        // that the ports close when they stop accepting.
+        drop(listeners);
 
         let info = Arc::new(AdminInfo {
             proxy_addr,
+            https_addr,
             admin_addr,
             workers: opts.workers.max(1),
             source: opts
@@ -154,9 +176,16 @@ impl Proxy {
             file_rx,
             stop: stop_rx,
         })?;
-        info!(proxy = %proxy_addr, admin = %admin_addr, workers = opts.workers.max(1), "isame-lb serving");
+        info!(
+            proxy = %proxy_addr,
+            https = https_addr.map(|a| a.to_string()),
+            admin = %admin_addr,
+            workers = opts.workers.max(1),
+            "isame-lb serving"
+        );
         Ok(Proxy {
             proxy_addr,
+            https_addr,
             admin_addr,
             shared,
             shutdown,

@@ -73,6 +73,8 @@ pub struct Backend {
     pub healthy_gauge: IntGauge,
     /// `isame_lb_circuit_open{upstream,backend}`.
     pub circuit_gauge: IntGauge,
+    /// How to open TLS, for an `https://` backend.
+    pub tls: Option<crate::upstream::TlsTarget>,
 }
 
 /// Why a backend URL could not be compiled (validation normally catches these first).

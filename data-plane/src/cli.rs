@@ -19,6 +19,9 @@ pub struct Cli {
     /// Listen for proxied traffic here instead of server.address:server.port.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Listen for HTTPS here instead of server.address:server.https_port (when tls.enabled).
+    #[arg(long, value_name = "ADDR")]
+    pub https_listen: Option<SocketAddr>,
     /// Serve /metrics, /health, /ready and /status here instead of metrics.address:metrics.port.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,

@@ -209,7 +209,7 @@ async fn probe_loop(backend: Arc<Backend>, upstream: String, s: Settings) {
         .mul_f64(fastrand::f64());
     tokio::time::sleep(first).await;
     loop {
-        let (ok, detail) = match upstream::probe(&backend.target, &s.path, s.timeout).await {
+        let (ok, detail) = match upstream::probe(&backend, &s.path, s.timeout).await {
             Ok(status) if s.expects(status) => (true, format!("HTTP {status}")),
             Ok(status) => (false, format!("HTTP {status} is not an expected status")),
             Err(e) => (false, e.to_string()),

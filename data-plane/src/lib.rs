@@ -32,4 +32,5 @@ pub mod reload;
 pub mod retry;
 pub mod route;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;

@@ -27,19 +27,31 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 type Builder = auto::Builder<TokioExecutor>;
 
-/// Starts `n` workers accepting from `listener`. They stop accepting when
+/// The sockets workers accept from.
+pub struct Listeners {
+    /// Plain HTTP.
+    pub plain: std::net::TcpListener,
+    /// HTTPS, when TLS is enabled.
+    pub tls: Option<std::net::TcpListener>,
+}
+
+/// Starts `n` workers accepting from `listeners`. They stop accepting when
 /// `shutdown` turns true and exit once their connections drained or the
 /// config's `shutdown_timeout` passed.
 pub fn spawn_workers(
     n: usize,
-    listener: &std::net::TcpListener,
+    listeners: &Listeners,
     shared: &Arc<Shared>,
     shutdown: &watch::Receiver<bool>,
 ) -> io::Result<Vec<JoinHandle<()>>> {
-    listener.set_nonblocking(true)?;
+    listeners.plain.set_nonblocking(true)?;
+    if let Some(tls) = &listeners.tls {
+        tls.set_nonblocking(true)?;
+    }
     let mut handles = Vec::with_capacity(n);
     for id in 0..n {
-        let listener = listener.try_clone()?;
+        let plain = listeners.plain.try_clone()?;
+        let tls = listeners.tls.as_ref().map(|l| l.try_clone()).transpose()?;
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -49,13 +61,15 @@ pub fn spawn_workers(
             .name(format!("isame-worker-{id}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(l) => {
-                            accept_loop(l, shared, shutdown)
+                    let registered = TcpListener::from_std(plain)
+                        .and_then(|p| Ok((p, tls.map(TcpListener::from_std).transpose()?)));
+                    match registered {
+                        Ok((plain, tls)) => {
+                            accept_loop(plain, tls, shared, shutdown)
                                 .instrument(tracing::info_span!("worker", id))
                                 .await
                         }
-                        Err(e) => warn!(error = %e, "worker could not register the listener"),
+                        Err(e) => warn!(error = %e, "worker could not register the listeners"),
                     }
                 });
             })?;
@@ -64,8 +78,17 @@ pub fn spawn_workers(
     Ok(handles)
 }
 
+/// Accepts from `tls` when there is one; never ready otherwise.
+async fn accept_tls(tls: &Option<TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match tls {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn accept_loop(
-    listener: TcpListener,
+    plain: TcpListener,
+    tls: Option<TcpListener>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -73,7 +96,7 @@ async fn accept_loop(
     let sweeper = tokio::spawn(sweep_pools(shared.clone()));
     let mut builder: Option<(u64, Arc<Builder>)> = None;
     loop {
-        let (stream, peer) = tokio::select! {
+        let (accepted, secure) = tokio::select! {
             biased;
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -81,15 +104,17 @@ async fn accept_loop(
                 }
                 continue;
             }
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+            a = plain.accept() => (a, false),
+            a = accept_tls(&tls) => (a, true),
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
         };
         let snap = shared.snapshot();
         let b = match &builder {
@@ -100,9 +125,10 @@ async fn accept_loop(
                 b
             }
         };
-        serve(stream, peer, &shared, &snap, b, graceful.watcher());
+        serve(stream, peer, secure, &shared, &snap, b, graceful.watcher());
     }
-    drop(listener);
+    drop(plain);
+    drop(tls);
     let open = graceful.count();
     let grace = shared.snapshot().config.server.shutdown_timeout;
     if open > 0 {
@@ -135,6 +161,7 @@ fn http_builder(snap: &Snapshot) -> Builder {
 fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    secure: bool,
     shared: &Arc<Shared>,
     snap: &Snapshot,
     builder: Arc<Builder>,
@@ -143,13 +170,40 @@ fn serve(
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "set_nodelay failed");
     }
+    // The certificates in force when the connection arrived serve it.
+    let acceptor = match (secure, &snap.tls) {
+        (false, _) => None,
+        (true, Some(config)) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+        // TLS was switched off by a reload; the socket stays until restart.
+        (true, None) => return,
+    };
     let state = ConnState::new();
-    let io = TokioIo::new(TimedIo::new(stream, state.clone(), snap.timeouts));
-    let cx = Arc::new(ConnCtx::new(shared.clone(), peer, "http", state));
+    // The header-read deadline also bounds the TLS handshake.
+    let io = TimedIo::new(stream, state.clone(), snap.timeouts);
+    let proto = if secure { "https" } else { "http" };
+    let cx = Arc::new(ConnCtx::new(shared.clone(), peer, proto, state));
     let active = OpenConnection::new(&shared.metrics.active_connections);
     tokio::spawn(async move {
         let svc = service_fn(move |req| proxy::handle(req, cx.clone()));
-        if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
+        let served = match acceptor {
+            None => {
+                watcher
+                    .watch(builder.serve_connection(TokioIo::new(io), svc))
+                    .await
+            }
+            Some(acceptor) => match acceptor.accept(io).await {
+                Ok(tls) => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(tls), svc))
+                        .await
+                }
+                Err(e) => {
+                    debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    Ok(())
+                }
+            },
+        };
+        if let Err(e) = served {
             debug!(peer = %peer, error = %e, "client connection ended with an error");
         }
         drop(active);

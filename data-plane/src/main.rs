@@ -96,6 +96,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         config,
         config_path: Some(path.clone()),
         listen: cli.listen,
+        https_listen: cli.https_listen,
         admin_listen: cli.admin_listen,
         workers,
     })?;

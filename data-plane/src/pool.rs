@@ -89,6 +89,7 @@ pub async fn checkout(
     Conn::connect(
         uid,
         &backend.target,
+        backend.tls.as_ref(),
         upstream.connect_timeout,
         upstream.response_timeout,
     )

@@ -9,6 +9,7 @@ use crate::headers::{self, Forwarded};
 use crate::ratelimit::Decision;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
 use crate::{client_ip, clock, dispatch};
+use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING,
 };
@@ -76,6 +77,21 @@ pub async fn handle(
         Ok(host) => host,
         Err(e) => return Ok(reply(&cx, &snap, client, None, e, finish)),
     };
+    if let (Some(port), "http") = (snap.redirect_https, cx.proto) {
+        return Ok(
+            match redirect_to_https(host.value.as_ref(), port, req.uri()) {
+                Some(resp) => resp.map(|()| ProxyBody::full(Bytes::new(), Some(finish))),
+                None => reply(
+                    &cx,
+                    &snap,
+                    client,
+                    None,
+                    ProxyError::BadRequest("no host to redirect to"),
+                    finish,
+                ),
+            },
+        );
+    }
     let Some(found) = snap.router.pick(
         host.value.as_ref().and_then(|h| h.to_str().ok()),
         req.uri().path(),
@@ -180,6 +196,26 @@ fn reply(
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// `308 Permanent Redirect` to the same URL over HTTPS on `port`.
+fn redirect_to_https(
+    host: Option<&HeaderValue>,
+    port: u16,
+    uri: &http::Uri,
+) -> Option<Response<()>> {
+    let host = crate::route::host_without_port(host?.to_str().ok()?);
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = HeaderValue::try_from(format!("https://{host}{port}{target}")).ok()?;
+    let mut resp = Response::new(());
+    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(http::header::LOCATION, location);
+    Some(resp)
 }
 
 /// The host a request is for.

@@ -73,6 +73,9 @@ fn warn_restart_needed(old: &Config, new: &Config) {
     if (old.metrics.address, old.metrics.port) != (new.metrics.address, new.metrics.port) {
         warn!("metrics.address/metrics.port changed; the admin listener moves on restart");
     }
+    if old.tls.enabled != new.tls.enabled || (old.tls.enabled && o.https_port != n.https_port) {
+        warn!("tls.enabled/server.https_port changed; the HTTPS listener follows on restart (certificates apply now)");
+    }
 }
 
 /// Watches `path` and sends a message when the file may have changed. Editors

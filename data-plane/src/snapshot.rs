@@ -13,7 +13,7 @@ use crate::conn_timeouts::Timeouts;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
 use crate::route::Router;
-use crate::{breaker, health, retry};
+use crate::{breaker, health, retry, upstream};
 use arc_swap::ArcSwap;
 use isame_proto::config::{Algorithm, Config, ConfigError, ConfigErrors};
 use prometheus::{Histogram, IntCounter};
@@ -84,6 +84,10 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     /// Request heads larger than this get 431.
     pub max_header_bytes: usize,
+    /// TLS termination, when enabled.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Answer plain HTTP with a redirect to HTTPS on this port.
+    pub redirect_https: Option<u16>,
 }
 
 impl Snapshot {
@@ -117,6 +121,9 @@ impl Snapshot {
         let mut problems = Vec::new();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for (i, u) in config.upstreams.iter().enumerate() {
+            let at = format!("upstreams[{i}]");
+            // One TLS client setup per upstream, built when a backend needs it.
+            let mut client_tls: Option<Option<Arc<rustls::ClientConfig>>> = None;
             let mut backends = Vec::with_capacity(u.backends.len());
             for (j, b) in u.backends.iter().enumerate() {
                 let path = format!("upstreams[{i}].backends[{j}].url");
@@ -127,13 +134,30 @@ impl Snapshot {
                         continue;
                     }
                 };
-                if target.tls {
-                    problems.push(ConfigError::new(
-                        path,
-                        "https:// backends are not supported by this data plane yet; use http://",
-                    ));
-                    continue;
-                }
+                let tls = if target.tls {
+                    let config = client_tls.get_or_insert_with(|| {
+                        // Reported once per upstream, not once per backend.
+                        upstream::client_config(u.tls.as_ref(), &at)
+                            .map_err(|e| problems.push(e))
+                            .ok()
+                    });
+                    let Some(config) = config.clone() else {
+                        continue;
+                    };
+                    let name = match upstream::server_name(u.tls.as_ref(), &target.host, &path) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            problems.push(e);
+                            continue;
+                        }
+                    };
+                    Some(upstream::TlsTarget {
+                        config,
+                        server_name: name,
+                    })
+                } else {
+                    None
+                };
                 let state = carried
                     .get(&(u.name.as_str(), identity(&target)))
                     .cloned()
@@ -147,6 +171,7 @@ impl Snapshot {
                     target,
                     weight: b.weight,
                     state,
+                    tls,
                 }));
             }
             upstreams.push(UpstreamRt {
@@ -179,6 +204,13 @@ impl Snapshot {
                 rate_limited: metrics.rate_limited.with_label_values(&[&u.name]),
             });
         }
+        let tls = match crate::tls::server_config(&config.tls, std::time::SystemTime::now()) {
+            Ok(t) => t,
+            Err(mut e) => {
+                problems.append(&mut e);
+                None
+            }
+        };
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
@@ -203,6 +235,9 @@ impl Snapshot {
                 write_stall: s.write_timeout,
             },
             max_header_bytes: s.max_header_bytes as usize,
+            redirect_https: (config.tls.enabled && config.tls.redirect_http)
+                .then_some(s.https_port),
+            tls,
             config: Arc::new(config),
         })
     }

@@ -62,6 +62,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     state: Arc<State>,
     stop: watch::Sender<bool>,
+    tls: bool,
 }
 
 type RespBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -74,6 +75,20 @@ impl Backend {
 
     /// Starts a backend on `addr`.
     pub async fn start_on(addr: SocketAddr, name: &str) -> Backend {
+        Self::start_with(addr, name, None).await
+    }
+
+    /// Starts an HTTPS backend on `127.0.0.1:0` presenting `tls`.
+    pub async fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Backend {
+        let addr = "127.0.0.1:0".parse().expect("literal address");
+        Self::start_with(addr, name, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        name: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Backend {
         let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State {
@@ -87,6 +102,7 @@ impl Backend {
             probes: AtomicUsize::new(0),
         });
         let (stop, mut stopped) = watch::channel(false);
+        let tls_on = tls.is_some();
         let st = state.clone();
         tokio::spawn(async move {
             loop {
@@ -96,27 +112,51 @@ impl Backend {
                 };
                 let st = st.clone();
                 let mut stopped = stopped.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     st.open.fetch_add(1, SeqCst);
                     st.accepted.fetch_add(1, SeqCst);
                     let svc_state = st.clone();
                     let svc = service_fn(move |req| handle(req, svc_state.clone()));
                     let builder = auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = stopped.changed() => {}
+                    match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = stopped.changed() => {}
+                            }
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                                tokio::select! {
+                                    _ = conn => {}
+                                    _ = stopped.changed() => {}
+                                }
+                            }
+                        }
                     }
                     st.open.fetch_sub(1, SeqCst);
                 });
             }
         });
-        Backend { addr, state, stop }
+        let tls = tls_on;
+        Backend {
+            addr,
+            state,
+            stop,
+            tls,
+        }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for a TLS backend).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
     }
 
     /// Requests received so far.

@@ -32,6 +32,19 @@ impl Reply {
     }
 }
 
+/// What a TLS handshake settled on.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// The ALPN protocol, if any.
+    pub alpn: Option<Vec<u8>>,
+    /// The server's leaf certificate.
+    pub peer_cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    /// The TLS version.
+    pub version: Option<rustls::ProtocolVersion>,
+    /// The cipher suite.
+    pub suite: Option<rustls::CipherSuite>,
+}
+
 enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
@@ -68,6 +81,45 @@ impl Client {
             addr,
             tx: Sender::H2(tx),
         })
+    }
+
+    /// Opens a TLS connection (SNI `server_name`) and speaks HTTP/2 or
+    /// HTTP/1.1 as ALPN decided; also returns what was negotiated.
+    pub async fn https(
+        addr: SocketAddr,
+        server_name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<(Client, TlsInfo)> {
+        let stream = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(std::io::Error::other)?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await?;
+        let conn = tls.get_ref().1;
+        let info = TlsInfo {
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            peer_cert: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned()),
+            version: conn.protocol_version(),
+            suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
+        };
+        let tx = if info.alpn.as_deref() == Some(b"h2") {
+            let (tx, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            Sender::H2(tx)
+        } else {
+            let (tx, conn) = http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            Sender::H1(tx)
+        };
+        Ok((Client { addr, tx }, info))
     }
 
     /// Sends a request and collects the response.

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod blackhole;
 pub mod client;
 pub mod raw;
+pub mod tls;
 
 pub use backend::{Backend, Mode};
 pub use blackhole::Blackhole;

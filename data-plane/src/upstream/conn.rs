@@ -2,6 +2,7 @@
 //! armed timer for response deadlines.
 
 use super::error::UpstreamError;
+use super::stream::{Stream, TlsTarget};
 use crate::backend::Target;
 use crate::clock;
 use bytes::BytesMut;
@@ -10,7 +11,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
@@ -21,7 +22,7 @@ const READ_RESERVE: usize = 16 * 1024;
 pub struct Conn {
     /// The backend's id (keys the pool).
     pub uid: u32,
-    io: TcpStream,
+    io: Stream,
     /// Bytes read from the backend and not consumed yet.
     pub read_buf: BytesMut,
     /// The request head being written (reused between requests).
@@ -37,18 +38,26 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Opens a connection within `connect_timeout`. `granularity` is the
-    /// shortest deadline this connection will be asked to keep.
+    /// Opens a connection (and its TLS, for an `https://` backend) within
+    /// `connect_timeout`. `granularity` is the shortest deadline this
+    /// connection will be asked to keep.
     pub async fn connect(
         uid: u32,
         target: &Target,
+        tls: Option<&TlsTarget>,
         connect_timeout: Duration,
         granularity: Duration,
     ) -> Result<Box<Conn>, UpstreamError> {
-        let io = tokio::time::timeout(connect_timeout, open(target))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout)?
-            .map_err(UpstreamError::Connect)?;
+        let io = tokio::time::timeout(connect_timeout, async {
+            let tcp = open(target).await?;
+            match tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some(t) => t.connect(tcp).await,
+            }
+        })
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout)?
+        .map_err(UpstreamError::Connect)?;
         let granularity = u64::try_from(granularity.as_nanos())
             .unwrap_or(u64::MAX)
             .max(1_000_000);
@@ -71,13 +80,25 @@ impl Conn {
     /// idle connection costs no system call.
     pub fn is_stale(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
+        match self.io.tcp().poll_read_ready(&mut cx) {
             Poll::Pending => false,
             Poll::Ready(Err(_)) => true,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
+            Poll::Ready(Ok(())) => match &mut self.io {
+                Stream::Plain(tcp) => {
+                    let mut probe = [0u8; 1];
+                    !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+                // TLS may have taken in records that carry no data (a session
+                // ticket): only a read through it tells.
+                Stream::Tls(_) => {
+                    let mut probe = [0u8; 1];
+                    let mut buf = tokio::io::ReadBuf::new(&mut probe);
+                    !matches!(
+                        Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
+                        Poll::Pending
+                    )
+                }
+            },
         }
     }
 

@@ -13,6 +13,7 @@ mod conn;
 mod decode;
 mod encode;
 mod error;
+mod stream;
 mod upload;
 
 pub use body::ResponseBody;
@@ -20,6 +21,7 @@ pub use conn::Conn;
 pub use decode::{Framing, Head};
 pub use encode::BodyFraming;
 pub use error::UpstreamError;
+pub use stream::{client_config, server_name, TlsTarget};
 
 use crate::backend::Backend;
 use crate::body::ReqBody;
@@ -202,13 +204,10 @@ async fn exchange(
 
 /// One health probe: a fresh connection, `GET path`, the response status.
 /// The connection is not pooled; the whole probe must fit in `timeout`.
-pub async fn probe(
-    target: &crate::backend::Target,
-    path: &str,
-    timeout: Duration,
-) -> Result<u16, UpstreamError> {
+pub async fn probe(backend: &Backend, path: &str, timeout: Duration) -> Result<u16, UpstreamError> {
+    let target = &backend.target;
     let exchange = async {
-        let mut conn = Conn::connect(0, target, timeout, timeout).await?;
+        let mut conn = Conn::connect(0, target, backend.tls.as_ref(), timeout, timeout).await?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nhost: {}\r\nuser-agent: isame-lb health check\r\nconnection: close\r\n\r\n",
             target.authority

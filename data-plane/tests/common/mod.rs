@@ -56,6 +56,7 @@ pub fn start_with(yaml: &str, path: Option<PathBuf>, workers: usize) -> Proxy {
         config: parse(yaml),
         config_path: path,
         listen: Some(local()),
+        https_listen: Some(local()),
         admin_listen: Some(local()),
         workers,
     })
