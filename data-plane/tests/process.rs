@@ -58,21 +58,24 @@ fn validate_exit_codes_and_messages() {
         assert!(err.contains(line), "missing {line:?} in:\n{err}");
     }
 
-    let https = dir.path().join("https.yaml");
+    // The schema is fine; the files it names are not: validate checks those too.
+    let tls = dir.path().join("tls.yaml");
     std::fs::write(
-        &https,
-        "upstreams:\n  - name: web\n    backends: [\"https://127.0.0.1:3000\"]\n",
+        &tls,
+        "upstreams:\n  - name: web\n    backends: [\"http://127.0.0.1:3000\"]\ntls:\n  enabled: true\n  cert_file: /nonexistent/site.pem\n  key_file: /nonexistent/site.key\n",
     )
     .expect("write");
     let out = Command::new(BIN)
         .arg("validate")
-        .arg(&https)
+        .arg(&tls)
         .output()
         .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "checks the data plane can serve it, not only the schema"
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.cert_file: cannot read /nonexistent/site.pem")
+            && err.contains("tls.key_file: cannot read /nonexistent/site.key"),
+        "{err}"
     );
 
     let out = Command::new(BIN)
