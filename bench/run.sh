@@ -1,40 +1,51 @@
 #!/usr/bin/env bash
-# Proxy benchmark: nginx and isame-lb side by side, one worker each, in front
-# of the same backend, driven by wrk on loopback for a bounded time.
+# Proxy benchmark: two proxies side by side, one worker each, in front of
+# the same backend, driven by wrk on loopback for a bounded time.
 #
-# Prints requests/s, latency p50/p99, the proxy's CPU time per request (from
-# /proc) and the isame/nginx ratios. The machine's speed drifts by ±15% over
-# seconds (shared virtual CPUs), so a run is many short rounds, each measuring
-# nginx then isame back to back; each round gives a ratio, and the report is
-# the median of the rounds' figures and of their ratios.
+# Scenarios (--scenario):
+#   http      nginx against isame-lb, plain HTTP (default)
+#   https     nginx against isame-lb, both terminating TLS (same ECDSA
+#             certificate, keep-alive connections)
+#   features  isame-lb with health checks, breakers, retries and a rate limit
+#             against isame-lb with all of them off: the cost of the features
 #
-#   bench/run.sh [-d SECONDS] [-c CONNECTIONS] [-r ROUNDS] [--no-pin]
+# Prints requests/s, latency p50/p99, each proxy's CPU time per request (from
+# /proc) and the B/A ratios. The machine's speed drifts by ±15% over seconds
+# (shared virtual CPUs), so a run is many short rounds, each measuring A then
+# B back to back; each round gives a ratio, and the report is the median of
+# the rounds' figures and of their ratios.
 #
-# ISAME_LB=path/to/isame-lb measures another build (e.g. an older commit's)
-# against the same nginx, for before/after comparisons.
+#   bench/run.sh [--scenario S] [-d SECONDS] [-c CONNECTIONS] [-r ROUNDS] [--no-pin]
 #
-# Pinning (default): the proxy under test runs alone on CPU 1, wrk and the
-# backend share CPU 0, so the proxy's CPU is what limits throughput.
+# ISAME_LB=path/to/isame-lb measures another build (e.g. an older commit's).
+#
+# Pinning (default): the proxies run on CPU 1, wrk and the backend share
+# CPU 0, so the proxy's CPU is what limits throughput.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SCENARIO=http
 DURATION=4
 CONNS=50
 ROUNDS=9
 PIN=1
 while [ $# -gt 0 ]; do
     case "$1" in
+        --scenario) SCENARIO="$2"; shift 2 ;;
         -d) DURATION="$2"; shift 2 ;;
         -c) CONNS="$2"; shift 2 ;;
         -r) ROUNDS="$2"; shift 2 ;;
         --no-pin) PIN=0; shift ;;
-        *) echo "usage: $0 [-d SECONDS] [-c CONNECTIONS] [-r ROUNDS] [--no-pin]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--scenario http|https|features] [-d SECONDS] [-c CONNECTIONS] [-r ROUNDS] [--no-pin]" >&2; exit 2 ;;
     esac
 done
+case "$SCENARIO" in http|https|features) ;; *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;; esac
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
+[ "$SCENARIO" != https ] || command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} from Debian..." >&2
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -43,11 +54,11 @@ if [ ${#need[@]} -gt 0 ]; then
     }
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+ISAME=${ISAME_LB:-./target/release/isame-lb}
 
 cargo build --release --bin isame-lb --bin isame-echo >&2
 
-CPUS=$(nproc)
-if [ "$PIN" = 1 ] && [ "$CPUS" -ge 2 ]; then
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
     PROXY_CPU="taskset -c 1"; LOAD_CPU="taskset -c 0"
 else
     PROXY_CPU=""; LOAD_CPU=""
@@ -64,15 +75,18 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 BACKEND=127.0.0.1:18080
-NGINX_ADDR=127.0.0.1:18081
-ISAME_ADDR=127.0.0.1:18082
-ISAME_ADMIN=127.0.0.1:18083
-
 $LOAD_CPU ./target/release/isame-echo --fast --threads 1 --listen "$BACKEND" 2>/dev/null &
 PIDS+=($!)
 
-mkdir -p "$WORK/nginx/logs"
-cat > "$WORK/nginx.conf" <<CONF
+# start_nginx PORT [ssl]
+start_nginx() {
+    local listen="127.0.0.1:$1" ssl=""
+    if [ "${2:-}" = ssl ]; then
+        listen="$listen ssl"
+        ssl="ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:1m;"
+    fi
+    mkdir -p "$WORK/nginx/logs"
+    cat > "$WORK/nginx.conf" <<CONF
 worker_processes 1;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx/logs/error.log warn;
@@ -81,7 +95,8 @@ http {
     access_log off;
     upstream backend { server $BACKEND; keepalive 128; }
     server {
-        listen $NGINX_ADDR;
+        listen $listen;
+        $ssl
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -94,32 +109,86 @@ http {
     }
 }
 CONF
-$PROXY_CPU "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
-NGINX_PID=$!
+    $PROXY_CPU "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' &
+    PIDS+=($!)
+    LAST_PID=$!
+}
 
-cat > "$WORK/isame.yaml" <<CONF
+# start_isame NAME PORT ADMIN_PORT EXTRA_YAML [EXTRA_FLAGS...]
+start_isame() {
+    local name=$1 port=$2 admin=$3 extra=$4
+    shift 4
+    cat > "$WORK/$name.yaml" <<CONF
 upstreams:
   - name: bench
     backends: ["http://$BACKEND"]
 metrics:
   enabled: true
+$extra
 CONF
-RUST_LOG=warn $PROXY_CPU "${ISAME_LB:-./target/release/isame-lb}" --config "$WORK/isame.yaml" \
-    --listen "$ISAME_ADDR" --admin-listen "$ISAME_ADMIN" --workers 1 &
-PIDS+=($!)
-ISAME_PID=$!
+    RUST_LOG=warn $PROXY_CPU "$ISAME" --config "$WORK/$name.yaml" \
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --workers 1 "$@" &
+    PIDS+=($!)
+    LAST_PID=$!
+}
 
-for addr in "$BACKEND" "$NGINX_ADDR" "$ISAME_ADDR"; do
+FEATURES_OFF="health:
+  enabled: false
+circuit_breaker:
+  enabled: false
+retry:
+  enabled: false"
+
+case "$SCENARIO" in
+http)
+    start_nginx 18081; A_PID=$LAST_PID; A_URL=http://127.0.0.1:18081/; A_NAME=nginx
+    start_isame isame 18082 18083 ""; B_PID=$LAST_PID; B_URL=http://127.0.0.1:18082/; B_NAME=isame-lb
+    ;;
+https)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    start_nginx 18443 ssl; A_PID=$LAST_PID; A_URL=https://127.0.0.1:18443/; A_NAME=nginx
+    start_isame isame 18082 18083 "tls:
+  enabled: true
+  cert_file: $WORK/cert.pem
+  key_file: $WORK/key.pem" --https-listen 127.0.0.1:18444
+    B_PID=$LAST_PID; B_URL=https://127.0.0.1:18444/; B_NAME=isame-lb
+    ;;
+features)
+    start_isame off 18085 18086 "$FEATURES_OFF"; A_PID=$LAST_PID; A_URL=http://127.0.0.1:18085/; A_NAME="isame off"
+    # Every feature on, none of them refusing: backends healthy, a rate
+    # limit far above the load.
+    start_isame on 18082 18083 "health:
+  enabled: true
+  interval: 1s
+  timeout: 500ms
+circuit_breaker:
+  enabled: true
+retry:
+  enabled: true
+trusted_proxies: [\"10.0.0.0/8\"]
+routes:
+  - name: all
+    path_prefix: /
+    upstream: bench
+    rate_limit:
+      requests_per_ip: 100000000
+      window_size: 1s"
+    B_PID=$LAST_PID; B_URL=http://127.0.0.1:18082/; B_NAME="isame on"
+    ;;
+esac
+
+for url in "http://$BACKEND/" "$A_URL" "$B_URL"; do
     for _ in $(seq 50); do
-        curl -sf -o /dev/null "http://$addr/" && break
+        curl -ksf -o /dev/null "$url" && break
         sleep 0.1
     done
 done
 
 TICK=$(getconf CLK_TCK)
-# CPU ticks (user+system) of a process and its children processes' threads:
-# nginx's master and worker, or isame-lb's threads.
+# CPU ticks (user+system) of a process and its child processes: nginx's
+# master and worker, or isame-lb's threads.
 cpu_ticks() {
     local total=0 p
     for p in "$1" $(pgrep -P "$1" || true); do
@@ -129,12 +198,12 @@ cpu_ticks() {
     echo "$total"
 }
 
-# run NAME ADDR PID: one measured wrk run; prints "rps p50_us p99_us cpu_us_per_req"
+# run NAME URL PID: one measured wrk run; prints "rps p50_us p99_us cpu_us_per_req"
 run() {
-    local addr=$2 pid=$3 before after out rps p50 p99 reqs
-    $LOAD_CPU wrk -t1 -c"$CONNS" -d1s "http://$addr/" >/dev/null # warm-up
+    local url=$2 pid=$3 before after out rps p50 p99 reqs
+    $LOAD_CPU wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null # warm-up
     before=$(cpu_ticks "$pid")
-    out=$($LOAD_CPU wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://$addr/")
+    out=$($LOAD_CPU wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url")
     after=$(cpu_ticks "$pid")
     if echo "$out" | grep -q "Non-2xx\|Socket errors"; then
         echo "$out" >&2
@@ -150,27 +219,27 @@ run() {
         BEGIN { printf "%.0f %.1f %.1f %.2f\n", rps, us(p50), us(p99), ticks / tick * 1e6 / reqs }'
 }
 
-echo "wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS rounds, pinning: $([ -n "$PROXY_CPU" ] && echo "proxy on CPU 1, wrk+backend on CPU 0" || echo off)" >&2
-: > "$WORK/nginx.res"; : > "$WORK/isame.res"
+echo "scenario $SCENARIO: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS rounds, pinning: $([ -n "$PROXY_CPU" ] && echo "proxies on CPU 1, wrk+backend on CPU 0" || echo off)" >&2
+: > "$WORK/a.res"; : > "$WORK/b.res"
 for r in $(seq "$ROUNDS"); do
-    run nginx "$NGINX_ADDR" "$NGINX_PID" >> "$WORK/nginx.res"
-    run isame "$ISAME_ADDR" "$ISAME_PID" >> "$WORK/isame.res"
-    echo "round $r: nginx $(tail -1 "$WORK/nginx.res")  isame $(tail -1 "$WORK/isame.res")  (rps p50µs p99µs cpuµs/req)" >&2
+    run "$A_NAME" "$A_URL" "$A_PID" >> "$WORK/a.res"
+    run "$B_NAME" "$B_URL" "$B_PID" >> "$WORK/b.res"
+    echo "round $r: $A_NAME $(tail -1 "$WORK/a.res")  $B_NAME $(tail -1 "$WORK/b.res")  (rps p50µs p99µs cpuµs/req)" >&2
 done
 
-curl -sf "http://$ISAME_ADMIN/metrics" | grep -q '^isame_lb_requests_total' || { echo "isame metrics missing" >&2; exit 1; }
+curl -sf "http://127.0.0.1:18083/metrics" | grep -q '^isame_lb_requests_total' || { echo "isame metrics missing" >&2; exit 1; }
 
-paste -d' ' "$WORK/nginx.res" "$WORK/isame.res" | awk '
-    function median(a, n,   i, j, t) {
-        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j > 0 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
-        return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+paste -d' ' "$WORK/a.res" "$WORK/b.res" | awk -v a="$A_NAME" -v b="$B_NAME" -v scenario="$SCENARIO" '
+    function median(x, n,   i, j, t) {
+        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j > 0 && x[j] > t; j--) x[j+1] = x[j]; x[j+1] = t }
+        return (n % 2) ? x[(n+1)/2] : (x[n/2] + x[n/2+1]) / 2
     }
     { n++; for (k = 1; k <= 8; k++) col[k, n] = $k
       r_rps[n] = $5 / $1; r_cpu[n] = $8 / $4; r_p99[n] = $7 / $3 }
     END {
         for (k = 1; k <= 8; k++) { for (i = 1; i <= n; i++) v[i] = col[k, i]; m[k] = median(v, n) }
-        printf "\n%-10s %12s %10s %10s %16s   (median of %d rounds)\n", "proxy", "requests/s", "p50 µs", "p99 µs", "CPU µs/request", n
-        printf "%-10s %12.0f %10.1f %10.1f %16.2f\n", "nginx", m[1], m[2], m[3], m[4]
-        printf "%-10s %12.0f %10.1f %10.1f %16.2f\n", "isame-lb", m[5], m[6], m[7], m[8]
-        printf "ratio isame/nginx (median of per-round ratios): requests/s %.2fx, CPU per request %.2fx, p99 latency %.2fx\n", median(r_rps, n), median(r_cpu, n), median(r_p99, n)
+        printf "\n%-10s %12s %10s %10s %16s   (%s, median of %d rounds)\n", "proxy", "requests/s", "p50 µs", "p99 µs", "CPU µs/request", scenario, n
+        printf "%-10s %12.0f %10.1f %10.1f %16.2f\n", a, m[1], m[2], m[3], m[4]
+        printf "%-10s %12.0f %10.1f %10.1f %16.2f\n", b, m[5], m[6], m[7], m[8]
+        printf "ratio %s / %s (median of per-round ratios): requests/s %.2fx, CPU per request %.2fx, p99 latency %.2fx\n", b, a, median(r_rps, n), median(r_cpu, n), median(r_p99, n)
     }'

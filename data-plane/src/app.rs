@@ -37,7 +37,7 @@ pub struct ProxyOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The config cannot be served.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigErrors),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]

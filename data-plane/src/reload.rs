@@ -22,7 +22,7 @@ pub enum ReloadError {
         source: std::io::Error,
     },
     /// The config is invalid or cannot be served here.
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] ConfigErrors),
 }
 
