@@ -143,6 +143,7 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
                 "backends": u.backends.iter().map(|b| json!({
                     "url": b.url,
                     "weight": b.weight,
+                    "draining": b.drain,
                     "in_flight": b.state.in_flight(),
                     "healthy": b.state.health.is_healthy(),
                     "health_checked": b.state.health.checked(),

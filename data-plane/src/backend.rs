@@ -67,6 +67,8 @@ pub struct Backend {
     pub target: Target,
     /// Weight for `weighted_round_robin`.
     pub weight: u32,
+    /// Draining: no new requests; those in flight finish.
+    pub drain: bool,
     /// State carried across reloads.
     pub state: Arc<BackendState>,
     /// `isame_lb_upstream_healthy{upstream,backend}`.

@@ -103,6 +103,7 @@ mod tests {
                     target: Target::parse(&url).expect("target"),
                     url,
                     weight: *w,
+                    drain: false,
                     state: BackendState::new(),
                     healthy_gauge: prometheus::IntGauge::new("h", "h").expect("gauge"),
                     circuit_gauge: prometheus::IntGauge::new("c", "c").expect("gauge"),

@@ -57,11 +57,12 @@ pub struct UpstreamRt {
 }
 
 impl UpstreamRt {
-    /// True when backend `i` may take a request now: healthy, and its
-    /// breaker would let a request through.
+    /// True when backend `i` may take a request now: not draining, healthy,
+    /// and its breaker would let a request through.
     pub fn eligible(&self, i: usize, now: u64) -> bool {
-        let s = &self.backends[i].state;
-        s.health.is_healthy() && s.breaker.may_try(&self.breaker, now)
+        let b = &self.backends[i];
+        let s = &b.state;
+        !b.drain && s.health.is_healthy() && s.breaker.may_try(&self.breaker, now)
     }
 }
 
@@ -170,6 +171,7 @@ impl Snapshot {
                     url: b.url.clone(),
                     target,
                     weight: b.weight,
+                    drain: b.drain,
                     state,
                     tls,
                 }));

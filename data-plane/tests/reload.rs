@@ -237,3 +237,50 @@ async fn unchanged_backends_keep_connections_and_counters() {
     assert_eq!(a.accepted(), before, "a's pool survived the reload");
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn draining_backend_finishes_its_requests_and_takes_no_new_ones() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let both = |drain_a: bool| {
+        format!(
+            "upstreams:\n  - name: web\n    backends:\n      - url: {}\n        drain: {drain_a}\n      - url: {}\n",
+            a.url(),
+            b.url()
+        )
+    };
+    let proxy = start_with(&both(false), None, 1);
+    let addr = proxy.proxy_addr;
+    let mut client = Client::http1(addr).await.expect("connect");
+    // Find a request that lands on a and keep it in flight across the drain.
+    let slow = loop {
+        let s = tokio::spawn(async move {
+            let mut c = Client::http1(addr).await.expect("connect");
+            let r = c.get("/?delay_ms=600").await.expect("slow");
+            (r.status.as_u16(), backend_of(&r))
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if a.hits() == 1 {
+            break s;
+        }
+        s.await.expect("slow");
+    };
+    proxy.apply(parse(&both(true))).await.expect("reload");
+    for _ in 0..10 {
+        let r = client.get("/").await.expect("request");
+        assert_eq!(backend_of(&r), "b", "a is draining");
+    }
+    assert_eq!(slow.await.expect("slow"), (200, "a".to_string()));
+    let status = isame_testkit::client::get(proxy.admin_addr, "/status")
+        .await
+        .expect("status")
+        .json();
+    assert_eq!(status["upstreams"][0]["backends"][0]["draining"], true);
+    // Undrained, a takes its turn again.
+    proxy.apply(parse(&both(false))).await.expect("reload");
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(backend_of(&client.get("/").await.expect("request")));
+    }
+    assert!(seen.contains(&"a".to_string()), "{seen:?}");
+    stop(proxy).await;
+}

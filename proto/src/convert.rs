@@ -137,6 +137,7 @@ fn upstream_to_pb(u: &Upstream) -> pb::Upstream {
             .map(|b| pb::Backend {
                 url: b.url.clone(),
                 weight: b.weight,
+                drain: b.drain,
             })
             .collect(),
         rate_limit: u.rate_limit.as_ref().map(rate_limit_to_pb),
@@ -384,6 +385,7 @@ fn upstream_from_pb(r: &mut Reader, u: &pb::Upstream, path: &str) -> Upstream {
             .map(|b| Backend {
                 url: b.url.clone(),
                 weight: b.weight,
+                drain: b.drain,
             })
             .collect(),
         rate_limit: u

@@ -408,12 +408,14 @@ fn backend(v: &Value, path: &Path, p: &mut Problems) -> Backend {
         return Backend {
             url: url.clone(),
             weight: defaults::WEIGHT,
+            drain: false,
         };
     }
-    let o = Obj::open(v, path, &["url", "weight"], p);
+    let o = Obj::open(v, path, &["url", "weight", "drain"], p);
     Backend {
         url: o.req("url", p),
         weight: o.get("weight", defaults::WEIGHT, p),
+        drain: o.get("drain", false, p),
     }
 }
 

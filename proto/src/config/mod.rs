@@ -6,11 +6,13 @@
 //! runs every validation rule, returning every problem at once with its path.
 
 mod decode;
+pub mod diff;
 pub mod duration;
 mod errors;
 pub mod tls_names;
 mod validate;
 
+pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors};
 
 use ipnet::IpNet;
@@ -156,6 +158,14 @@ pub struct Backend {
     pub url: String,
     /// Share of traffic under `weighted_round_robin` (1 to 1000).
     pub weight: u32,
+    /// Draining: takes no new requests; those in flight finish. Set before
+    /// removing a backend so that nothing is cut off.
+    #[serde(skip_serializing_if = "is_false")]
+    pub drain: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Sliding-window limit per client IP.

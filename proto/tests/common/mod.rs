@@ -1,0 +1,192 @@
+//! Shared by the property tests: a proptest strategy for arbitrary valid
+//! [`Config`]s, every optional section and keyed list exercised.
+
+use isame_proto::config::*;
+use proptest::prelude::*;
+use std::net::IpAddr;
+use std::time::Duration;
+
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        (1u64..3_600_000).prop_map(Duration::from_millis),
+        (1u64..u32::MAX as u64).prop_map(Duration::from_nanos),
+    ]
+}
+
+fn algorithm() -> impl Strategy<Value = Algorithm> {
+    prop_oneof![
+        Just(Algorithm::RoundRobin),
+        Just(Algorithm::WeightedRoundRobin),
+        Just(Algorithm::LeastConnections),
+    ]
+}
+
+fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
+    (
+        "[a-z][a-z0-9_.-]{0,12}",
+        algorithm(),
+        prop::collection::vec((1u32..=1000, any::<bool>()), 1..5),
+        prop::option::of((any::<bool>(), 1u32..10_000, duration())),
+        duration(),
+        duration(),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            1u32..10,
+        ),
+    )
+        .prop_map(
+            move |(name, algorithm, backends, rl, connect, response, own)| Upstream {
+                name: format!("{name}-{index}"),
+                algorithm,
+                backends: backends
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, (weight, tls))| Backend {
+                        url: format!(
+                            "{}://10.{index}.0.{j}:{}",
+                            if tls { "https" } else { "http" },
+                            3000 + j
+                        ),
+                        weight,
+                        drain: j % 3 == 2,
+                    })
+                    .collect(),
+                rate_limit: rl.map(|(enabled, requests_per_ip, window_size)| RateLimit {
+                    enabled,
+                    requests_per_ip,
+                    window_size,
+                }),
+                connect_timeout: connect,
+                response_timeout: response,
+                health: own.0.then(|| Health {
+                    expected_statuses: vec!["2xx".into(), "304".into()],
+                    healthy_threshold: own.4,
+                    ..Health::default()
+                }),
+                circuit_breaker: own.1.then(|| CircuitBreaker {
+                    half_open_requests: own.4,
+                    ..CircuitBreaker::default()
+                }),
+                retry: own.2.then(|| Retry {
+                    budget_percent: own.4 * 10,
+                    max_body_bytes: own.4 * 1000,
+                    ..Retry::default()
+                }),
+                tls: own.3.then(|| UpstreamTls {
+                    ca_file: "ca.pem".into(),
+                    server_name: format!("backend-{index}.internal"),
+                }),
+            },
+        )
+}
+
+pub fn config() -> impl Strategy<Value = Config> {
+    (
+        (1usize..4).prop_flat_map(|n| (0..n).map(upstream).collect::<Vec<_>>()),
+        prop::collection::vec(
+            (
+                prop::option::of("[a-z]{1,8}(\\.[a-z]{1,8}){0,2}"),
+                prop::option::of("/[a-z0-9/_-]{0,10}"),
+                prop::collection::btree_map("x-[a-z]{1,6}", "[ -~]{0,10}", 0..3),
+                any::<prop::sample::Index>(),
+                any::<bool>(),
+            ),
+            0..4,
+        ),
+        prop::collection::vec((any::<[u8; 4]>(), 0u8..=32), 0..3),
+        (any::<bool>(), duration(), 1u32..10, 1u32..10),
+        (any::<bool>(), 1u32..100, duration()),
+        (any::<bool>(), 1u32..=10, duration()),
+        ("[a-zA-Z0-9 .-]{0,10}", "[a-z-]{0,10}"),
+        (1024u32..100_000, duration(), duration(), duration()),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(upstreams, routes, proxies, health, breaker, retry, labels, server, tls_on)| {
+                let names: Vec<String> = upstreams.iter().map(|u| u.name.clone()).collect();
+                let (interval_on, interval, unhealthy, healthy) = health;
+                Config {
+                    version: labels.0,
+                    service: labels.1,
+                    server: Server {
+                        address: IpAddr::from([0, 0, 0, 0]),
+                        port: 8080,
+                        https_port: 8443,
+                        read_timeout: server.1,
+                        write_timeout: server.2,
+                        idle_timeout: server.3,
+                        max_header_bytes: server.0,
+                        shutdown_timeout: Duration::from_secs(5),
+                    },
+                    routes: routes
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (host, path_prefix, headers, up, wildcard))| Route {
+                            name: format!("r{i}"),
+                            host: host.map(|h| if wildcard { format!("*.{h}") } else { h }),
+                            path_prefix,
+                            headers: headers
+                                .into_iter()
+                                .map(|(name, value)| HeaderMatch { name, value })
+                                .collect(),
+                            upstream: names[up.index(names.len())].clone(),
+                            rate_limit: wildcard.then(|| RateLimit {
+                                enabled: true,
+                                requests_per_ip: 7,
+                                window_size: Duration::from_secs(9),
+                            }),
+                        })
+                        .collect(),
+                    upstreams,
+                    trusted_proxies: proxies
+                        .into_iter()
+                        .map(|(ip, len)| {
+                            ipnet::Ipv4Net::new(ip.into(), len)
+                                .expect("prefix length is at most 32")
+                                .into()
+                        })
+                        .collect(),
+                    health: Health {
+                        enabled: interval_on,
+                        interval: interval + Duration::from_secs(10),
+                        timeout: Duration::from_secs(1),
+                        path: "/healthz".into(),
+                        unhealthy_threshold: unhealthy,
+                        healthy_threshold: healthy,
+                        expected_statuses: vec!["200-399".into()],
+                    },
+                    metrics: Metrics::default(),
+                    circuit_breaker: CircuitBreaker {
+                        enabled: breaker.0,
+                        failure_threshold: breaker.1,
+                        timeout: breaker.2,
+                        half_open_requests: breaker.1,
+                    },
+                    retry: Retry {
+                        enabled: retry.0,
+                        max_attempts: retry.1,
+                        initial_backoff: retry.2,
+                        max_backoff: retry.2 * 2,
+                        budget_percent: retry.1 * 10,
+                        budget_min_per_second: retry.1,
+                        max_body_bytes: 65536,
+                    },
+                    tls: Tls {
+                        enabled: tls_on,
+                        cert_file: "cert.pem".into(),
+                        key_file: "key.pem".into(),
+                        min_version: "1.2".into(),
+                        cipher_suites: vec!["TLS_AES_128_GCM_SHA256".into()],
+                        certificates: vec![Certificate {
+                            cert_file: "b.pem".into(),
+                            key_file: "b.key".into(),
+                        }],
+                        redirect_http: tls_on,
+                    },
+                }
+            },
+        )
+}
