@@ -1,12 +1,11 @@
 //! `isame-control-plane`: stores, versions and distributes Isame configuration.
-//!
-//! The store, REST API and gRPC distribution are being built; this binary
-//! already carries the command-line contract of CONTRACT.md so scripts and
-//! packaging can rely on it.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use isame_control_plane::app::{self, ControlPlane, Options};
+use isame_control_plane::store::Role as StoredRole;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
 
 /// Isame control plane: versioned config store, REST API, gRPC distribution.
 #[derive(Debug, Parser)]
@@ -21,9 +20,15 @@ struct Cli {
     /// gRPC address for data-plane streams.
     #[arg(long, default_value = "127.0.0.1:7071")]
     grpc_listen: SocketAddr,
-    /// Bootstrap admin token.
+    /// Bootstrap admin token (kept hashed, under the name `bootstrap-admin`).
     #[arg(long, env = "ISAME_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Largest REST request body, in bytes.
+    #[arg(long, default_value_t = isame_control_plane::api::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -41,7 +46,7 @@ enum Command {
 enum TokenAction {
     /// Create a token and print it once.
     Create {
-        /// A name for the token (shown in the audit log).
+        /// A name for the token (shown in versions and the audit log).
         #[arg(long)]
         name: String,
         /// What the token may do.
@@ -52,15 +57,120 @@ enum TokenAction {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Role {
+    /// Read and write.
     Admin,
+    /// Read only.
     Viewer,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!(
-        "isame-control-plane: the server is not part of this release yet; \
-         run a data plane standalone with `isame-lb --config FILE`"
-    );
-    ExitCode::FAILURE
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("isame-control-plane: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Token {
+                action: TokenAction::Create { name, role },
+            }) => create_token(&cli.database_url, &name, role).await,
+            None => serve(cli).await,
+        }
+    })
+}
+
+async fn create_token(url: &str, name: &str, role: Role) -> ExitCode {
+    let role = match role {
+        Role::Admin => StoredRole::Admin,
+        Role::Viewer => StoredRole::Viewer,
+    };
+    let store = match app::open_store(url).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("isame-control-plane: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let created = app::create_token(&store, name, role).await;
+    store.close().await;
+    match created {
+        Ok(token) => {
+            println!("{token}");
+            eprintln!(
+                "created {} token {name:?}; it is shown only this once",
+                role.as_str()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("isame-control-plane: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> ExitCode {
+    let mut options = Options::new(cli.database_url, cli.api_listen);
+    options.admin_token = cli.admin_token;
+    options.max_body_bytes = cli.max_body_bytes;
+    tracing::debug!(grpc_listen = %cli.grpc_listen, "gRPC address reserved for data-plane streams");
+    let cp = match ControlPlane::start(options).await {
+        Ok(cp) => cp,
+        Err(e) => {
+            eprintln!("isame-control-plane: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    cp.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

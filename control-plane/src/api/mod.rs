@@ -1,0 +1,123 @@
+//! The REST API (`/api/v1`), the operational endpoints (`/healthz`,
+//! `/readyz`, `/metrics`) and the generated OpenAPI document.
+
+pub mod auth;
+mod config;
+pub mod error;
+mod extract;
+mod history;
+mod nodes;
+mod openapi;
+mod ops;
+mod resources;
+mod routes;
+mod upstreams;
+
+use crate::configs::Configs;
+use crate::metrics::Metrics;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use error::ApiError;
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The current config and its writers.
+    pub configs: Arc<Configs>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Whether the API may run without tokens while none exists (loopback only).
+    pub allow_open: bool,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// Default largest request body: room for configs with many thousands of upstreams.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+
+/// The `/api/v1` routes with their OpenAPI description.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(config::get_config, config::put_config))
+        .routes(routes!(upstreams::list, upstreams::create))
+        .routes(routes!(
+            upstreams::get_one,
+            upstreams::put,
+            upstreams::delete
+        ))
+        .routes(routes!(upstreams::add_backend))
+        .routes(routes!(upstreams::patch_backend, upstreams::delete_backend))
+        .routes(routes!(routes::list, routes::create))
+        .routes(routes!(routes::get_one, routes::put, routes::delete))
+        .routes(routes!(history::versions))
+        .routes(routes!(history::version))
+        .routes(routes!(history::diff))
+        .routes(routes!(history::rollback))
+        .routes(routes!(history::audit))
+        .routes(routes!(nodes::list))
+        .routes(routes!(nodes::get_one))
+}
+
+/// The OpenAPI document of the whole API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .nest("/api/v1", api())
+        .split_for_parts();
+    doc
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .nest(
+            "/api/v1",
+            api().route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::authenticate,
+            )),
+        )
+        .split_for_parts();
+    let doc = Arc::new(doc);
+    api.route(
+        "/api/v1/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .route("/healthz", get(ops::healthz))
+    .route("/readyz", get(ops::readyz))
+    .route("/metrics", get(ops::metrics))
+    .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    .layer(middleware::from_fn_with_state(state.clone(), count))
+    .layer(CatchPanicLayer::custom(|_| {
+        ApiError::Internal("a handler panicked".into()).into_response()
+    }))
+    .with_state(state)
+}
+
+/// Counts every request in `isame_cp_api_requests_total`.
+async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    state
+        .metrics
+        .api_requests
+        .with_label_values(&[&method, &route, response.status().as_str()])
+        .inc();
+    response
+}

@@ -1,0 +1,59 @@
+//! `/nodes`: the ledger of data planes, what each runs and reports.
+
+use super::error::ApiError;
+use super::extract::ApiPath;
+use super::history::rfc3339;
+use super::openapi::{ErrorBody, Resource};
+use super::AppState;
+use crate::store::NodeRecord;
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+fn view(n: &NodeRecord, newest: u64) -> Value {
+    json!({
+        "id": n.id,
+        "hostname": n.hostname,
+        "labels": n.labels,
+        "build": n.build,
+        "connected": n.connected,
+        "first_seen": rfc3339(n.first_seen),
+        "last_seen": rfc3339(n.last_seen),
+        "version": n.version,
+        "behind": n.version.is_none_or(|v| v < newest),
+        "last_nack": n.last_nack,
+        "health": n.health,
+        "traffic": n.traffic,
+    })
+}
+
+/// Every data plane that ever subscribed.
+#[utoipa::path(get, path = "/nodes", tag = "nodes",
+    responses((status = 200, description = "`{version, nodes: [...]}`", body = Resource)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let newest = state.configs.current().version;
+    let nodes = state.configs.store().nodes().await?;
+    Ok(Json(json!({
+        "version": newest,
+        "nodes": nodes.iter().map(|n| view(n, newest)).collect::<Vec<_>>(),
+    })))
+}
+
+/// One data plane.
+#[utoipa::path(get, path = "/nodes/{id}", tag = "nodes",
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 200, description = "The node", body = Resource),
+        (status = 404, description = "No such node", body = ErrorBody)))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let newest = state.configs.current().version;
+    let node = state
+        .configs
+        .store()
+        .node(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("node {id:?} not found")))?;
+    Ok(Json(view(&node, newest)))
+}

@@ -1,0 +1,114 @@
+//! The OpenAPI document's shared parts: info, security and the schemas of
+//! bodies that handlers build as JSON. Paths come from the handlers'
+//! `#[utoipa::path]` attributes, so the document follows the real routes.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// The document's fixed parts.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Isame control plane",
+        description = "Versioned configuration of Isame data planes. Every write is \
+            validated, creates an immutable version and is audited. Reads need a viewer or \
+            admin token, writes an admin token (`Authorization: Bearer ...`)."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(ErrorBody, ValidationErrorBody, FieldError, Change, ApplyResult))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// An error.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// What went wrong.
+    error: String,
+}
+
+/// A config that failed validation.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ValidationErrorBody {
+    /// `invalid config`.
+    error: String,
+    /// Every problem, with its path.
+    errors: Vec<FieldError>,
+}
+
+/// One validation problem.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FieldError {
+    /// Where, e.g. `upstreams[0].backends[1].url`.
+    path: String,
+    /// What is wrong.
+    message: String,
+}
+
+/// What happened to one thing.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum ChangeOp {
+    /// It is new.
+    Added,
+    /// It is gone.
+    Removed,
+    /// Its value changed.
+    Changed,
+    /// The order of a list changed.
+    Reordered,
+}
+
+/// One difference between two configs.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Change {
+    /// What happened.
+    op: ChangeOp,
+    /// Where, e.g. `upstreams[api].backends[http://10.0.0.1:8080].weight`.
+    path: String,
+    /// The value before (absent for `added`).
+    #[schema(value_type = Object, nullable)]
+    old: Option<serde_json::Value>,
+    /// The value after (absent for `removed`).
+    #[schema(value_type = Object, nullable)]
+    new: Option<serde_json::Value>,
+}
+
+/// The result of a write.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ApplyResult {
+    /// The newest version after the write (unchanged for a dry run or a
+    /// write that changed nothing).
+    version: u64,
+    /// Whether a new version was created.
+    created: bool,
+    /// Whether this was a dry run.
+    dry_run: bool,
+    /// What changed (or would change).
+    changes: Vec<Change>,
+}
+
+/// A document in the config model (YAML or JSON): the whole config, an
+/// upstream, a backend or a route, as the README's config reference describes.
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+pub struct Resource(serde_json::Value);

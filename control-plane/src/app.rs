@@ -1,0 +1,251 @@
+//! Starting and stopping the control plane: open the store, bootstrap the
+//! admin token, refuse an exposed address without tokens, serve the API, and
+//! drain on shutdown.
+
+use crate::api::{self, AppState};
+use crate::configs::Configs;
+use crate::metrics::Metrics;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{DynStore, NewAudit, Role, StoreError};
+use crate::tokens;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database {url}: {source}")]
+    Store {
+        /// The database URL, without credentials.
+        url: String,
+        /// What failed.
+        source: StoreError,
+    },
+    /// The URL names a database kind this build does not support.
+    #[error("unsupported database URL {0:?}: use sqlite://FILE")]
+    UnsupportedDatabase(String),
+    /// The API would be reachable from other hosts with no token to protect it.
+    #[error(
+        "refusing to serve the API on {0} with no API token: set ISAME_ADMIN_TOKEN \
+         (or --admin-token), create one with `isame-control-plane token create`, \
+         or listen on a loopback address"
+    )]
+    Exposed(SocketAddr),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// How to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `sqlite://FILE`.
+    pub database_url: String,
+    /// REST API, dashboard and `/metrics`.
+    pub api_listen: SocketAddr,
+    /// Bootstrap admin token.
+    pub admin_token: Option<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Options {
+    /// Defaults for a database URL and an API address.
+    pub fn new(database_url: impl Into<String>, api_listen: SocketAddr) -> Self {
+        Self {
+            database_url: database_url.into(),
+            api_listen,
+            admin_token: None,
+            max_body_bytes: api::DEFAULT_MAX_BODY_BYTES,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Name of the token set by `ISAME_ADMIN_TOKEN`.
+pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
+
+/// Opens the store a database URL names.
+pub async fn open_store(url: &str) -> Result<DynStore, StartError> {
+    if !url.starts_with("sqlite:") {
+        return Err(StartError::UnsupportedDatabase(redact(url)));
+    }
+    let store = SqliteStore::open(url)
+        .await
+        .map_err(|source| StartError::Store {
+            url: redact(url),
+            source,
+        })?;
+    Ok(Arc::new(store))
+}
+
+/// A URL with any password removed, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    /// Where the REST API listens.
+    pub api_addr: SocketAddr,
+    /// The current config and its writers.
+    pub configs: Arc<Configs>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl ControlPlane {
+    /// Opens the store, checks exposure, binds and serves.
+    pub async fn start(options: Options) -> Result<ControlPlane, StartError> {
+        let store = open_store(&options.database_url).await?;
+        let store_err = |source| StartError::Store {
+            url: redact(&options.database_url),
+            source,
+        };
+        if let Some(token) = &options.admin_token {
+            store
+                .ensure_token(BOOTSTRAP_TOKEN_NAME, Role::Admin, &tokens::hash(token))
+                .await
+                .map_err(store_err)?;
+        }
+        let has_tokens = store.has_tokens().await.map_err(store_err)?;
+        let loopback = options.api_listen.ip().is_loopback();
+        if !loopback && !has_tokens {
+            return Err(StartError::Exposed(options.api_listen));
+        }
+        if !has_tokens {
+            tracing::warn!(
+                addr = %options.api_listen,
+                "no API token exists: the API is open to local clients until one is created"
+            );
+        }
+        let metrics = Arc::new(Metrics::new()?);
+        let configs = Arc::new(
+            Configs::load(store.clone(), metrics.clone())
+                .await
+                .map_err(store_err)?,
+        );
+        let state = AppState {
+            configs: configs.clone(),
+            metrics,
+            allow_open: loopback,
+            max_body_bytes: options.max_body_bytes,
+        };
+        let listener = TcpListener::bind(options.api_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: options.api_listen,
+                source,
+            })?;
+        let api_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: options.api_listen,
+            source,
+        })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let grace = options.shutdown_timeout;
+        let task = tokio::spawn(async move {
+            serve(
+                listener,
+                state,
+                async {
+                    let _ = stopped.await;
+                },
+                grace,
+            )
+            .await;
+            store.close().await;
+        });
+        tracing::info!(%api_addr, version = configs.current().version, "control plane API listening");
+        Ok(ControlPlane {
+            api_addr,
+            configs,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to the grace
+    /// period) and closes the database.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains for
+/// at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) {
+    let (begun, drain) = oneshot::channel::<()>();
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = begun.send(());
+    });
+    let deadline = async move {
+        if drain.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "API server failed");
+            }
+        }
+        () = deadline => tracing::warn!("shutdown grace period over; closing requests still in flight"),
+    }
+}
+
+/// Creates a token and records it in the audit log; returns the secret.
+pub async fn create_token(
+    store: &DynStore,
+    name: &str,
+    role: Role,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err("a token name must be 1 to 100 printable characters".into());
+    }
+    let token = tokens::generate().map_err(|e| format!("cannot get random bytes: {e}"))?;
+    store
+        .create_token(name, role, &tokens::hash(&token))
+        .await?;
+    store
+        .audit(NewAudit {
+            actor: "isame-control-plane token create".into(),
+            remote_addr: String::new(),
+            action: "token.create".into(),
+            target: name.into(),
+            message: format!("role {}", role.as_str()),
+            changes: Vec::new(),
+        })
+        .await?;
+    Ok(token)
+}

@@ -1,0 +1,249 @@
+//! The current config and the one way it changes: an edit of the newest
+//! version is validated, compared with it and committed as a new version.
+//!
+//! Writers in this process take turns (one lock); the store's unique version
+//! number stops a writer in another replica from committing over a version it
+//! did not see. Readers get the newest version from a `watch` channel without
+//! touching the database, and so do the data-plane streams.
+
+use crate::metrics::Metrics;
+use crate::store::{DynStore, NewAudit, NewVersion, StoreError};
+use bytes::Bytes;
+use isame_proto::config::{diff_from, Change};
+use isame_proto::{Config, ConfigErrors};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::sync::{watch, Mutex};
+
+/// The newest version as readers see it.
+#[derive(Debug, Clone, Default)]
+pub struct Current {
+    /// 0 before anything was applied.
+    pub version: u64,
+    /// The config; `None` before anything was applied.
+    pub config: Option<Arc<Config>>,
+    /// SHA-256 of [`Self::json`].
+    pub hash: String,
+    /// The config as JSON, ready to send.
+    pub json: Bytes,
+}
+
+/// Why a change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The result would not be a valid config.
+    #[error("invalid config")]
+    Invalid(ConfigErrors),
+    /// `If-Match` named a version that is no longer the newest.
+    #[error("version {current} is the newest, not the one this change was based on")]
+    Stale {
+        /// The newest version.
+        current: u64,
+    },
+    /// The edit refers to something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The edit would create something that already exists.
+    #[error("{0}")]
+    Exists(String),
+    /// The edit itself is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a change must match before it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// `If-Match: *`: some version exists.
+    Any,
+    /// `If-Match: "N"`: version N is the newest.
+    Version(u64),
+}
+
+/// Who asks for a change, and how it is to be recorded.
+#[derive(Debug, Clone)]
+pub struct ChangeRequest {
+    /// Token name.
+    pub actor: String,
+    /// Client address.
+    pub remote_addr: String,
+    /// Audit action, e.g. `config.apply`.
+    pub action: &'static str,
+    /// What is acted on.
+    pub target: String,
+    /// Why.
+    pub message: String,
+    /// `If-Match`.
+    pub precondition: Option<Precondition>,
+    /// Only compute the changes.
+    pub dry_run: bool,
+    /// For a rollback, the version restored.
+    pub rollback_of: Option<u64>,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// The newest version after the change (the current one for a dry run or
+    /// a change that changed nothing).
+    pub version: u64,
+    /// Whether a version was created.
+    pub created: bool,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// What changed (or would change).
+    pub changes: Vec<Change>,
+}
+
+/// The current config and its writers.
+pub struct Configs {
+    store: DynStore,
+    current: watch::Sender<Arc<Current>>,
+    writer: Mutex<()>,
+    metrics: Arc<Metrics>,
+}
+
+/// SHA-256 of a config's JSON, hex.
+pub fn content_hash(json: &[u8]) -> String {
+    crate::tokens::hex(&Sha256::digest(json))
+}
+
+/// Error for a config that cannot be written as JSON (not expected to happen).
+fn unserializable(e: serde_json::Error) -> ChangeError {
+    ChangeError::Store(StoreError::Corrupt(format!("config not serializable: {e}")))
+}
+
+impl Configs {
+    /// Loads the newest version from the store.
+    pub async fn load(store: DynStore, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        let current = match store.head().await? {
+            None => Current::default(),
+            Some(v) => {
+                let config = Config::from_json(&v.config).map_err(|e| {
+                    StoreError::Corrupt(format!("version {} does not load: {e}", v.version))
+                })?;
+                Current {
+                    version: v.version,
+                    config: Some(Arc::new(config)),
+                    hash: v.hash,
+                    json: Bytes::from(v.config),
+                }
+            }
+        };
+        metrics.config_version.set(current.version as i64);
+        let (tx, _) = watch::channel(Arc::new(current));
+        Ok(Self {
+            store,
+            current: tx,
+            writer: Mutex::new(()),
+            metrics,
+        })
+    }
+
+    /// The newest version.
+    pub fn current(&self) -> Arc<Current> {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that sees every new version (latest wins).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Current>> {
+        self.current.subscribe()
+    }
+
+    /// The store behind this.
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// Applies `edit` to the newest config and commits the result as a new
+    /// version, unless it is invalid, identical, stale or a dry run.
+    pub async fn change<F>(&self, req: ChangeRequest, edit: F) -> Result<Outcome, ChangeError>
+    where
+        F: FnOnce(Option<&Config>) -> Result<Config, ChangeError>,
+    {
+        let _turn = self.writer.lock().await;
+        let cur = self.current();
+        match req.precondition {
+            Some(Precondition::Version(v)) if v != cur.version => {
+                return Err(ChangeError::Stale {
+                    current: cur.version,
+                })
+            }
+            Some(Precondition::Any) if cur.config.is_none() => {
+                return Err(ChangeError::Stale { current: 0 })
+            }
+            _ => {}
+        }
+        let new = edit(cur.config.as_deref())?;
+        let json = serde_json::to_vec(&new).map_err(unserializable)?;
+        let hash = content_hash(&json);
+        if cur.config.is_some() && hash == cur.hash {
+            return Ok(Outcome {
+                version: cur.version,
+                created: false,
+                dry_run: req.dry_run,
+                changes: Vec::new(),
+            });
+        }
+        let changes = diff_from(cur.config.as_deref(), &new);
+        if req.dry_run {
+            return Ok(Outcome {
+                version: cur.version,
+                created: false,
+                dry_run: true,
+                changes,
+            });
+        }
+        let version = cur.version + 1;
+        let model = Arc::new(new);
+        let text = String::from_utf8(json).map_err(|e| {
+            ChangeError::Store(StoreError::Corrupt(format!(
+                "config JSON is not UTF-8: {e}"
+            )))
+        })?;
+        let commit = NewVersion {
+            version,
+            author: req.actor.clone(),
+            message: req.message.clone(),
+            hash: hash.clone(),
+            config: text.clone(),
+            model: model.clone(),
+            previous: cur.config.clone(),
+            changes: changes.clone(),
+            rollback_of: req.rollback_of,
+            audit: NewAudit {
+                actor: req.actor,
+                remote_addr: req.remote_addr,
+                action: req.action.to_string(),
+                target: req.target,
+                message: req.message,
+                changes: changes.clone(),
+            },
+        };
+        match self.store.commit(commit).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                // Another replica committed first; its version is the newest now.
+                return Err(ChangeError::Stale { current: version });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.current.send_replace(Arc::new(Current {
+            version,
+            config: Some(model),
+            hash,
+            json: Bytes::from(text),
+        }));
+        self.metrics.config_version.set(version as i64);
+        tracing::info!(version, changes = changes.len(), "config version committed");
+        Ok(Outcome {
+            version,
+            created: true,
+            dry_run: false,
+            changes,
+        })
+    }
+}

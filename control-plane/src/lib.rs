@@ -1,0 +1,13 @@
+//! The Isame control plane: a versioned config store with a REST API (and,
+//! with the distribution layer, gRPC streams to data planes).
+//!
+//! [`app::ControlPlane::start`] runs everything on already chosen addresses;
+//! `main.rs` only parses flags and waits for a signal.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod configs;
+pub mod metrics;
+pub mod store;
+pub mod tokens;

@@ -1,0 +1,230 @@
+//! Where the control plane keeps its state. Handlers and the change logic see
+//! only the [`Store`] trait; [`sqlite::SqliteStore`] is the embedded backend,
+//! and a Postgres backend implements the same trait.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use isame_proto::config::Change;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What can go wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed an operation.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Running the embedded migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// Another writer created the version this commit meant to create.
+    #[error("version {0} already exists")]
+    Conflict(u64),
+    /// A token with this name already exists.
+    #[error("a token named {0:?} already exists")]
+    DuplicateToken(String),
+}
+
+/// A shared store.
+pub type DynStore = Arc<dyn Store>;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read and write.
+    Admin,
+    /// Read only.
+    Viewer,
+}
+
+impl Role {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// The role with this stored name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "viewer" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+/// An API token as stored (the secret itself is never kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Shown in versions and the audit log.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// One stored config version.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRecord {
+    /// Monotonic number, from 1.
+    pub version: u64,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Name of the token that made it.
+    pub author: String,
+    /// Why, in the author's words.
+    pub message: String,
+    /// SHA-256 of the config JSON.
+    pub hash: String,
+    /// When this version restored an older one, that one.
+    pub rollback_of: Option<u64>,
+    /// The full config as JSON text.
+    #[serde(skip)]
+    pub config: String,
+    /// Changes against the version before.
+    #[serde(skip)]
+    pub changes: Vec<Change>,
+}
+
+/// A version to append.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// Must be exactly one more than the newest stored version.
+    pub version: u64,
+    /// Token name.
+    pub author: String,
+    /// Why.
+    pub message: String,
+    /// SHA-256 of `config`.
+    pub hash: String,
+    /// The full config as JSON text.
+    pub config: String,
+    /// The config itself, to write the resource tables.
+    pub model: Arc<isame_proto::Config>,
+    /// The config this one replaces (to update only what changed).
+    pub previous: Option<Arc<isame_proto::Config>>,
+    /// Changes against the version before.
+    pub changes: Vec<Change>,
+    /// The version this one restores, for a rollback.
+    pub rollback_of: Option<u64>,
+    /// The audit entry written in the same transaction.
+    pub audit: NewAudit,
+}
+
+/// An audit entry to record.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    /// Token name.
+    pub actor: String,
+    /// The client's address.
+    pub remote_addr: String,
+    /// What was done, e.g. `config.apply`.
+    pub action: String,
+    /// What it was done to, e.g. an upstream's name.
+    pub target: String,
+    /// Why.
+    pub message: String,
+    /// What changed.
+    pub changes: Vec<Change>,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    /// Increasing id.
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// Token name.
+    pub actor: String,
+    /// The client's address.
+    pub remote_addr: String,
+    /// What was done.
+    pub action: String,
+    /// What it was done to.
+    pub target: String,
+    /// The version it created, if any.
+    pub version: Option<u64>,
+    /// Why.
+    pub message: String,
+    /// What changed.
+    pub changes: Vec<Change>,
+}
+
+/// A data plane in the ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRecord {
+    /// Node id given by the data plane.
+    pub id: String,
+    /// Its host name.
+    pub hostname: String,
+    /// Its labels.
+    pub labels: serde_json::Value,
+    /// Its build version.
+    pub build: String,
+    /// Whether its stream is open.
+    pub connected: bool,
+    /// Unix milliseconds.
+    pub first_seen: i64,
+    /// Unix milliseconds.
+    pub last_seen: i64,
+    /// The newest version it ACKed.
+    pub version: Option<u64>,
+    /// Its last NACK: `{version, errors}`.
+    pub last_nack: Option<serde_json::Value>,
+    /// Backends as this node sees them.
+    pub health: serde_json::Value,
+    /// Recent traffic counters.
+    pub traffic: serde_json::Value,
+}
+
+/// A page of a newest-first list: at most `limit` items older than `before`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// Largest number of items.
+    pub limit: u32,
+    /// Only items with a smaller id/version.
+    pub before: Option<i64>,
+}
+
+/// The control plane's persistent state.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// True when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// The newest version, with its config.
+    async fn head(&self) -> Result<Option<VersionRecord>, StoreError>;
+    /// One version, with its config.
+    async fn version(&self, version: u64) -> Result<Option<VersionRecord>, StoreError>;
+    /// Versions, newest first (without their configs).
+    async fn versions(&self, page: Page) -> Result<Vec<VersionRecord>, StoreError>;
+    /// Appends a version, rewrites the resources it changed and records the
+    /// audit entry, all in one transaction. [`StoreError::Conflict`] when
+    /// `v.version` already exists.
+    async fn commit(&self, v: NewVersion) -> Result<(), StoreError>;
+    /// Records an audit entry that created no version.
+    async fn audit(&self, entry: NewAudit) -> Result<(), StoreError>;
+    /// Audit entries, newest first.
+    async fn audit_log(&self, page: Page) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The token with this hash.
+    async fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// True when at least one token exists.
+    async fn has_tokens(&self) -> Result<bool, StoreError>;
+    /// Stores a token's hash under a new name.
+    async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<(), StoreError>;
+    /// Makes sure a token with this hash exists (the bootstrap admin token).
+    async fn ensure_token(&self, name: &str, role: Role, hash: &str) -> Result<(), StoreError>;
+    /// Every node in the ledger.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// One node.
+    async fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
+    /// Flushes and closes the database.
+    async fn close(&self);
+}
