@@ -24,8 +24,10 @@ use std::time::{Duration, UNIX_EPOCH};
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// At most this many items (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Only items older than this version or id.
+    #[param(minimum = 1)]
     before: Option<i64>,
 }
 
@@ -34,6 +36,9 @@ impl PageParams {
         let limit = self.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
             return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));
+        }
+        if self.before.is_some_and(|b| b < 1) {
+            return Err(ApiError::BadRequest("before must be 1 or more".into()));
         }
         Ok(Page {
             limit,

@@ -68,15 +68,16 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the whole API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (_, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (_, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/api/v1", api())
         .split_for_parts();
+    openapi::add_common_responses(&mut doc);
     doc
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (api, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest(
             "/api/v1",
             api().route_layer(middleware::from_fn_with_state(
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .split_for_parts();
+    openapi::add_common_responses(&mut doc);
     let doc = Arc::new(doc);
     api.route(
         "/api/v1/openapi.json",

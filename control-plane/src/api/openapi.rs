@@ -2,7 +2,9 @@
 //! bodies that handlers build as JSON. Paths come from the handlers'
 //! `#[utoipa::path]` attributes, so the document follows the real routes.
 
+use utoipa::openapi::path::HttpMethod;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 /// The document's fixed parts.
@@ -112,3 +114,51 @@ pub struct ApplyResult {
 #[schema(value_type = Object)]
 #[allow(dead_code)]
 pub struct Resource(serde_json::Value);
+
+/// Adds the answers every operation can give (bad parameters, no token, a
+/// viewer writing, a body too large or of the wrong type, a database that
+/// does not answer), so that each operation's document is complete.
+pub fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            (HttpMethod::Get, &mut item.get),
+            (HttpMethod::Put, &mut item.put),
+            (HttpMethod::Post, &mut item.post),
+            (HttpMethod::Delete, &mut item.delete),
+            (HttpMethod::Patch, &mut item.patch),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op.as_mut() else { continue };
+            let responses = &mut op.responses.responses;
+            let mut add = |code: &str, description: &str| {
+                responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| error(description).into());
+            };
+            add("400", "Malformed parameters, headers or body");
+            add("401", "No valid bearer token");
+            add("503", "The database does not answer");
+            if method != HttpMethod::Get {
+                add("403", "The token may only read");
+                add("404", "Nothing to change, or no such resource");
+                add("412", "`If-Match` is not the newest version");
+                add("413", "Body over the limit");
+                add("415", "Body type not JSON or YAML");
+                add("422", "The result would be an invalid config");
+            } else {
+                add("404", "No such resource");
+            }
+        }
+    }
+}
