@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Starts the Isame demo: three echo backends and a standalone data plane
-# (isame-lb) on examples/standalone.yaml. Ctrl-C stops everything.
+# Starts the Isame demo: the control plane on an embedded SQLite file, three
+# echo backends and a data plane (isame-lb) on examples/standalone.yaml. The
+# same config is applied to the control plane as its first version, so its
+# REST API, versions and audit log can be tried. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 echo "building release binaries (the first build takes a few minutes)..."
-cargo build --release --bin isame-lb --bin isame-echo
+cargo build --release --bin isame-lb --bin isame-echo --bin isame-control-plane
+
+state=target/demo
+mkdir -p "$state"
+token_file="$state/admin-token"
+[ -s "$token_file" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$token_file"
+token=$(cat "$token_file")
 
 pids=()
 cleanup() {
@@ -15,6 +23,9 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+ISAME_ADMIN_TOKEN="$token" ./target/release/isame-control-plane \
+    --database-url "sqlite://$state/isame.db" &
+pids+=($!)
 for i in 1 2 3; do
     ./target/release/isame-echo --listen "127.0.0.1:300$i" --name "backend-$i" &
     pids+=($!)
@@ -22,15 +33,28 @@ done
 ./target/release/isame-lb --config examples/standalone.yaml &
 pids+=($!)
 
-sleep 1
-cat <<'TXT'
+for _ in $(seq 50); do
+    curl -fs localhost:7070/healthz >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -fs -X PUT -H "Authorization: Bearer $token" -H 'X-Isame-Message: demo start' \
+    --data-binary @examples/standalone.yaml localhost:7070/api/v1/config >/dev/null \
+    || echo "could not apply the demo config to the control plane" >&2
+
+cat <<TXT
 
 Isame is running:
-  proxy      http://127.0.0.1:8080      curl -s localhost:8080/hello      (weights 3:2:1 over backend-1..3)
-             http://127.0.0.1:8080/api  curl -s localhost:8080/api/users  (least connections)
-  metrics    curl -s localhost:9090/metrics
-  status     curl -s localhost:9090/status
-Edit examples/standalone.yaml and save: the change applies at once (or send SIGHUP).
+  proxy          curl -s localhost:8080/hello      (weights 3:2:1 over backend-1..3)
+                 curl -s localhost:8080/api/users  (least connections)
+  metrics        curl -s localhost:9090/metrics
+  status         curl -s localhost:9090/status
+  control plane  export ISAME_TOKEN=$token
+                 curl -s -H "Authorization: Bearer \$ISAME_TOKEN" localhost:7070/api/v1/config
+                 curl -s -H "Authorization: Bearer \$ISAME_TOKEN" localhost:7070/api/v1/versions
+                 curl -s -X PATCH -H "Authorization: Bearer \$ISAME_TOKEN" -d '{"weight": 5}' \\
+                      localhost:7070/api/v1/upstreams/web/backends/127.0.0.1:3002
+                 API description: localhost:7070/api/v1/openapi.json
+Edit examples/standalone.yaml and save: the data plane applies it at once (or send SIGHUP).
 Ctrl-C stops everything.
 TXT
 wait
