@@ -200,9 +200,15 @@ fn upstream_rules() {
         "must not be empty",
     );
     assert_problem(
-        &BASE.replace("- name: web", "- backends: []"),
+        &BASE.replace("- name: web", "- algorithm: round_robin"),
         "upstreams[0].name",
         "required field is missing",
+    );
+    // A key given twice is an error, not a silent "last one wins".
+    assert_problem(
+        &BASE.replace("- name: web", "- name: web\n    name: api"),
+        "",
+        "duplicate entry with key \"name\"",
     );
     assert_problem(
         &BASE.replace("name: web", "name: \"we b\""),

@@ -11,6 +11,7 @@ pub mod duration;
 mod errors;
 pub mod tls_names;
 mod validate;
+pub mod yaml;
 
 pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors};
@@ -438,8 +439,10 @@ impl Config {
 
     /// Reads a YAML document, applies defaults and validates it.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
-        let value: serde_json::Value = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigErrors::one("", format!("invalid YAML: {e}")))?;
+        let value = yaml::parse(text).map_err(|e| match e {
+            yaml::YamlError::Syntax(msg) => ConfigErrors::one("", format!("invalid YAML: {msg}")),
+            yaml::YamlError::Content(errors) => errors,
+        })?;
         Self::from_value(&value)
     }
 
@@ -452,6 +455,19 @@ impl Config {
 
     /// Reads an already parsed document tree, applies defaults and validates it.
     pub fn from_value(value: &serde_json::Value) -> Result<Config, ConfigErrors> {
+        let (config, problems) = Self::from_value_lenient(value);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Reads a document tree as far as it goes: the config (with defaults
+    /// where a field could not be read) beside every problem found. For
+    /// documents that were valid when they were stored and must still be
+    /// shown after the rules changed; new input goes through [`Config::from_value`].
+    pub fn from_value_lenient(value: &serde_json::Value) -> (Config, ConfigErrors) {
         let (config, mut problems) = decode::decode(value);
         let decode_paths: Vec<String> = problems.0.iter().map(|p| p.path.clone()).collect();
         let mut rules = errors::Problems::default();
@@ -464,11 +480,7 @@ impl Config {
                 .into_iter()
                 .filter(|r| !decode_paths.iter().any(|d| covers(d, &r.path))),
         );
-        if problems.0.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(problems.0))
-        }
+        (config, ConfigErrors(problems.0))
     }
 
     /// Checks an in-memory config (e.g. one converted from protobuf) against every rule.
