@@ -12,6 +12,8 @@ cargo build --release --bin isame-lb --bin isame-echo --bin isame-control-plane
 state=target/demo
 mkdir -p "$state"
 token_file="$state/admin-token"
+# The token and the database are readable by this user only.
+umask 077
 [ -s "$token_file" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$token_file"
 token=$(cat "$token_file")
 

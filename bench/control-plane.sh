@@ -40,7 +40,7 @@ fi
 
 cargo build --release --bin isame-control-plane >&2
 CP=./target/release/isame-control-plane
-TOKEN=bench-admin-token
+TOKEN=bench-admin-token-0123456789abcdef0123456
 ADDR=127.0.0.1:17170
 BASE=http://$ADDR/api/v1
 

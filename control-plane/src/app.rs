@@ -45,6 +45,12 @@ pub enum StartError {
         /// What failed.
         source: std::io::Error,
     },
+    /// The bootstrap token is too short to be stored with a fast hash.
+    #[error(
+        "the admin token (ISAME_ADMIN_TOKEN / --admin-token) must be at least {MIN_BOOTSTRAP_TOKEN} \
+         characters; `isame-control-plane token create` makes strong ones"
+    )]
+    WeakToken,
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -80,6 +86,11 @@ impl Options {
 
 /// Name of the token set by `ISAME_ADMIN_TOKEN`.
 pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
+
+/// Shortest bootstrap token accepted. Tokens are stored as a plain SHA-256,
+/// which is safe only for secrets too long to guess (generated ones carry
+/// 256 random bits).
+pub const MIN_BOOTSTRAP_TOKEN: usize = 32;
 
 /// Opens the store a database URL names.
 pub async fn open_store(url: &str) -> Result<DynStore, StartError> {
@@ -122,6 +133,11 @@ impl ControlPlane {
             source,
         };
         if let Some(token) = &options.admin_token {
+            // Presented tokens are trimmed, so the stored one is too.
+            let token = token.trim();
+            if token.chars().count() < MIN_BOOTSTRAP_TOKEN {
+                return Err(StartError::WeakToken);
+            }
             store
                 .ensure_token(BOOTSTRAP_TOKEN_NAME, Role::Admin, &tokens::hash(token))
                 .await
@@ -135,7 +151,8 @@ impl ControlPlane {
         if !has_tokens {
             tracing::warn!(
                 addr = %options.api_listen,
-                "no API token exists: the API is open to local clients until one is created"
+                "no API token exists: every API request is refused until one is created \
+                 (ISAME_ADMIN_TOKEN, or `isame-control-plane token create`)"
             );
         }
         let metrics = Arc::new(Metrics::new()?);
@@ -147,7 +164,6 @@ impl ControlPlane {
         let state = AppState {
             configs: configs.clone(),
             metrics,
-            allow_open: loopback,
             max_body_bytes: options.max_body_bytes,
         };
         let listener = TcpListener::bind(options.api_listen)

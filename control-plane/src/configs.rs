@@ -61,6 +61,9 @@ pub enum Precondition {
     Any,
     /// `If-Match: "N"`: version N is the newest.
     Version(u64),
+    /// `If-Match: W/"N"`: a weak tag, which never matches (RFC 9110 §13.1.1
+    /// compares If-Match strongly).
+    Never,
 }
 
 /// Who asks for a change, and how it is to be recorded.
@@ -101,8 +104,8 @@ pub struct Outcome {
 /// The current config and its writers.
 pub struct Configs {
     store: DynStore,
-    current: watch::Sender<Arc<Current>>,
-    writer: Mutex<()>,
+    current: Arc<watch::Sender<Arc<Current>>>,
+    writer: Arc<Mutex<()>>,
     metrics: Arc<Metrics>,
 }
 
@@ -121,24 +124,14 @@ impl Configs {
     pub async fn load(store: DynStore, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let current = match store.head().await? {
             None => Current::default(),
-            Some(v) => {
-                let config = Config::from_json(&v.config).map_err(|e| {
-                    StoreError::Corrupt(format!("version {} does not load: {e}", v.version))
-                })?;
-                Current {
-                    version: v.version,
-                    config: Some(Arc::new(config)),
-                    hash: v.hash,
-                    json: Bytes::from(v.config),
-                }
-            }
+            Some(v) => current_of(v)?,
         };
         metrics.config_version.set(current.version as i64);
         let (tx, _) = watch::channel(Arc::new(current));
         Ok(Self {
             store,
-            current: tx,
-            writer: Mutex::new(()),
+            current: Arc::new(tx),
+            writer: Arc::new(Mutex::new(())),
             metrics,
         })
     }
@@ -164,7 +157,7 @@ impl Configs {
     where
         F: FnOnce(Option<&Config>) -> Result<Config, ChangeError>,
     {
-        let _turn = self.writer.lock().await;
+        let turn = self.writer.clone().lock_owned().await;
         let cur = self.current();
         match req.precondition {
             Some(Precondition::Version(v)) if v != cur.version => {
@@ -174,6 +167,11 @@ impl Configs {
             }
             Some(Precondition::Any) if cur.config.is_none() => {
                 return Err(ChangeError::Stale { current: 0 })
+            }
+            Some(Precondition::Never) => {
+                return Err(ChangeError::Stale {
+                    current: cur.version,
+                })
             }
             _ => {}
         }
@@ -223,21 +221,42 @@ impl Configs {
                 changes: changes.clone(),
             },
         };
-        match self.store.commit(commit).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
-                // Another replica committed first; its version is the newest now.
-                return Err(ChangeError::Stale { current: version });
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.current.send_replace(Arc::new(Current {
+        let next = Current {
             version,
             config: Some(model),
             hash,
             json: Bytes::from(text),
-        }));
-        self.metrics.config_version.set(version as i64);
+        };
+        // The commit and the publication of its result run as one task that
+        // holds the writer's turn: a client that hangs up mid-request drops
+        // this future, never the half after the commit.
+        let store = self.store.clone();
+        let current = self.current.clone();
+        let metrics = self.metrics.clone();
+        let task = tokio::spawn(async move {
+            let _turn = turn;
+            match store.commit(commit).await {
+                Ok(()) => {
+                    publish(&current, &metrics, next);
+                    Ok(())
+                }
+                Err(StoreError::Conflict(_)) => {
+                    // Another writer on the same database got there first:
+                    // catch up with it, and refuse this change as stale.
+                    let newest = match store.head().await? {
+                        Some(rec) => current_of(rec)?,
+                        None => Current::default(),
+                    };
+                    let v = newest.version;
+                    publish(&current, &metrics, newest);
+                    Err(ChangeError::Stale { current: v })
+                }
+                Err(e) => Err(e.into()),
+            }
+        });
+        task.await.map_err(|e| {
+            ChangeError::Store(StoreError::Corrupt(format!("commit task failed: {e}")))
+        })??;
         tracing::info!(version, changes = changes.len(), "config version committed");
         Ok(Outcome {
             version,
@@ -246,4 +265,32 @@ impl Configs {
             changes,
         })
     }
+}
+
+/// Makes `next` the version readers see.
+fn publish(current: &watch::Sender<Arc<Current>>, metrics: &Metrics, next: Current) {
+    metrics.config_version.set(next.version as i64);
+    current.send_replace(Arc::new(next));
+}
+
+/// The reader's view of a stored version. A version that no longer passes
+/// today's rules (they may have grown stricter since it was stored) still
+/// loads, with a warning: the next change has to fix it.
+fn current_of(rec: crate::store::VersionRecord) -> Result<Current, StoreError> {
+    let doc: serde_json::Value = serde_json::from_str(&rec.config)
+        .map_err(|e| StoreError::Corrupt(format!("version {} is not JSON: {e}", rec.version)))?;
+    let (config, problems) = Config::from_value_lenient(&doc);
+    if !problems.is_empty() {
+        tracing::warn!(
+            version = rec.version,
+            problems = %problems,
+            "the newest version does not pass today's validation; the next change must fix it"
+        );
+    }
+    Ok(Current {
+        version: rec.version,
+        config: Some(Arc::new(config)),
+        hash: rec.hash,
+        json: Bytes::from(rec.config),
+    })
 }

@@ -98,28 +98,79 @@ async fn tokens_and_roles() {
 }
 
 #[tokio::test]
-async fn loopback_without_tokens_is_open_until_one_exists() {
+async fn without_tokens_everything_is_refused_until_one_exists() {
     let dir = tempfile::tempdir().expect("dir");
     let cp = start_in(dir, None).await;
+    // No anonymous access, not even from loopback, and not for a browser's
+    // form or text/plain post (which needs no CORS preflight).
+    for ct in [
+        "application/yaml",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+    ] {
+        let r = call(
+            cp.addr,
+            Method::PUT,
+            "/api/v1/config",
+            None,
+            &[("content-type", ct)],
+            base_config(),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{ct}");
+    }
+    assert_eq!(
+        call(cp.addr, Method::GET, "/api/v1/config", None, &[], "")
+            .await
+            .status,
+        401
+    );
+    let store = cp.cp.configs.store().clone();
+    let token = app::create_token(&store, "first", Role::Admin)
+        .await
+        .expect("token");
     let r = call(
         cp.addr,
         Method::PUT,
         "/api/v1/config",
-        None,
+        Some(&token),
         &[],
         base_config(),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let v = call(cp.addr, Method::GET, "/api/v1/versions/1", None, &[], "").await;
-    assert_eq!(v.json()["author"], "local");
-    let store = cp.cp.configs.store().clone();
-    app::create_token(&store, "first", Role::Admin)
-        .await
-        .expect("token");
-    let r = call(cp.addr, Method::GET, "/api/v1/config", None, &[], "").await;
-    assert_eq!(r.status, 401, "a token exists now");
     cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_bootstrap_token_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("isame.db").display());
+    for weak in ["", "   ", "admin", "0123456789abcdef0123456789abcde"] {
+        let mut options = Options::new(url.clone(), "127.0.0.1:0".parse().expect("addr"));
+        options.admin_token = Some(weak.into());
+        match ControlPlane::start(options).await {
+            Err(StartError::WeakToken) => {}
+            Err(e) => panic!("{weak:?}: wrong error: {e}"),
+            Ok(_) => panic!("{weak:?} was accepted"),
+        }
+    }
+    // Surrounding whitespace is not part of the token.
+    let token = " 0123456789abcdef0123456789abcdef \n";
+    let mut options = Options::new(url, "127.0.0.1:0".parse().expect("addr"));
+    options.admin_token = Some(token.into());
+    let cp = ControlPlane::start(options).await.expect("starts");
+    let r = call(
+        cp.api_addr,
+        Method::GET,
+        "/api/v1/versions",
+        Some(token.trim()),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    cp.shutdown().await;
 }
 
 #[tokio::test]
@@ -134,7 +185,7 @@ async fn refuses_an_exposed_address_without_tokens() {
     }
     // With a bootstrap token it starts.
     let mut options = Options::new(url, "0.0.0.0:0".parse().expect("addr"));
-    options.admin_token = Some("s3cret-admin".into());
+    options.admin_token = Some("s3cret-admin-token-0123456789abcdef0123".into());
     let cp = ControlPlane::start(options)
         .await
         .expect("starts with a token");

@@ -86,6 +86,30 @@ async fn every_kind_of_bad_body_is_a_4xx_and_changes_nothing() {
             400,
         ),
         (
+            "not a finite number",
+            Method::PUT,
+            "/api/v1/config",
+            "application/yaml",
+            format!("{}retry:\n  budget_percent: .nan\n", base_config()).into_bytes(),
+            422,
+        ),
+        (
+            "infinite weight",
+            Method::PATCH,
+            "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+            "application/yaml",
+            b"weight: .inf\n".to_vec(),
+            422,
+        ),
+        (
+            "YAML tag",
+            Method::PUT,
+            "/api/v1/config",
+            "application/yaml",
+            format!("{}version: !secret x\n", base_config()).into_bytes(),
+            422,
+        ),
+        (
             "unknown field",
             Method::PUT,
             "/api/v1/config",
@@ -147,7 +171,7 @@ async fn every_kind_of_bad_body_is_a_4xx_and_changes_nothing() {
             "/api/v1/upstreams",
             "application/yaml",
             b"backends: [http://127.0.0.1:1]\n".to_vec(),
-            400,
+            422,
         ),
         (
             "upstream as a list",
@@ -155,7 +179,7 @@ async fn every_kind_of_bad_body_is_a_4xx_and_changes_nothing() {
             "/api/v1/upstreams/web",
             "application/json",
             b"[]".to_vec(),
-            400,
+            422,
         ),
         (
             "backend without url",
@@ -163,7 +187,7 @@ async fn every_kind_of_bad_body_is_a_4xx_and_changes_nothing() {
             "/api/v1/upstreams/web/backends",
             "application/json",
             b"{\"weight\": 2}".to_vec(),
-            400,
+            422,
         ),
         (
             "patch not a mapping",
@@ -171,7 +195,7 @@ async fn every_kind_of_bad_body_is_a_4xx_and_changes_nothing() {
             "/api/v1/upstreams/web/backends/127.0.0.1:3001",
             "application/json",
             b"7".to_vec(),
-            400,
+            422,
         ),
         (
             "patch wrong type",
@@ -328,7 +352,7 @@ async fn headers_that_cannot_be_read_are_4xx() {
     assert_eq!(cp.version().await, 2);
     // Raw bytes that are not valid header text.
     let raw =
-        b"PUT /api/v1/config HTTP/1.1\r\nhost: x\r\nauthorization: Bearer test-admin-token\r\n\
+        b"PUT /api/v1/config HTTP/1.1\r\nhost: x\r\nauthorization: Bearer test-admin-token-0123456789abcdef0123\r\n\
                 x-isame-message: caf\xc3\xa9\r\ncontent-length: 0\r\n\r\n";
     let reply = raw_exchange(cp.addr, raw).await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");

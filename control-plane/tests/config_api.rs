@@ -270,6 +270,9 @@ async fn metrics_and_probes_answer_without_a_token() {
         let r = call(cp.addr, Method::GET, path, None, &[], "").await;
         assert_eq!(r.status, 200, "{path}");
     }
+    let brew = Method::from_bytes(b"BREW").expect("method");
+    let r = call(cp.addr, brew, "/api/v1/config", Some(ADMIN), &[], "").await;
+    assert_eq!(r.status, 405);
     let m = call(cp.addr, Method::GET, "/metrics", None, &[], "")
         .await
         .text();
@@ -277,10 +280,40 @@ async fn metrics_and_probes_answer_without_a_token() {
     assert!(m.contains("isame_cp_connected_nodes 0"), "{m}");
     assert!(m.contains("isame_cp_push_seconds_bucket"), "{m}");
     assert!(
+        m.contains(r#"method="OTHER""#),
+        "unknown methods share one label: {m}"
+    );
+    assert!(!m.contains("BREW"), "{m}");
+    assert!(
         m.contains(
             r#"isame_cp_api_requests_total{method="PUT",route="/api/v1/config",status="200"} 1"#
         ),
         "{m}"
+    );
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_fails_when_the_database_does_not_answer() {
+    let cp = start().await;
+    assert_eq!(
+        call(cp.addr, Method::GET, "/readyz", None, &[], "")
+            .await
+            .status,
+        200
+    );
+    cp.cp.configs.store().close().await;
+    let r = call(cp.addr, Method::GET, "/readyz", None, &[], "").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["status"], "not ready");
+    // The API says so too, as a 503 rather than a 500.
+    let r = cp.get("/api/v1/versions").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        call(cp.addr, Method::GET, "/healthz", None, &[], "")
+            .await
+            .status,
+        200
     );
     cp.stop().await;
 }

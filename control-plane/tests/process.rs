@@ -14,9 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isame-control-plane");
-const TOKEN: &str = "process-test-admin";
+const TOKEN: &str = "process-test-admin-token-0123456789abcdef";
 
 fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -188,12 +189,30 @@ async fn sigterm_drains_and_exits_zero() {
     )
     .await;
     assert_eq!(status, 200);
+    // A write is half sent when SIGTERM arrives; it still completes.
+    let body = base_config().replace("3002", "3003");
+    let head = format!(
+        "PUT /api/v1/config HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/yaml\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(head.as_bytes()).await.expect("head");
+    conn.write_all(&body.as_bytes()[..20]).await.expect("part");
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let pid = child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(child.try_wait().expect("wait").is_none(), "still draining");
+    conn.write_all(&body.as_bytes()[20..]).await.expect("rest");
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).await.expect("reply");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let deadline = Instant::now() + Duration::from_secs(15);
     let code = loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -203,7 +222,12 @@ async fn sigterm_drains_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(code, Some(0));
-    // A clean shutdown checkpoints the WAL: the main file holds everything.
+    // Closing the database checkpointed the WAL into the main file.
+    let wal = dir.path().join("isame.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "WAL left behind after a clean shutdown"
+    );
     let pool = sqlx::SqlitePool::connect(&db_url(dir.path()))
         .await
         .expect("open");
@@ -211,7 +235,7 @@ async fn sigterm_drains_and_exits_zero() {
         .fetch_one(&pool)
         .await
         .expect("count");
-    assert_eq!(n, 1);
+    assert_eq!(n, 2, "the drained write was committed");
     pool.close().await;
 }
 

@@ -77,7 +77,8 @@ async fn upstream_crud() {
             "name: other\nbackends: [http://127.0.0.1:6001]\n",
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["path"], "name");
 
     // An upstream a route uses cannot go; a free one can.
     let r = cp.admin(Method::DELETE, "/api/v1/upstreams/api", "").await;
@@ -173,7 +174,8 @@ async fn backends_add_weight_drain_remove() {
             r#"{"url": "http://x:1"}"#,
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["errors"][0]["path"], "url");
     assert_eq!(
         cp.admin(
             Method::PATCH,
@@ -364,6 +366,35 @@ async fn resource_tables_follow_the_newest_version() {
         serde_json::from_str::<serde_json::Value>(&health).expect("json")["enabled"],
         false
     );
+    pool.close().await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn sql_in_stored_values_stays_text() {
+    let cp = start().await;
+    seed(&cp).await;
+    let evil = "x'); DROP TABLE routes; --";
+    let svc = base_config().replace("service: test", &format!("service: \"{evil}\""));
+    let r = cp.admin(Method::PUT, "/api/v1/config", &svc).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let route =
+        format!("name: evil\npath_prefix: /evil\nheaders:\n  x-q: \"{evil}\"\nupstream: web\n");
+    let r = cp.admin(Method::POST, "/api/v1/routes", &route).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let c = config(&cp).await;
+    assert_eq!(c["service"], evil);
+    let pool = sqlx::SqlitePool::connect(&cp.db_url()).await.expect("db");
+    let spec: String = sqlx::query_scalar("SELECT spec FROM routes WHERE name = 'evil'")
+        .fetch_one(&pool)
+        .await
+        .expect("the routes table is still there");
+    assert!(spec.contains("DROP TABLE routes"), "{spec}");
+    let service: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = 'service'")
+        .fetch_one(&pool)
+        .await
+        .expect("settings");
+    assert_eq!(service, serde_json::Value::from(evil).to_string());
     pool.close().await;
     cp.stop().await;
 }

@@ -181,3 +181,179 @@ async fn nodes_ledger_is_served() {
     assert_eq!(cp.get("/api/v1/nodes/dp-1").await.status, 404);
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn resource_writes_honour_if_match_and_carry_messages() {
+    let cp = start().await;
+    seed(&cp).await;
+    let patch = "/api/v1/upstreams/web/backends/127.0.0.1:3001";
+    let r = call(
+        cp.addr,
+        Method::PATCH,
+        patch,
+        Some(ADMIN),
+        &[("if-match", "\"9\"")],
+        r#"{"weight": 2}"#,
+    )
+    .await;
+    assert_eq!(r.status, 412, "{}", r.text());
+    // A weak tag never matches (If-Match compares strongly).
+    let r = call(
+        cp.addr,
+        Method::PATCH,
+        patch,
+        Some(ADMIN),
+        &[("if-match", "W/\"1\"")],
+        r#"{"weight": 2}"#,
+    )
+    .await;
+    assert_eq!(r.status, 412, "{}", r.text());
+    let r = call(
+        cp.addr,
+        Method::PATCH,
+        patch,
+        Some(ADMIN),
+        &[
+            ("if-match", "\"1\""),
+            ("x-isame-message", "caf%C3%A9 au lait"),
+        ],
+        r#"{"weight": 2}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        cp.get("/api/v1/versions/2").await.json()["message"],
+        "café au lait"
+    );
+    let r = cp
+        .admin(
+            Method::DELETE,
+            "/api/v1/routes/api?message=api%20moves%20out",
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        cp.get("/api/v1/versions/3").await.json()["message"],
+        "api moves out"
+    );
+    let audit = cp.get("/api/v1/audit?limit=1").await.json();
+    assert_eq!(audit["entries"][0]["message"], "api moves out");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn two_writers_on_one_database_never_overwrite_each_other() {
+    // Two control planes on one file stand in for replicas sharing a database.
+    let a = start().await;
+    seed(&a).await;
+    let mut options =
+        isame_control_plane::app::Options::new(a.db_url(), "127.0.0.1:0".parse().expect("addr"));
+    options.admin_token = Some(ADMIN.into());
+    let b = isame_control_plane::app::ControlPlane::start(options)
+        .await
+        .expect("second");
+    let b_addr = b.api_addr;
+    let patch = |addr, weight: u32| async move {
+        call(
+            addr,
+            Method::PATCH,
+            "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+            Some(ADMIN),
+            &[],
+            format!("{{\"weight\": {weight}}}"),
+        )
+        .await
+    };
+    assert_eq!(patch(a.addr, 2).await.status, 200, "a makes version 2");
+    // b still believes version 1 is the newest; its commit of "version 2"
+    // must fail rather than replace a's, and b catches up.
+    let r = patch(b_addr, 3).await;
+    assert_eq!(r.status, 412, "{}", r.text());
+    assert_eq!(r.json()["current_version"], 2);
+    let r = call(b_addr, Method::GET, "/api/v1/config", Some(ADMIN), &[], "").await;
+    assert_eq!(r.headers["etag"], "\"2\"");
+    assert_eq!(r.json()["upstreams"][0]["backends"][0]["weight"], 2);
+    let r = patch(b_addr, 3).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["version"], 3);
+    b.shutdown().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_hang_up_mid_write_never_wedge_the_store() {
+    use tokio::io::AsyncWriteExt;
+    let cp = start().await;
+    // A config big enough that a commit takes a while, so that hang-ups
+    // land while it is in flight.
+    let mut big = String::from("upstreams:\n");
+    for u in 0..400 {
+        big.push_str(&format!(
+            "  - name: u{u}\n    backends: [http://10.1.{}.{}:80, http://10.2.{}.{}:80]\n",
+            u / 200,
+            u % 200,
+            u / 200,
+            u % 200
+        ));
+    }
+    big.push_str("  - name: web\n    backends: [http://127.0.0.1:3001]\n");
+    let r = cp.admin(Method::PUT, "/api/v1/config", &big).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for i in 0..40u32 {
+        let body = format!("{{\"weight\": {}}}", 2 + i);
+        let req = format!(
+            "PATCH /api/v1/upstreams/web/backends/127.0.0.1:3001 HTTP/1.1\r\nhost: x\r\n\
+             authorization: Bearer {ADMIN}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = tokio::net::TcpStream::connect(cp.addr)
+            .await
+            .expect("connect");
+        s.write_all(req.as_bytes()).await.expect("write");
+        // Hang up at a different moment each time, mostly before the answer.
+        if i % 4 != 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(u64::from(i) * 400)).await;
+        }
+        drop(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Whatever was committed is what is served, and the next write follows on.
+    let newest = cp.version().await;
+    let r = cp.get("/api/v1/config").await;
+    assert_eq!(r.headers["etag"], format!("\"{newest}\"").as_str());
+    let stored = cp.get(&format!("/api/v1/versions/{newest}")).await.json();
+    assert_eq!(r.json(), stored["config"]);
+    let tag = format!("\"{newest}\"");
+    let r = call(
+        cp.addr,
+        Method::PATCH,
+        "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+        Some(ADMIN),
+        &[("if-match", tag.as_str())],
+        r#"{"weight": 999}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["version"], newest + 1);
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn stored_versions_cannot_be_altered() {
+    let cp = start().await;
+    seed(&cp).await;
+    let pool = sqlx::SqlitePool::connect(&cp.db_url()).await.expect("db");
+    let update = sqlx::query("UPDATE config_versions SET message = 'rewritten'")
+        .execute(&pool)
+        .await;
+    assert!(update.is_err(), "UPDATE must be refused");
+    let delete = sqlx::query("DELETE FROM config_versions")
+        .execute(&pool)
+        .await;
+    assert!(delete.is_err(), "DELETE must be refused");
+    pool.close().await;
+    assert_eq!(cp.get("/api/v1/versions/1").await.json()["message"], "");
+    cp.stop().await;
+}

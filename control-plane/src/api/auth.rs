@@ -1,8 +1,8 @@
 //! Bearer-token authentication and the admin/viewer roles.
 //!
 //! Reads (GET, HEAD) need any valid token; everything else needs an admin
-//! token. While no token exists at all the API is open, which the server only
-//! allows on a loopback address (see `app::check_exposure`).
+//! token. There is no anonymous access: before the first token exists every
+//! request is refused.
 
 use super::error::ApiError;
 use super::AppState;
@@ -24,9 +24,6 @@ pub struct Principal {
     /// The client's address.
     pub remote_addr: String,
 }
-
-/// Name recorded for changes made while no token exists.
-pub const OPEN_ACCESS_NAME: &str = "local";
 
 fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     let Some(v) = parts.headers.get(header::AUTHORIZATION) else {
@@ -66,11 +63,6 @@ pub async fn authenticate(
                 remote_addr,
             }
         }
-        None if state.allow_open && !store.has_tokens().await? => Principal {
-            name: OPEN_ACCESS_NAME.into(),
-            role: Role::Admin,
-            remote_addr,
-        },
         None => return Err(ApiError::Unauthorized),
     };
     let reads = parts.method == Method::GET || parts.method == Method::HEAD;

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderMap};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use isame_proto::config::yaml::YamlError;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -77,8 +78,10 @@ fn parse(bytes: &[u8], format: Format) -> Result<Value, ApiError> {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
             }
-            serde_yaml_ng::from_str(text)
-                .map_err(|e| ApiError::BadRequest(format!("malformed YAML: {e}")))
+            isame_proto::config::yaml::parse(text).map_err(|e| match e {
+                YamlError::Syntax(msg) => ApiError::BadRequest(format!("malformed YAML: {msg}")),
+                YamlError::Content(errors) => ApiError::Invalid(errors),
+            })
         }
     }
 }
@@ -175,9 +178,19 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
     if text == "*" {
         return Ok(Some(Precondition::Any));
     }
-    let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    tag.parse::<u64>()
-        .map(|v| Some(Precondition::Version(v)))
+    let (weak, tag) = match text.strip_prefix("W/") {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    tag.trim_matches('"')
+        .parse::<u64>()
+        .map(|v| {
+            Some(if weak {
+                Precondition::Never
+            } else {
+                Precondition::Version(v)
+            })
+        })
         .map_err(|_| {
             ApiError::BadRequest(format!(
                 "If-Match must be a version ETag like \"3\" or *, not {text:?}"
@@ -188,15 +201,33 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<Precondition>, ApiError> {
 /// Longest change message kept.
 const MAX_MESSAGE: usize = 1000;
 
-/// The change message from `X-Isame-Message`, or `fallback`.
+/// The change message from `X-Isame-Message` (percent-encoded UTF-8, so
+/// any text fits in a header), or `fallback`.
 pub fn message(headers: &HeaderMap, fallback: Option<&str>) -> Result<String, ApiError> {
     let text = match headers.get("x-isame-message") {
-        Some(v) => v
-            .to_str()
-            .map_err(|_| ApiError::BadRequest("X-Isame-Message must be visible ASCII text".into()))?
-            .to_string(),
+        Some(v) => {
+            let raw = v.to_str().map_err(|_| {
+                ApiError::BadRequest(
+                    "X-Isame-Message must be ASCII; percent-encode other characters".into(),
+                )
+            })?;
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| {
+                    ApiError::BadRequest("X-Isame-Message does not decode to UTF-8".into())
+                })?
+                .into_owned()
+        }
         None => fallback.unwrap_or_default().to_string(),
     };
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ApiError::BadRequest(
+            "the change message must not contain control characters".into(),
+        ));
+    }
     if text.chars().count() > MAX_MESSAGE {
         return Err(ApiError::BadRequest(format!(
             "the change message is longer than {MAX_MESSAGE} characters"

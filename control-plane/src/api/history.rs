@@ -182,7 +182,13 @@ pub async fn rollback(
     let default_message = format!("rollback to version {v}");
     let message = extract::message(
         &headers,
-        Some(body.message.as_deref().unwrap_or(&default_message)),
+        Some(
+            params
+                .message
+                .as_deref()
+                .or(body.message.as_deref())
+                .unwrap_or(&default_message),
+        ),
     )?;
     let req = ChangeRequest {
         actor: who.name.clone(),

@@ -23,6 +23,7 @@ use axum::Router;
 use error::ApiError;
 use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,8 +35,6 @@ pub struct AppState {
     pub configs: Arc<Configs>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// Whether the API may run without tokens while none exists (loopback only).
-    pub allow_open: bool,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
 }
@@ -71,7 +70,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/api/v1", api())
         .split_for_parts();
-    openapi::add_common_responses(&mut doc);
+    openapi::complete_operations(&mut doc);
     doc
 }
 
@@ -86,7 +85,7 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .split_for_parts();
-    openapi::add_common_responses(&mut doc);
+    openapi::complete_operations(&mut doc);
     let doc = Arc::new(doc);
     api.route(
         "/api/v1/openapi.json",
@@ -100,26 +99,40 @@ pub fn router(state: AppState) -> Router {
     .route("/metrics", get(ops::metrics))
     .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-    .layer(middleware::from_fn_with_state(state.clone(), count))
+    .layer(middleware::from_fn_with_state(state.clone(), observe))
     .layer(CatchPanicLayer::custom(|_| {
         ApiError::Internal("a handler panicked".into()).into_response()
     }))
     .with_state(state)
 }
 
-/// Counts every request in `isame_cp_api_requests_total`.
-async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
+/// Runs every request in its own span and counts it in
+/// `isame_cp_api_requests_total`.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Only standard methods become label values, so clients cannot create
+    // unbounded series.
+    let method = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let response = next.run(req).await;
+    let span = tracing::info_span!("api_request", method, route = %route);
+    let response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
     state
         .metrics
         .api_requests
-        .with_label_values(&[&method, &route, response.status().as_str()])
+        .with_label_values(&[method, &route, response.status().as_str()])
         .inc();
     response
 }

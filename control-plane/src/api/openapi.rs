@@ -2,9 +2,10 @@
 //! bodies that handlers build as JSON. Paths come from the handlers'
 //! `#[utoipa::path]` attributes, so the document follows the real routes.
 
-use utoipa::openapi::path::HttpMethod;
+use utoipa::openapi::path::{HttpMethod, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 /// The document's fixed parts.
@@ -115,10 +116,10 @@ pub struct ApplyResult {
 #[allow(dead_code)]
 pub struct Resource(serde_json::Value);
 
-/// Adds the answers every operation can give (bad parameters, no token, a
+/// Adds the headers every write reads and the answers every operation can give (bad parameters, no token, a
 /// viewer writing, a body too large or of the wrong type, a database that
 /// does not answer), so that each operation's document is complete.
-pub fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+pub fn complete_operations(doc: &mut utoipa::openapi::OpenApi) {
     let error = |description: &str| {
         ResponseBuilder::new()
             .description(description)
@@ -140,6 +141,32 @@ pub fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
         ];
         for (method, op) in ops {
             let Some(op) = op.as_mut() else { continue };
+            if method != HttpMethod::Get {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                for (name, description) in [
+                    (
+                        "If-Match",
+                        "Only change if this version (`\"3\"`) is the newest; `*`: any",
+                    ),
+                    (
+                        "X-Isame-Message",
+                        "Why (percent-encoded UTF-8); kept with the version and in the audit log",
+                    ),
+                ] {
+                    if params.iter().any(|p| p.name == name) {
+                        continue;
+                    }
+                    params.push(
+                        ParameterBuilder::new()
+                            .name(name)
+                            .parameter_in(ParameterIn::Header)
+                            .required(Required::False)
+                            .description(Some(description))
+                            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                            .build(),
+                    );
+                }
+            }
             let responses = &mut op.responses.responses;
             let mut add = |code: &str, description: &str| {
                 responses

@@ -9,11 +9,11 @@ use crate::configs::{ChangeError, ChangeRequest, Outcome};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use isame_proto::Config;
+use isame_proto::{Config, ConfigErrors};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// `?dry_run=true` on any write.
+/// Query parameters of every write.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -21,6 +21,10 @@ pub struct WriteParams {
     /// Compute and return the changes without writing anything.
     #[serde(default)]
     pub dry_run: bool,
+    /// Why: kept with the version and in the audit log (the
+    /// `X-Isame-Message` header says the same and wins).
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 /// A change request from the caller, the headers and the query.
@@ -36,7 +40,7 @@ pub fn change_request(
         remote_addr: who.remote_addr.clone(),
         action,
         target: target.into(),
-        message: extract::message(headers, None)?,
+        message: extract::message(headers, params.message.as_deref())?,
         precondition: extract::if_match(headers)?,
         dry_run: params.dry_run,
         rollback_of: None,
@@ -82,22 +86,29 @@ pub fn position(items: &[Value], name: &str) -> Option<usize> {
         .position(|v| v.get("name").and_then(Value::as_str) == Some(name))
 }
 
+/// A validation problem of a request body, at `path` within it.
+pub fn invalid(path: &str, message: impl Into<String>) -> ChangeError {
+    ChangeError::Invalid(ConfigErrors::one(path, message))
+}
+
 /// Makes `body` a mapping named `name`: fills in a missing name, refuses a
 /// different one.
 pub fn named(mut body: Value, name: &str, what: &str) -> Result<Value, ChangeError> {
     let obj = body
         .as_object_mut()
-        .ok_or_else(|| ChangeError::BadRequest(format!("the {what} must be a mapping")))?;
+        .ok_or_else(|| invalid("", format!("the {what} must be a mapping")))?;
     match obj.get("name") {
         None | Some(Value::Null) => {
             obj.insert("name".into(), Value::String(name.into()));
         }
         Some(Value::String(n)) if n == name => {}
         Some(other) => {
-            return Err(ChangeError::BadRequest(format!(
-                "the {what}'s name {other} differs from {name:?} in the URL; \
-                 renaming is a delete and a create"
-            )))
+            return Err(invalid(
+                "name",
+                format!(
+                    "{other} differs from {name:?} in the URL; renaming is a delete and a create"
+                ),
+            ))
         }
     }
     Ok(body)
@@ -105,11 +116,12 @@ pub fn named(mut body: Value, name: &str, what: &str) -> Result<Value, ChangeErr
 
 /// The `name` field of a body that must have one.
 pub fn name_of(body: &Value, what: &str) -> Result<String, ChangeError> {
+    if !body.is_object() {
+        return Err(invalid("", format!("the {what} must be a mapping")));
+    }
     match body.get("name") {
         Some(Value::String(n)) if !n.is_empty() => Ok(n.clone()),
-        _ => Err(ChangeError::BadRequest(format!(
-            "the {what} needs a `name`"
-        ))),
+        _ => Err(invalid("name", format!("required: the {what}'s name"))),
     }
 }
 

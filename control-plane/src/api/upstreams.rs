@@ -6,7 +6,8 @@ use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Document};
 use super::openapi::{ApplyResult, ErrorBody, Resource, ValidationErrorBody};
 use super::resources::{
-    answer, change_request, document, items, name_of, named, position, rebuild, WriteParams,
+    answer, change_request, document, invalid, items, name_of, named, position, rebuild,
+    WriteParams,
 };
 use super::AppState;
 use crate::configs::ChangeError;
@@ -212,7 +213,7 @@ pub async fn add_backend(
     Document(body): Document,
 ) -> Result<Response, ApiError> {
     let url = url_of(&body)
-        .ok_or_else(|| ApiError::BadRequest("the backend needs a `url`".into()))?
+        .ok_or_else(|| invalid("url", "required: the backend's URL"))?
         .to_owned();
     let req = change_request(
         &who,
@@ -260,14 +261,14 @@ pub async fn patch_backend(
     Document(patch): Document,
 ) -> Result<Response, ApiError> {
     let Value::Object(patch) = patch else {
-        return Err(ApiError::BadRequest(
-            "the patch must be a mapping, e.g. {\"weight\": 5}".into(),
-        ));
+        return Err(invalid("", "the patch must be a mapping, e.g. {\"weight\": 5}").into());
     };
     if patch.contains_key("url") {
-        return Err(ApiError::BadRequest(
-            "a backend's url cannot change; add the new one and remove the old".into(),
-        ));
+        return Err(invalid(
+            "url",
+            "a backend's url cannot change; add the new one and remove the old",
+        )
+        .into());
     }
     let req = change_request(
         &who,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use tempfile::TempDir;
 
 /// The bootstrap admin token the tests start with.
-pub const ADMIN: &str = "test-admin-token";
+pub const ADMIN: &str = "test-admin-token-0123456789abcdef0123";
 
 /// A running control plane and its database.
 pub struct Cp {

@@ -19,6 +19,8 @@ if [ ! -x "$venv/bin/st" ] || ! cmp -s "$here/requirements.txt" "$venv/requireme
     cp "$here/requirements.txt" "$venv/requirements.txt"
 fi
 
+# schemathesis and hypothesis keep caches in the working directory.
+cd "$venv"
 exec "$venv/bin/st" run "$base/api/v1/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance \
