@@ -2,7 +2,10 @@
 //! needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/isame/v1/config.proto"];
+    let protos = [
+        "proto/isame/v1/config.proto",
+        "proto/isame/v1/discovery.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -10,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // The crate does no I/O; the binaries bring tonic's transport.
+        .build_transport(false)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use crate::api::{self, AppState};
 use crate::configs::Configs;
+use crate::distribution::Distribution;
 use crate::metrics::Metrics;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DynStore, NewAudit, Role, StoreError};
@@ -63,6 +64,10 @@ pub struct Options {
     pub database_url: String,
     /// REST API, dashboard and `/metrics`.
     pub api_listen: SocketAddr,
+    /// gRPC streams of data planes.
+    pub grpc_listen: SocketAddr,
+    /// Timing of the data-plane streams.
+    pub distribution: crate::distribution::Options,
     /// Bootstrap admin token.
     pub admin_token: Option<String>,
     /// Largest request body.
@@ -72,11 +77,14 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults for a database URL and an API address.
+    /// Defaults for a database URL and an API address; gRPC on the same
+    /// host, on any free port.
     pub fn new(database_url: impl Into<String>, api_listen: SocketAddr) -> Self {
         Self {
             database_url: database_url.into(),
             api_listen,
+            grpc_listen: SocketAddr::new(api_listen.ip(), 0),
+            distribution: crate::distribution::Options::default(),
             admin_token: None,
             max_body_bytes: api::DEFAULT_MAX_BODY_BYTES,
             shutdown_timeout: Duration::from_secs(10),
@@ -118,6 +126,8 @@ fn redact(url: &str) -> String {
 pub struct ControlPlane {
     /// Where the REST API listens.
     pub api_addr: SocketAddr,
+    /// Where data planes connect.
+    pub grpc_addr: SocketAddr,
     /// The current config and its writers.
     pub configs: Arc<Configs>,
     stop: Option<oneshot::Sender<()>>,
@@ -155,6 +165,7 @@ impl ControlPlane {
                  (ISAME_ADMIN_TOKEN, or `isame-control-plane token create`)"
             );
         }
+        store.disconnect_all().await.map_err(store_err)?;
         let metrics = Arc::new(Metrics::new()?);
         let configs = Arc::new(
             Configs::load(store.clone(), metrics.clone())
@@ -176,9 +187,32 @@ impl ControlPlane {
             addr: options.api_listen,
             source,
         })?;
+        let grpc_listener = TcpListener::bind(options.grpc_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: options.grpc_listen,
+                source,
+            })?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: options.grpc_listen,
+                source,
+            })?;
+        let distribution = Distribution::new(
+            configs.clone(),
+            state.metrics.clone(),
+            options.distribution.clone(),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let grace = options.shutdown_timeout;
         let task = tokio::spawn(async move {
+            let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
+            let grpc = tokio::spawn(serve_grpc(
+                grpc_listener,
+                distribution.clone(),
+                grpc_stopped,
+            ));
             serve(
                 listener,
                 state,
@@ -188,11 +222,23 @@ impl ControlPlane {
                 grace,
             )
             .await;
+            // Streams never end by themselves: end them, give the server a
+            // moment to close, then cut.
+            distribution.close();
+            let _ = grpc_stop.send(());
+            let abort = grpc.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(1), grpc)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
             store.close().await;
         });
-        tracing::info!(%api_addr, version = configs.current().version, "control plane API listening");
+        tracing::info!(%api_addr, %grpc_addr, version = configs.current().version, "control plane listening");
         Ok(ControlPlane {
             api_addr,
+            grpc_addr,
             configs,
             stop: Some(stop),
             task,
@@ -237,6 +283,26 @@ pub async fn serve(
             }
         }
         () = deadline => tracing::warn!("shutdown grace period over; closing requests still in flight"),
+    }
+}
+
+/// Serves the data-plane streams until `stop` completes.
+async fn serve_grpc(
+    listener: TcpListener,
+    distribution: Arc<Distribution>,
+    stop: oneshot::Receiver<()>,
+) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(distribution.service())
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop.await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "gRPC server failed");
     }
 }
 

@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::store::{DynStore, NewAudit, NewVersion, StoreError};
 use bytes::Bytes;
 use isame_proto::config::{diff_from, Change};
-use isame_proto::{Config, ConfigErrors};
+use isame_proto::{pb, Config, ConfigErrors};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::{watch, Mutex};
@@ -26,6 +26,19 @@ pub struct Current {
     pub hash: String,
     /// The config as JSON, ready to send.
     pub json: Bytes,
+    /// The snapshot data planes are sent, built once per version.
+    pub snapshot: Option<Arc<pb::Snapshot>>,
+    /// When this process committed it (for `isame_cp_push_seconds`).
+    pub committed_at: Option<tokio::time::Instant>,
+}
+
+/// The wire form of a version.
+fn snapshot_of(version: u64, hash: &str, config: &Config) -> Arc<pb::Snapshot> {
+    Arc::new(pb::Snapshot {
+        version,
+        hash: hash.to_owned(),
+        config: Some(pb::Config::from(config)),
+    })
 }
 
 /// Why a change was not made.
@@ -223,9 +236,11 @@ impl Configs {
         };
         let next = Current {
             version,
+            snapshot: Some(snapshot_of(version, &hash, &model)),
             config: Some(model),
             hash,
             json: Bytes::from(text),
+            committed_at: None,
         };
         // The commit and the publication of its result run as one task that
         // holds the writer's turn: a client that hangs up mid-request drops
@@ -237,6 +252,10 @@ impl Configs {
             let _turn = turn;
             match store.commit(commit).await {
                 Ok(()) => {
+                    let next = Current {
+                        committed_at: Some(tokio::time::Instant::now()),
+                        ..next
+                    };
                     publish(&current, &metrics, next);
                     Ok(())
                 }
@@ -289,8 +308,10 @@ fn current_of(rec: crate::store::VersionRecord) -> Result<Current, StoreError> {
     }
     Ok(Current {
         version: rec.version,
+        snapshot: Some(snapshot_of(rec.version, &rec.hash, &config)),
         config: Some(Arc::new(config)),
         hash: rec.hash,
         json: Bytes::from(rec.config),
+        committed_at: None,
     })
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod app;
 pub mod configs;
+pub mod distribution;
 pub mod metrics;
 pub mod store;
 pub mod tokens;

@@ -137,9 +137,9 @@ async fn create_token(url: &str, name: &str, role: Role) -> ExitCode {
 
 async fn serve(cli: Cli) -> ExitCode {
     let mut options = Options::new(cli.database_url, cli.api_listen);
+    options.grpc_listen = cli.grpc_listen;
     options.admin_token = cli.admin_token;
     options.max_body_bytes = cli.max_body_bytes;
-    tracing::debug!(grpc_listen = %cli.grpc_listen, "gRPC address reserved for data-plane streams");
     let cp = match ControlPlane::start(options).await {
         Ok(cp) => cp,
         Err(e) => {

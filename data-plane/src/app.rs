@@ -217,6 +217,11 @@ impl Proxy {
         rx.await.map_err(|_| gone())?
     }
 
+    /// What the request path shares: the snapshot in force and the metrics.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The generation of the config being served.
     pub fn config_version(&self) -> u64 {
         self.shared.snapshot().generation

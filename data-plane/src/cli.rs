@@ -14,8 +14,31 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Serve this YAML config; the file is watched and SIGHUP reloads it.
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        conflicts_with = "control_plane"
+    )]
     pub config: Option<PathBuf>,
+    /// Follow the control plane at this gRPC address (http://host:7071).
+    #[arg(long, value_name = "URL", requires = "node_id")]
+    pub control_plane: Option<String>,
+    /// This node's id in the fleet (with --control-plane).
+    #[arg(long, value_name = "ID", requires = "control_plane")]
+    pub node_id: Option<String>,
+    /// Token for the control plane.
+    #[arg(long, env = "ISAME_TOKEN", hide_env_values = true, value_name = "T")]
+    pub token: Option<String>,
+    /// Keep the last good config here; serve it at start when the control plane is down.
+    #[arg(long, value_name = "DIR", requires = "control_plane")]
+    pub cache_dir: Option<PathBuf>,
+    /// A label reported to the control plane (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label, requires = "control_plane")]
+    pub labels: Vec<(String, String)>,
+    /// How often traffic and backend health are reported to the control plane.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub report_interval: std::time::Duration,
     /// Listen for proxied traffic here instead of server.address:server.port.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -33,6 +56,21 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = isame_proto::config::duration::parse(s)?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(60) {
+        return Err("must be between 100ms and 60s".into());
+    }
+    Ok(d)
 }
 
 /// Subcommands.

@@ -32,5 +32,6 @@ pub mod reload;
 pub mod retry;
 pub mod route;
 pub mod snapshot;
+pub mod subscription;
 pub mod tls;
 pub mod upstream;

@@ -6,6 +6,7 @@ use isame_data_plane::cli::{Cli, Command, LogFormat};
 use isame_data_plane::metrics::Metrics;
 use isame_data_plane::reload::{self, ReloadError};
 use isame_data_plane::snapshot::Snapshot;
+use isame_data_plane::subscription::{self, Node};
 use std::path::Path;
 use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
@@ -82,16 +83,54 @@ fn validate(file: &Path) -> ExitCode {
     }
 }
 
+fn workers(cli: &Cli) -> usize {
+    cli.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    )
+}
+
+/// `isame-lb --control-plane URL --node-id ID`: follow the control plane.
+fn run_subscribed(cli: &Cli, url: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let node = Node::start(subscription::Options {
+            control_plane: url.to_owned(),
+            node_id: cli.node_id.clone().unwrap_or_default(),
+            token: cli.token.clone(),
+            cache_dir: cli.cache_dir.clone(),
+            labels: cli.labels.clone(),
+            listen: cli.listen,
+            https_listen: cli.https_listen,
+            admin_listen: cli.admin_listen,
+            workers: workers(cli),
+            report_interval: cli.report_interval,
+        })
+        .await?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        node.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    if let Some(url) = &cli.control_plane {
+        return run_subscribed(cli, url);
+    }
     let Some(path) = &cli.config else {
-        eprintln!("isame-lb: --config FILE is required (see --help)");
+        eprintln!("isame-lb: --config FILE or --control-plane URL is required (see --help)");
         std::process::exit(2);
     };
     let config = reload::load_file(path)?;
-    let workers = cli.workers.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        usize::from,
-    );
+    let workers = workers(cli);
     let proxy = Proxy::start(ProxyOptions {
         config,
         config_path: Some(path.clone()),

@@ -147,10 +147,56 @@ impl Metrics {
         out
     }
 
+    /// Per upstream since start: requests finished, those answered with a
+    /// 5xx, and the sum of their durations in milliseconds.
+    pub fn upstream_totals(&self) -> std::collections::HashMap<String, UpstreamTotals> {
+        let mut out: std::collections::HashMap<String, UpstreamTotals> = Default::default();
+        let label = |m: &prometheus::proto::Metric, name: &str| {
+            m.get_label()
+                .iter()
+                .find(|l| l.name() == name)
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default()
+        };
+        for family in self.registry.gather() {
+            match family.name() {
+                "isame_lb_request_duration_seconds" => {
+                    for m in family.get_metric() {
+                        let t = out.entry(label(m, "upstream")).or_default();
+                        let h = m.get_histogram();
+                        t.requests += h.get_sample_count();
+                        t.duration_ms += (h.get_sample_sum() * 1000.0) as u64;
+                    }
+                }
+                "isame_lb_requests_total" => {
+                    for m in family.get_metric() {
+                        if label(m, "status").starts_with('5') {
+                            out.entry(label(m, "upstream")).or_default().errors +=
+                                m.get_counter().get_value() as u64;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// The duration histogram of one upstream.
     pub fn upstream_duration(&self, upstream: &str) -> Histogram {
         self.duration.with_label_values(&[upstream])
     }
+}
+
+/// Traffic counters of one upstream (see [`Metrics::upstream_totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamTotals {
+    /// Requests finished.
+    pub requests: u64,
+    /// Of which answered with a 5xx.
+    pub errors: u64,
+    /// Sum of their durations, in milliseconds.
+    pub duration_ms: u64,
 }
 
 /// Index of a method in the per-thread counter cache; uncommon methods share `OTHER`

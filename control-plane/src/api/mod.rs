@@ -13,6 +13,8 @@ mod resources;
 mod routes;
 mod upstreams;
 
+pub use history::rfc3339;
+
 use crate::configs::Configs;
 use crate::metrics::Metrics;
 use axum::extract::{MatchedPath, Request, State};

@@ -185,6 +185,36 @@ pub struct NodeRecord {
     pub traffic: serde_json::Value,
 }
 
+/// What a data plane says about itself when its stream opens.
+#[derive(Debug, Clone)]
+pub struct NodeHello {
+    /// Node id given by the data plane.
+    pub id: String,
+    /// Its host name.
+    pub hostname: String,
+    /// Its build version.
+    pub build: String,
+    /// Its labels, a JSON object.
+    pub labels: serde_json::Value,
+}
+
+/// A change to one node's ledger entry.
+#[derive(Debug, Clone)]
+pub enum NodeUpdate {
+    /// It was heard from.
+    Seen,
+    /// It runs this version.
+    Ack(u64),
+    /// It rejected a version: `{version, errors}`.
+    Nack(serde_json::Value),
+    /// Backends as it sees them.
+    Health(serde_json::Value),
+    /// Its recent traffic.
+    Traffic(serde_json::Value),
+    /// Its stream closed.
+    Disconnected,
+}
+
 /// A page of a newest-first list: at most `limit` items older than `before`.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -221,6 +251,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<(), StoreError>;
     /// Makes sure a token with this hash exists (the bootstrap admin token).
     async fn ensure_token(&self, name: &str, role: Role, hash: &str) -> Result<(), StoreError>;
+    /// Records a node whose stream opened (creating or refreshing its entry).
+    async fn node_connected(&self, hello: &NodeHello) -> Result<(), StoreError>;
+    /// Records what a node reported; every update also refreshes `last_seen`.
+    async fn node_update(&self, id: &str, update: NodeUpdate) -> Result<(), StoreError>;
+    /// Marks every node disconnected (at start: no stream survives a restart).
+    async fn disconnect_all(&self) -> Result<(), StoreError>;
     /// Every node in the ledger.
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
     /// One node.

@@ -420,6 +420,66 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn node_connected(&self, hello: &NodeHello) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO nodes (id, hostname, labels, build, connected, first_seen, last_seen)
+             VALUES (?, ?, ?, ?, 1, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname,
+               labels = excluded.labels, build = excluded.build, connected = 1,
+               last_seen = excluded.last_seen",
+        )
+        .bind(&hello.id)
+        .bind(&hello.hostname)
+        .bind(json_text(&hello.labels)?)
+        .bind(&hello.build)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn node_update(&self, id: &str, update: NodeUpdate) -> Result<(), StoreError> {
+        let now = now_ms();
+        let q = match &update {
+            NodeUpdate::Seen => {
+                sqlx::query("UPDATE nodes SET last_seen = ? WHERE id = ?").bind(now)
+            }
+            NodeUpdate::Ack(v) => {
+                sqlx::query("UPDATE nodes SET last_seen = ?, version = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(int(*v))
+            }
+            NodeUpdate::Nack(n) => {
+                sqlx::query("UPDATE nodes SET last_seen = ?, last_nack = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(json_text(n)?)
+            }
+            NodeUpdate::Health(h) => {
+                sqlx::query("UPDATE nodes SET last_seen = ?, health = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(json_text(h)?)
+            }
+            NodeUpdate::Traffic(t) => {
+                sqlx::query("UPDATE nodes SET last_seen = ?, traffic = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(json_text(t)?)
+            }
+            // Not "seen": a stream that timed out was last heard from earlier.
+            NodeUpdate::Disconnected => sqlx::query("UPDATE nodes SET connected = 0 WHERE id = ?"),
+        };
+        q.bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn disconnect_all(&self) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET connected = 0 WHERE connected = 1")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM nodes ORDER BY id")
             .fetch_all(&self.pool)

@@ -79,9 +79,19 @@ pub async fn start() -> Cp {
 
 /// Starts a control plane on the database in `dir`.
 pub async fn start_in(dir: TempDir, token: Option<&str>) -> Cp {
+    start_with(dir, token, |_| {}).await
+}
+
+/// Starts a control plane on the database in `dir` with adjusted options.
+pub async fn start_with(
+    dir: TempDir,
+    token: Option<&str>,
+    adjust: impl FnOnce(&mut Options),
+) -> Cp {
     let url = format!("sqlite://{}", dir.path().join("isame.db").display());
     let mut options = Options::new(url, "127.0.0.1:0".parse().expect("addr"));
     options.admin_token = token.map(str::to_owned);
+    adjust(&mut options);
     let cp = ControlPlane::start(options)
         .await
         .expect("control plane starts");
@@ -148,4 +158,111 @@ pub async fn config(cp: &Cp) -> Value {
     let r = cp.get("/api/v1/config").await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
+}
+
+/// A data plane reduced to its stream: sends what the test says, and hands
+/// over what the control plane sends.
+pub struct Subscriber {
+    pub to_cp: tokio::sync::mpsc::Sender<isame_proto::pb::NodeMessage>,
+    pub from_cp: tonic::Streaming<isame_proto::pb::ControlMessage>,
+}
+
+impl Subscriber {
+    /// Opens a stream with `token` and says Hello as `node_id`.
+    pub async fn connect(
+        addr: SocketAddr,
+        token: &str,
+        node_id: &str,
+    ) -> Result<Subscriber, tonic::Status> {
+        Self::connect_with_window(addr, token, node_id, None).await
+    }
+
+    /// The same, with HTTP/2 flow-control windows of `window` bytes (a
+    /// small window makes a node that does not read fall behind quickly).
+    pub async fn connect_with_window(
+        addr: SocketAddr,
+        token: &str,
+        node_id: &str,
+        window: Option<u32>,
+    ) -> Result<Subscriber, tonic::Status> {
+        use isame_proto::pb;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .initial_stream_window_size(window)
+            .initial_connection_window_size(window)
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = pb::config_discovery_client::ConfigDiscoveryClient::new(channel);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tx.send(pb::NodeMessage {
+            kind: Some(pb::node_message::Kind::Hello(pb::Hello {
+                node_id: node_id.into(),
+                hostname: "test-host".into(),
+                build_version: "test".into(),
+                labels: [("zone".to_string(), "a".to_string())].into(),
+                cached_version: 0,
+            })),
+        })
+        .await
+        .expect("queue hello");
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("metadata"),
+        );
+        let from_cp = client.subscribe(req).await?.into_inner();
+        Ok(Subscriber { to_cp: tx, from_cp })
+    }
+
+    /// The next snapshot, skipping heartbeats.
+    pub async fn snapshot(&mut self) -> isame_proto::pb::Snapshot {
+        loop {
+            let msg =
+                tokio::time::timeout(std::time::Duration::from_secs(10), self.from_cp.message())
+                    .await
+                    .expect("a message in time")
+                    .expect("stream ok")
+                    .expect("stream open");
+            if let Some(isame_proto::pb::control_message::Kind::Snapshot(s)) = msg.kind {
+                return s;
+            }
+        }
+    }
+
+    /// Sends one message.
+    pub async fn send(&self, kind: isame_proto::pb::node_message::Kind) {
+        self.to_cp
+            .send(isame_proto::pb::NodeMessage { kind: Some(kind) })
+            .await
+            .expect("send");
+    }
+
+    /// ACKs `version`.
+    pub async fn ack(&self, version: u64) {
+        self.send(isame_proto::pb::node_message::Kind::Ack(
+            isame_proto::pb::Ack { version },
+        ))
+        .await;
+    }
+}
+
+/// Polls `GET /api/v1/nodes/{id}` until `ok` holds for it.
+pub async fn wait_node(cp: &Cp, id: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = cp.get(&format!("/api/v1/nodes/{id}")).await;
+        if r.status == 200 {
+            let v = r.json();
+            if ok(&v) {
+                return v;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {id} never got there: {}",
+            r.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

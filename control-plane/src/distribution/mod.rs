@@ -1,0 +1,188 @@
+//! Config distribution over gRPC: the `ConfigDiscovery` service. Each data
+//! plane opens one bidirectional stream (flow in docs/distribution.md); the
+//! newest version reaches every stream through the `watch` channel of
+//! [`Configs`], so a slow node gets the newest version when it is ready and
+//! never holds up the others.
+
+mod registry;
+mod session;
+
+use crate::configs::Configs;
+use crate::metrics::Metrics;
+use crate::store::NodeHello;
+use crate::tokens;
+use isame_proto::pb;
+use isame_proto::pb::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
+use isame_proto::pb::node_message::Kind as In;
+use registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Timing of the streams.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often the control plane sends a heartbeat when idle.
+    pub heartbeat: Duration,
+    /// A node that sends nothing for this long is disconnected (nodes
+    /// report at least every few seconds).
+    pub node_timeout: Duration,
+    /// How long a new stream may take to say Hello.
+    pub hello_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The service's shared state.
+pub struct Distribution {
+    configs: Arc<Configs>,
+    metrics: Arc<Metrics>,
+    registry: Registry,
+    options: Options,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Distribution {
+    /// A service over `configs`.
+    pub fn new(configs: Arc<Configs>, metrics: Arc<Metrics>, options: Options) -> Arc<Self> {
+        Arc::new(Self {
+            configs,
+            metrics,
+            registry: Registry::default(),
+            options,
+            closing: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Ends every stream (the control plane is shutting down); nodes
+    /// reconnect to whichever control plane answers next.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// The tonic service.
+    pub fn service(self: &Arc<Self>) -> ConfigDiscoveryServer<Service> {
+        ConfigDiscoveryServer::new(Service(self.clone()))
+            .max_decoding_message_size(4 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+}
+
+/// The `ConfigDiscovery` implementation.
+pub struct Service(Arc<Distribution>);
+
+/// Longest node id, label key or value.
+const MAX_NAME: usize = 128;
+
+fn check_hello(h: &pb::Hello) -> Result<(), Status> {
+    let id_ok = !h.node_id.is_empty()
+        && h.node_id.len() <= MAX_NAME
+        && h.node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if !id_ok {
+        return Err(Status::invalid_argument(
+            "node_id must be 1 to 128 letters, digits, '-', '_', '.' or ':'",
+        ));
+    }
+    if h.labels.len() > 64
+        || h.labels
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > MAX_NAME || v.len() > 1024)
+    {
+        return Err(Status::invalid_argument(
+            "at most 64 labels, keys 1 to 128 bytes, values up to 1024",
+        ));
+    }
+    if h.hostname.len() > 255 || h.build_version.len() > MAX_NAME {
+        return Err(Status::invalid_argument(
+            "hostname or build_version too long",
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl ConfigDiscovery for Service {
+    type SubscribeStream = ReceiverStream<Result<pb::ControlMessage, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<pb::NodeMessage>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let d = self.0.clone();
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| Status::unauthenticated("a bearer token is required"))?;
+        let known = d
+            .configs
+            .store()
+            .token(&tokens::hash(token))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "token lookup failed");
+                Status::unavailable("the control plane's database is unavailable")
+            })?;
+        if known.is_none() {
+            return Err(Status::unauthenticated("unknown token"));
+        }
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(d.options.hello_timeout, inbound.message()).await {
+            Ok(Ok(Some(pb::NodeMessage {
+                kind: Some(In::Hello(h)),
+            }))) => h,
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello")),
+            Ok(Ok(_)) => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        check_hello(&hello)?;
+        let node = hello.node_id.clone();
+        let labels: serde_json::Map<String, serde_json::Value> = hello
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        d.configs
+            .store()
+            .node_connected(&NodeHello {
+                id: node.clone(),
+                hostname: hello.hostname.clone(),
+                build: hello.build_version.clone(),
+                labels: serde_json::Value::Object(labels),
+            })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot record a node");
+                Status::unavailable("the control plane's database is unavailable")
+            })?;
+        let (ticket, replaced) = d.registry.open(&node);
+        d.metrics.connected_nodes.set(d.registry.len() as i64);
+        tracing::info!(
+            node,
+            hostname = hello.hostname,
+            cached = hello.cached_version,
+            replaced,
+            "data plane connected"
+        );
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(session::run(d, node, ticket, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

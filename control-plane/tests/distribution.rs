@@ -1,0 +1,251 @@
+//! The gRPC stream as a data plane sees it: the newest version at once and
+//! after every commit, ACK/NACK in the ledger, authentication, replacement of
+//! a node id, quiet nodes disconnected, slow nodes never holding up others.
+
+mod common;
+
+use common::*;
+use http::Method;
+use isame_proto::pb;
+use isame_proto::pb::node_message::Kind;
+use std::time::Duration;
+
+#[tokio::test]
+async fn snapshots_acks_and_the_ledger() {
+    let cp = start().await;
+    seed(&cp).await;
+    let mut node = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "dp-1")
+        .await
+        .expect("subscribe");
+    let s = node.snapshot().await;
+    assert_eq!(s.version, 1, "the newest version comes at once");
+    assert_eq!(s.hash, cp.get("/api/v1/versions/1").await.json()["hash"]);
+    let config =
+        isame_proto::convert::config_from_pb(s.config.as_ref().expect("config")).expect("valid");
+    assert_eq!(config.upstreams[0].name, "web");
+    node.ack(1).await;
+    let n = wait_node(&cp, "dp-1", |n| n["version"] == 1).await;
+    assert_eq!(n["connected"], true);
+    assert_eq!(n["hostname"], "test-host");
+    assert_eq!(n["labels"]["zone"], "a");
+    assert_eq!(n["behind"], false);
+
+    // A commit reaches the stream; the node is behind until it ACKs.
+    cp.admin(
+        Method::PATCH,
+        "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+        r#"{"weight": 4}"#,
+    )
+    .await;
+    let s = node.snapshot().await;
+    assert_eq!(s.version, 2);
+    let n = cp.get("/api/v1/nodes/dp-1").await.json();
+    assert_eq!(n["behind"], true);
+    node.ack(2).await;
+    wait_node(&cp, "dp-1", |n| n["version"] == 2 && n["behind"] == false).await;
+    let m = call(cp.addr, Method::GET, "/metrics", None, &[], "")
+        .await
+        .text();
+    assert!(m.contains("isame_cp_connected_nodes 1"), "{m}");
+    assert!(
+        m.contains("isame_cp_push_seconds_count 2"),
+        "each commit → ACK measured: {m}"
+    );
+
+    // A NACK is recorded with its errors; the node keeps its last version.
+    cp.admin(
+        Method::PATCH,
+        "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+        r#"{"weight": 5}"#,
+    )
+    .await;
+    assert_eq!(node.snapshot().await.version, 3);
+    node.send(Kind::Nack(pb::Nack {
+        version: 3,
+        errors: vec![pb::Problem {
+            path: "tls.cert_file".into(),
+            message: "cannot read /etc/x.pem".into(),
+        }],
+    }))
+    .await;
+    let n = wait_node(&cp, "dp-1", |n| n["last_nack"]["version"] == 3).await;
+    assert_eq!(n["last_nack"]["errors"][0]["path"], "tls.cert_file");
+    assert_eq!(n["version"], 2);
+
+    // Reports land in the ledger.
+    node.send(Kind::Health(pb::HealthReport {
+        backends: vec![pb::BackendHealth {
+            upstream: "web".into(),
+            backend: "http://127.0.0.1:3001".into(),
+            healthy: false,
+            circuit: "open".into(),
+        }],
+    }))
+    .await;
+    node.send(Kind::Stats(pb::StatsReport {
+        upstreams: vec![pb::UpstreamStats {
+            upstream: "web".into(),
+            requests: 10,
+            errors: 1,
+            duration_ms_sum: 50,
+        }],
+        period_ms: 10_000,
+    }))
+    .await;
+    let n = wait_node(&cp, "dp-1", |n| {
+        n["traffic"]["upstreams"][0]["requests"] == 10
+    })
+    .await;
+    assert_eq!(n["health"][0]["healthy"], false);
+    assert_eq!(n["traffic"]["upstreams"][0]["mean_ms"], 5.0);
+
+    // Closing the stream marks the node disconnected; it stays in the ledger.
+    drop(node);
+    wait_node(&cp, "dp-1", |n| n["connected"] == false).await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn streams_need_a_valid_token_and_a_hello() {
+    let cp = start().await;
+    for token in ["", "not-a-token"] {
+        let err = match Subscriber::connect(cp.cp.grpc_addr, token, "dp-x").await {
+            Err(e) => e,
+            Ok(_) => panic!("{token:?} accepted"),
+        };
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    }
+    for bad in ["", "has space", &"x".repeat(200)] {
+        let err = match Subscriber::connect(cp.cp.grpc_addr, ADMIN, bad).await {
+            Err(e) => e,
+            Ok(mut s) => match s.from_cp.message().await {
+                Err(e) => e,
+                Ok(m) => panic!("{bad:?} accepted: {m:?}"),
+            },
+        };
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}: {err}");
+    }
+    assert_eq!(
+        cp.get("/api/v1/nodes").await.json()["nodes"],
+        serde_json::json!([])
+    );
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_stream_with_the_same_id_replaces_the_first() {
+    let cp = start().await;
+    seed(&cp).await;
+    let mut first = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "dp-1")
+        .await
+        .expect("first");
+    first.snapshot().await;
+    let mut second = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "dp-1")
+        .await
+        .expect("second");
+    second.snapshot().await;
+    // The first stream ends.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = first.from_cp.message().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the replaced stream was closed");
+    second.ack(1).await;
+    let n = wait_node(&cp, "dp-1", |n| n["version"] == 1).await;
+    assert_eq!(
+        n["connected"], true,
+        "the old stream's end does not disconnect the node"
+    );
+    let m = call(cp.addr, Method::GET, "/metrics", None, &[], "")
+        .await
+        .text();
+    assert!(m.contains("isame_cp_connected_nodes 1"), "{m}");
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn quiet_nodes_are_disconnected() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = start_with(dir, Some(ADMIN), |o| {
+        o.distribution.node_timeout = Duration::from_millis(300);
+        o.distribution.heartbeat = Duration::from_millis(100);
+    })
+    .await;
+    seed(&cp).await;
+    let mut node = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "dp-q")
+        .await
+        .expect("subscribe");
+    node.snapshot().await;
+    // Heartbeats arrive while the node says nothing; then it is cut off.
+    let mut beats = 0;
+    let status = loop {
+        match node.from_cp.message().await {
+            Ok(Some(pb::ControlMessage {
+                kind: Some(pb::control_message::Kind::Heartbeat(h)),
+            })) => {
+                assert_eq!(h.newest_version, 1);
+                beats += 1;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("closed without a status"),
+            Err(s) => break s,
+        }
+    };
+    assert!(beats >= 1, "heartbeats were sent");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status}");
+    wait_node(&cp, "dp-q", |n| n["connected"] == false).await;
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_node_gets_the_newest_version_and_holds_up_nobody() {
+    let cp = start().await;
+    // Snapshots large enough (about 100 KB each) that the transport's buffers
+    // fill up well before thirty of them are sent.
+    let mut big =
+        String::from("upstreams:\n  - name: web\n    backends: [http://127.0.0.1:3001]\n");
+    for u in 0..800 {
+        big.push_str(&format!(
+            "  - name: upstream-number-{u}\n    backends: [http://10.1.{}.{}:8080, http://10.2.{}.{}:8080]\n",
+            u / 200,
+            u % 200,
+            u / 200,
+            u % 200
+        ));
+    }
+    let r = cp.admin(Method::PUT, "/api/v1/config", &big).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut slow = Subscriber::connect_with_window(cp.cp.grpc_addr, ADMIN, "slow", Some(65_535))
+        .await
+        .expect("slow");
+    let mut fast = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "fast")
+        .await
+        .expect("fast");
+    assert_eq!(fast.snapshot().await.version, 1);
+    // The slow node reads nothing while 30 versions are committed.
+    for w in 2..=31u32 {
+        let r = cp
+            .admin(
+                Method::PATCH,
+                "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+                &format!("{{\"weight\": {w}}}"),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        // The fast node sees each one promptly.
+        assert_eq!(fast.snapshot().await.version, u64::from(w));
+    }
+    // When the slow node reads, it gets a few queued versions and then the
+    // newest, not all thirty.
+    let mut seen = Vec::new();
+    loop {
+        let v = slow.snapshot().await.version;
+        seen.push(v);
+        if v == 31 {
+            break;
+        }
+    }
+    assert!(seen.len() < 20, "latest wins: {seen:?}");
+    assert_eq!(seen[0], 1);
+    cp.stop().await;
+}

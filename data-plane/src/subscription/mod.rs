@@ -1,0 +1,272 @@
+//! Subscribed mode: the config comes from the control plane over one gRPC
+//! stream (docs/distribution.md). Each snapshot is checked and compiled off
+//! the request path and swapped in the same way as a file reload, then
+//! ACKed; one that cannot be loaded here is NACKed with its errors and the
+//! node keeps serving what it had. The last good snapshot is cached on disk,
+//! so a node restarts and serves while the control plane is down; with no
+//! cache it opens no proxy port and says it is not ready until a snapshot
+//! arrives.
+
+mod backoff;
+pub mod cache;
+mod stream;
+mod waiting;
+
+use crate::app::{Proxy, ProxyOptions, StartError};
+use crate::reload::ReloadError;
+use isame_proto::config::{ConfigError, ConfigErrors};
+use isame_proto::convert::config_from_pb;
+use isame_proto::pb;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// How to subscribe.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The control plane's gRPC address, `http://host:port` (or `https://`).
+    pub control_plane: String,
+    /// This node's id (unique in the fleet).
+    pub node_id: String,
+    /// Bearer token for the control plane.
+    pub token: Option<String>,
+    /// Where the last good snapshot is kept.
+    pub cache_dir: Option<PathBuf>,
+    /// Labels reported with Hello.
+    pub labels: Vec<(String, String)>,
+    /// Overrides the pushed `server.address:server.port`.
+    pub listen: Option<SocketAddr>,
+    /// Overrides the pushed HTTPS address.
+    pub https_listen: Option<SocketAddr>,
+    /// Overrides the pushed admin address (also where the node answers while
+    /// it waits for its first config; default 127.0.0.1:9090).
+    pub admin_listen: Option<SocketAddr>,
+    /// Worker threads.
+    pub workers: usize,
+    /// How often traffic (and changed health) is reported; also the node's
+    /// heartbeat, so well under the control plane's node timeout.
+    pub report_interval: Duration,
+}
+
+/// Why a subscribed node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The control plane's address is not a URL tonic can use.
+    #[error("--control-plane {0:?}: {1}")]
+    BadAddress(String, String),
+    /// The cached config could not be served.
+    #[error("serving the cached config: {0}")]
+    Start(#[from] StartError),
+    /// The waiting admin listener could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// What a subscribed node is doing, for tests and `/status`.
+#[derive(Debug, Default)]
+pub struct NodeState {
+    /// The control plane's version being served (0: none).
+    pub version: AtomicU64,
+    /// Whether the stream is open.
+    pub connected: AtomicBool,
+    /// The last snapshot it refused, and why.
+    pub last_nack: Mutex<Option<(u64, Vec<ConfigError>)>>,
+}
+
+struct Inner {
+    opts: Options,
+    state: Arc<NodeState>,
+    proxy: tokio::sync::Mutex<Option<Proxy>>,
+    /// Where the admin listener is (resolved from port 0 when asked).
+    admin_addr: Mutex<SocketAddr>,
+    waiting: Mutex<Option<JoinHandle<()>>>,
+    serving: watch::Sender<Option<(SocketAddr, SocketAddr)>>,
+}
+
+/// A running subscribed data plane.
+pub struct Node {
+    inner: Arc<Inner>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Default admin address while no config says otherwise.
+const DEFAULT_ADMIN: ([u8; 4], u16) = ([127, 0, 0, 1], 9090);
+
+impl Node {
+    /// Serves the cached snapshot if there is one (at once), else waits
+    /// with only the admin listener up; subscribes in the background either way.
+    pub async fn start(opts: Options) -> Result<Node, NodeError> {
+        tonic::transport::Endpoint::from_shared(opts.control_plane.clone())
+            .map_err(|e| NodeError::BadAddress(opts.control_plane.clone(), e.to_string()))?;
+        let admin = opts.admin_listen.unwrap_or(SocketAddr::from(DEFAULT_ADMIN));
+        let (serving, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            opts,
+            state: Arc::new(NodeState::default()),
+            proxy: tokio::sync::Mutex::new(None),
+            admin_addr: Mutex::new(admin),
+            waiting: Mutex::new(None),
+            serving,
+        });
+        let cached = inner
+            .opts
+            .cache_dir
+            .as_deref()
+            .and_then(|dir| match cache::load(dir) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "ignoring the snapshot cache; waiting for the control plane");
+                    None
+                }
+            });
+        let mut started = false;
+        if let Some(snapshot) = cached {
+            match inner.install(&snapshot).await {
+                Ok(()) => {
+                    info!(version = snapshot.version, "serving the cached snapshot");
+                    started = true;
+                }
+                Err(errors) => {
+                    warn!(%errors, "the cached snapshot cannot be served; waiting for the control plane")
+                }
+            }
+        }
+        if !started {
+            inner.wait().await?;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(stream::run(inner.clone(), stopped));
+        Ok(Node { inner, stop, task })
+    }
+
+    /// What the node is doing.
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.inner.state
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        *self
+            .inner
+            .admin_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The proxy and admin addresses once serving; `None` while waiting.
+    pub fn serving(&self) -> watch::Receiver<Option<(SocketAddr, SocketAddr)>> {
+        self.inner.serving.subscribe()
+    }
+
+    /// Closes the stream and stops serving (draining in-flight requests).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        if let Some(w) = self
+            .inner
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            w.abort();
+        }
+        let proxy = self.inner.proxy.lock().await.take();
+        if let Some(p) = proxy {
+            let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+    }
+}
+
+impl Inner {
+    /// Starts the waiting admin listener.
+    async fn wait(&self) -> Result<(), NodeError> {
+        let addr = *self.admin_addr.lock().unwrap_or_else(|e| e.into_inner());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| NodeError::Bind(addr, e))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| NodeError::Bind(addr, e))?;
+        // Port 0 was resolved: the proxy's admin listener takes the same port later.
+        *self.admin_addr.lock().unwrap_or_else(|e| e.into_inner()) = bound;
+        let info = Arc::new(waiting::WaitingInfo {
+            control_plane: self.opts.control_plane.clone(),
+            node_id: self.opts.node_id.clone(),
+        });
+        let task = tokio::spawn(waiting::serve(listener, info));
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        info!(admin = %bound, "no config yet: proxy port closed until the control plane sends one");
+        Ok(())
+    }
+
+    /// Checks, compiles and swaps in `snapshot` (starting the proxy on the
+    /// first one). Nothing changes when it fails.
+    async fn install(&self, snapshot: &pb::Snapshot) -> Result<(), ConfigErrors> {
+        let pb_config = snapshot
+            .config
+            .as_ref()
+            .ok_or_else(|| ConfigErrors::one("", "the snapshot carries no config"))?;
+        let config = config_from_pb(pb_config)?;
+        let mut proxy = self.proxy.lock().await;
+        match proxy.as_ref() {
+            Some(p) => {
+                p.apply(config).await.map_err(|e| match e {
+                    ReloadError::Invalid(errors) => errors,
+                    other => ConfigErrors::one("", other.to_string()),
+                })?;
+            }
+            None => {
+                // The waiting listener gives its port to the proxy's admin listener.
+                let waiting = self
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                if let Some(w) = waiting {
+                    w.abort();
+                    let _ = w.await;
+                }
+                let admin = self
+                    .opts
+                    .admin_listen
+                    .map(|_| *self.admin_addr.lock().unwrap_or_else(|e| e.into_inner()));
+                let started = Proxy::start(ProxyOptions {
+                    config,
+                    config_path: None,
+                    listen: self.opts.listen,
+                    https_listen: self.opts.https_listen,
+                    admin_listen: admin,
+                    workers: self.opts.workers,
+                });
+                match started {
+                    Ok(p) => {
+                        *self.admin_addr.lock().unwrap_or_else(|e| e.into_inner()) = p.admin_addr;
+                        self.serving
+                            .send_replace(Some((p.proxy_addr, p.admin_addr)));
+                        *proxy = Some(p);
+                    }
+                    Err(e) => {
+                        let errors = match e {
+                            StartError::Config(errors) => errors,
+                            other => ConfigErrors::one("", other.to_string()),
+                        };
+                        drop(proxy);
+                        if let Err(e) = self.wait().await {
+                            warn!(error = %e, "cannot reopen the waiting admin listener");
+                        }
+                        return Err(errors);
+                    }
+                }
+            }
+        }
+        self.state.version.store(snapshot.version, Ordering::SeqCst);
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! The stream to the control plane: connect (and reconnect with backoff,
+//! forever), say Hello, install each snapshot and answer ACK or NACK, and
+//! report traffic and backend health at a bounded rate.
+
+use super::backoff::Backoff;
+use super::{cache, Inner};
+use crate::metrics::UpstreamTotals;
+use isame_proto::pb;
+use isame_proto::pb::control_message::Kind as In;
+use isame_proto::pb::node_message::Kind as Out;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{interval, Instant, MissedTickBehavior};
+use tonic::transport::Endpoint;
+use tonic::Code;
+use tracing::{debug, error, info, warn};
+
+/// Reconnects forever until `stop` turns true.
+pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        let began = Instant::now();
+        let outcome = tokio::select! {
+            r = session(&inner) => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        inner.state.connected.store(false, Ordering::SeqCst);
+        match outcome {
+            Ok(()) => info!("control plane closed the stream; reconnecting"),
+            Err(status) if status.code() == Code::Unauthenticated => error!(
+                reason = status.message(),
+                "the control plane refused this node's token (--token / ISAME_TOKEN); retrying"
+            ),
+            Err(status) => {
+                warn!(code = ?status.code(), reason = status.message(), "control plane unreachable; retrying")
+            }
+        }
+        if began.elapsed() > Duration::from_secs(10) {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        debug!(?delay, "next connection attempt");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One connection, until it ends.
+async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
+    let opts = &inner.opts;
+    let endpoint = Endpoint::from_shared(opts.control_plane.clone())
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{}: {e}", opts.control_plane)))?;
+    let mut client = pb::config_discovery_client::ConfigDiscoveryClient::new(channel)
+        .max_decoding_message_size(256 << 20);
+    let (tx, rx) = mpsc::channel::<pb::NodeMessage>(16);
+    let hello = pb::Hello {
+        node_id: opts.node_id.clone(),
+        hostname: hostname(),
+        build_version: env!("CARGO_PKG_VERSION").into(),
+        labels: opts.labels.iter().cloned().collect(),
+        cached_version: inner.state.version.load(Ordering::SeqCst),
+    };
+    let _ = tx
+        .send(pb::NodeMessage {
+            kind: Some(Out::Hello(hello)),
+        })
+        .await;
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(token) = &opts.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("the token is not valid header text"))?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    let mut inbound = client.subscribe(req).await?.into_inner();
+    inner.state.connected.store(true, Ordering::SeqCst);
+    info!(control_plane = %opts.control_plane, node = %opts.node_id, "subscribed");
+    let mut reports = interval(opts.report_interval);
+    reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_totals: HashMap<String, UpstreamTotals> = HashMap::new();
+    let mut last_health: Vec<pb::BackendHealth> = Vec::new();
+    let mut last_report = Instant::now();
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let Some(msg) = msg? else { return Ok(()) };
+                match msg.kind {
+                    Some(In::Snapshot(s)) => {
+                        let reply = answer(inner, &s).await;
+                        if tx.send(reply).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Some(In::Heartbeat(h)) => {
+                        debug!(newest = h.newest_version, "heartbeat");
+                    }
+                    None => {}
+                }
+            }
+            _ = reports.tick() => {
+                let proxy = inner.proxy.lock().await;
+                let Some(p) = proxy.as_ref() else { continue };
+                let shared = p.shared().clone();
+                drop(proxy);
+                let totals = shared.metrics.upstream_totals();
+                let period = last_report.elapsed();
+                last_report = Instant::now();
+                let stats = pb::StatsReport {
+                    upstreams: totals
+                        .iter()
+                        .map(|(name, t)| {
+                            let before = last_totals.get(name).copied().unwrap_or_default();
+                            pb::UpstreamStats {
+                                upstream: name.clone(),
+                                requests: t.requests.saturating_sub(before.requests),
+                                errors: t.errors.saturating_sub(before.errors),
+                                duration_ms_sum: t.duration_ms.saturating_sub(before.duration_ms),
+                            }
+                        })
+                        .collect(),
+                    period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+                };
+                last_totals = totals;
+                if tx.send(pb::NodeMessage { kind: Some(Out::Stats(stats)) }).await.is_err() {
+                    return Ok(());
+                }
+                let snap = shared.snapshot();
+                let health: Vec<pb::BackendHealth> = snap
+                    .upstreams
+                    .iter()
+                    .flat_map(|u| {
+                        u.backends.iter().map(|b| pb::BackendHealth {
+                            upstream: u.name.clone(),
+                            backend: b.url.clone(),
+                            healthy: b.state.health.is_healthy(),
+                            circuit: b.state.breaker.state_name().into(),
+                        })
+                    })
+                    .collect();
+                if health != last_health {
+                    let report = pb::HealthReport { backends: health.clone() };
+                    if tx.send(pb::NodeMessage { kind: Some(Out::Health(report)) }).await.is_err() {
+                        return Ok(());
+                    }
+                    last_health = health;
+                }
+            }
+        }
+    }
+}
+
+/// Installs a snapshot and says how it went.
+async fn answer(inner: &Arc<Inner>, s: &pb::Snapshot) -> pb::NodeMessage {
+    let current = inner.state.version.load(Ordering::SeqCst);
+    if s.version == current && s.version != 0 {
+        // Already serving it (a reconnect, or the cache).
+        return pb::NodeMessage {
+            kind: Some(Out::Ack(pb::Ack { version: s.version })),
+        };
+    }
+    match inner.install(s).await {
+        Ok(()) => {
+            info!(version = s.version, "config version installed");
+            if let Some(dir) = &inner.opts.cache_dir {
+                let (dir, snap) = (dir.clone(), s.clone());
+                match tokio::task::spawn_blocking(move || cache::save(&dir, &snap)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "cannot write the snapshot cache"),
+                    Err(e) => warn!(error = %e, "cannot write the snapshot cache"),
+                }
+            }
+            *inner
+                .state
+                .last_nack
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+            pb::NodeMessage {
+                kind: Some(Out::Ack(pb::Ack { version: s.version })),
+            }
+        }
+        Err(errors) => {
+            warn!(version = s.version, %errors, "config version refused; still serving the previous one");
+            *inner
+                .state
+                .last_nack
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((s.version, errors.0.clone()));
+            pb::NodeMessage {
+                kind: Some(Out::Nack(pb::Nack {
+                    version: s.version,
+                    errors: errors
+                        .iter()
+                        .map(|e| pb::Problem {
+                            path: e.path.clone(),
+                            message: e.message.clone(),
+                        })
+                        .collect(),
+                })),
+            }
+        }
+    }
+}
+
+/// This host's name, for the ledger.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,372 @@
+//! Data planes following a real control plane over gRPC: convergence, NACK,
+//! the control plane going away and coming back, the snapshot cache, and
+//! config changes under traffic.
+
+use http::{Method, Request};
+use http_body_util::Full;
+use isame_control_plane::app::{ControlPlane, Options as CpOptions};
+use isame_data_plane::subscription::{self, Node};
+use isame_testkit::{Backend, Client, Reply};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const TOKEN: &str = "subscribed-test-token-0123456789abcdef";
+
+async fn control_plane(db: &Path, grpc: Option<SocketAddr>) -> ControlPlane {
+    let mut o = CpOptions::new(
+        format!("sqlite://{}", db.join("cp.db").display()),
+        "127.0.0.1:0".parse().expect("addr"),
+    );
+    o.admin_token = Some(TOKEN.into());
+    if let Some(g) = grpc {
+        o.grpc_listen = g;
+    }
+    ControlPlane::start(o).await.expect("control plane")
+}
+
+async fn api(cp: SocketAddr, method: Method, path: &str, body: &str) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "cp")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(bytes::Bytes::from(body.to_owned())))
+        .expect("request");
+    Client::http1(cp)
+        .await
+        .expect("connect")
+        .send(req)
+        .await
+        .expect("reply")
+}
+
+fn config(backend: &Backend) -> String {
+    format!(
+        "upstreams:\n  - name: web\n    backends: [{}]\nhealth:\n  enabled: false\nretry:\n  enabled: false\ncircuit_breaker:\n  enabled: false\n",
+        backend.url()
+    )
+}
+
+fn options(cp: SocketAddr, id: &str, cache: Option<PathBuf>) -> subscription::Options {
+    subscription::Options {
+        control_plane: format!("http://{cp}"),
+        node_id: id.into(),
+        token: Some(TOKEN.into()),
+        cache_dir: cache,
+        labels: vec![("zone".into(), "test".into())],
+        listen: Some("127.0.0.1:0".parse().expect("addr")),
+        https_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        workers: 1,
+        report_interval: Duration::from_millis(200),
+    }
+}
+
+/// Waits until the node serves version `v`; returns its proxy address.
+async fn serving(node: &Node, v: u64) -> SocketAddr {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if node.state().version.load(Ordering::SeqCst) == v {
+            if let Some((proxy, _)) = *node.serving().borrow() {
+                return proxy;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node never served version {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn name_via(proxy: SocketAddr) -> String {
+    let r = Client::http1(proxy)
+        .await
+        .expect("connect")
+        .get("/")
+        .await
+        .expect("reply");
+    assert_eq!(r.status, 200);
+    r.headers["x-backend"].to_str().expect("name").to_owned()
+}
+
+/// Waits until the ledger satisfies `ok`.
+async fn ledger(cp: SocketAddr, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let nodes = api(cp, Method::GET, "/api/v1/nodes", "").await.json();
+        if ok(&nodes) {
+            return nodes;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ledger never got there: {nodes}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge_nack_and_keep_serving() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = control_plane(dir.path(), None).await;
+    assert_eq!(
+        api(cp.api_addr, Method::PUT, "/api/v1/config", &config(&a))
+            .await
+            .status,
+        200
+    );
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(
+            Node::start(options(cp.grpc_addr, &format!("dp-{i}"), None))
+                .await
+                .expect("node"),
+        );
+    }
+    for n in &nodes {
+        assert_eq!(name_via(serving(n, 1).await).await, "a");
+    }
+    // A change reaches all three; the ledger shows three ACKs.
+    assert_eq!(
+        api(cp.api_addr, Method::PUT, "/api/v1/config", &config(&b))
+            .await
+            .status,
+        200
+    );
+    for n in &nodes {
+        assert_eq!(name_via(serving(n, 2).await).await, "b");
+    }
+    let l = ledger(cp.api_addr, |l| {
+        l["nodes"].as_array().is_some_and(|n| {
+            n.len() == 3
+                && n.iter()
+                    .all(|n| n["version"] == 2 && n["connected"] == true)
+        })
+    })
+    .await;
+    assert_eq!(l["nodes"][0]["labels"]["zone"], "test");
+    // Traffic and health reports arrive.
+    ledger(cp.api_addr, |l| {
+        l["nodes"][0]["health"][0]["backend"] == b.url().as_str()
+    })
+    .await;
+    ledger(cp.api_addr, |l| {
+        l["nodes"][0]["traffic"]["upstreams"]
+            .as_array()
+            .is_some_and(|u| !u.is_empty())
+    })
+    .await;
+
+    // A version no node can load (its certificate file is not on these
+    // hosts): NACKed with the reason, and the nodes keep serving version 2.
+    let tls = format!(
+        "{}tls:\n  enabled: true\n  cert_file: /nonexistent/cert.pem\n  key_file: /nonexistent/key.pem\n",
+        config(&a)
+    );
+    let r = api(cp.api_addr, Method::PUT, "/api/v1/config", &tls).await;
+    assert_eq!(
+        r.status,
+        200,
+        "the control plane cannot see node files: {}",
+        r.text()
+    );
+    let l = ledger(cp.api_addr, |l| {
+        l["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().all(|n| n["last_nack"]["version"] == 3))
+    })
+    .await;
+    let nack = l["nodes"][0]["last_nack"].to_string();
+    assert!(nack.contains("cert.pem"), "{nack}");
+    for n in &nodes {
+        assert_eq!(n.state().version.load(Ordering::SeqCst), 2);
+        let proxy = serving(n, 2).await;
+        assert_eq!(name_via(proxy).await, "b", "still serving version 2");
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_outlive_the_control_plane_and_restart_from_their_cache() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = control_plane(dir.path(), None).await;
+    let grpc = cp.grpc_addr;
+    api(cp.api_addr, Method::PUT, "/api/v1/config", &config(&a)).await;
+    let cache = dir.path().join("cache-1");
+    let node = Node::start(options(grpc, "dp-1", Some(cache.clone())))
+        .await
+        .expect("node");
+    serving(&node, 1).await;
+
+    // The control plane goes away: the node keeps serving.
+    cp.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!node.state().connected.load(Ordering::SeqCst));
+    assert_eq!(name_via(serving(&node, 1).await).await, "a");
+
+    // The node restarts while the control plane is down: it serves from its cache at once.
+    node.shutdown().await;
+    let node = Node::start(options(grpc, "dp-1", Some(cache.clone())))
+        .await
+        .expect("restart");
+    let proxy = node.serving().borrow().expect("serving at once").0;
+    assert_eq!(name_via(proxy).await, "a");
+    assert_eq!(node.state().version.load(Ordering::SeqCst), 1);
+
+    // The control plane comes back (same database, same address): the node
+    // reconnects and follows the next change.
+    let cp = control_plane(dir.path(), Some(grpc)).await;
+    let r = api(cp.api_addr, Method::PUT, "/api/v1/config", &config(&b)).await;
+    assert_eq!(r.json()["version"], 2);
+    assert_eq!(name_via(serving(&node, 2).await).await, "b");
+    ledger(cp.api_addr, |l| {
+        l["nodes"][0]["version"] == 2 && l["nodes"][0]["connected"] == true
+    })
+    .await;
+    node.shutdown().await;
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cache_the_proxy_port_stays_closed_until_a_config_arrives() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("dir");
+    // A control plane address that is not up yet.
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).expect("dir");
+    // A corrupt cache is reported and ignored, not a crash.
+    std::fs::write(subscription::cache::path(&cache), b"garbage").expect("write");
+    let node = Node::start(options(grpc, "dp-w", Some(cache.clone())))
+        .await
+        .expect("node starts");
+    assert!(
+        node.serving().borrow().is_none(),
+        "no proxy port without a config"
+    );
+    let admin = node.admin_addr();
+    let ready = isame_testkit::client::get(admin, "/ready")
+        .await
+        .expect("ready");
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        isame_testkit::client::get(admin, "/health")
+            .await
+            .expect("health")
+            .status,
+        200
+    );
+    let status = isame_testkit::client::get(admin, "/status")
+        .await
+        .expect("status")
+        .json();
+    assert_eq!(status["state"], "waiting");
+
+    let cp = control_plane(dir.path(), Some(grpc)).await;
+    api(cp.api_addr, Method::PUT, "/api/v1/config", &config(&a)).await;
+    let proxy = serving(&node, 1).await;
+    assert_eq!(name_via(proxy).await, "a");
+    // The admin listener kept its address and now reports ready.
+    assert_eq!(node.admin_addr(), admin);
+    assert_eq!(
+        isame_testkit::client::get(admin, "/ready")
+            .await
+            .expect("ready")
+            .status,
+        200
+    );
+    // The cache was replaced with the good snapshot.
+    let cached = subscription::cache::load(&cache)
+        .expect("readable")
+        .expect("present");
+    assert_eq!(cached.version, 1);
+    node.shutdown().await;
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_versions_under_traffic_drop_nothing() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = control_plane(dir.path(), None).await;
+    let two = format!(
+        "upstreams:\n  - name: web\n    algorithm: weighted_round_robin\n    backends:\n      - url: {}\n      - url: {}\nhealth:\n  enabled: false\nretry:\n  enabled: false\ncircuit_breaker:\n  enabled: false\n",
+        a.url(),
+        b.url()
+    );
+    api(cp.api_addr, Method::PUT, "/api/v1/config", &two).await;
+    let node = Node::start(options(cp.grpc_addr, "dp-1", None))
+        .await
+        .expect("node");
+    let proxy = serving(&node, 1).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            let mut c = Client::http1(proxy).await.expect("connect");
+            while !stop.load(Ordering::SeqCst) {
+                match c.get("/").await {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let backend = a.url().replace("http://", "");
+    for w in 2..=51u32 {
+        let r = api(
+            cp.api_addr,
+            Method::PATCH,
+            &format!("/api/v1/upstreams/web/backends/{backend}"),
+            &format!("{{\"weight\": {w}}}"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    serving(&node, 51).await;
+    stop.store(true, Ordering::SeqCst);
+    let (mut ok, mut failed) = (0, 0);
+    for c in clients {
+        let (o, f) = c.await.expect("client");
+        ok += o;
+        failed += f;
+    }
+    assert_eq!(failed, 0, "{ok} ok");
+    assert!(ok > 100, "traffic flowed: {ok}");
+    node.shutdown().await;
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_and_nothing_is_served() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = control_plane(dir.path(), None).await;
+    api(cp.api_addr, Method::PUT, "/api/v1/config", &config(&a)).await;
+    let mut o = options(cp.grpc_addr, "dp-bad", None);
+    o.token = Some("wrong-token".into());
+    let node = Node::start(o).await.expect("node");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(node.serving().borrow().is_none());
+    assert!(!node.state().connected.load(Ordering::SeqCst));
+    let nodes = api(cp.api_addr, Method::GET, "/api/v1/nodes", "")
+        .await
+        .json();
+    assert_eq!(nodes["nodes"], serde_json::json!([]));
+    node.shutdown().await;
+    cp.shutdown().await;
+}
