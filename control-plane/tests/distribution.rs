@@ -99,6 +99,19 @@ async fn snapshots_acks_and_the_ledger() {
     assert_eq!(n["health"][0]["healthy"], false);
     assert_eq!(n["traffic"]["upstreams"][0]["mean_ms"], 5.0);
 
+    // The fleet view counts nodes per backend, and lists the NACK of the
+    // version this node does not run.
+    let f = cp.get("/api/v1/fleet").await.json();
+    assert_eq!(f["version"], 3);
+    assert_eq!(f["nodes"]["connected"], 1);
+    assert_eq!(f["nodes"]["behind"], serde_json::json!(["dp-1"]));
+    assert_eq!(f["nodes"]["nacked"][0]["version"], 3);
+    let web = &f["upstreams"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["backends"][0]["unhealthy_nodes"], 1);
+    assert_eq!(web["backends"][0]["healthy_nodes"], 0);
+    assert_eq!(web["backends"][1]["reporting_nodes"], 0);
+
     // Closing the stream marks the node disconnected; it stays in the ledger.
     drop(node);
     wait_node(&cp, "dp-1", |n| n["connected"] == false).await;

@@ -31,6 +31,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/nodes"),
     ("get", "/api/v1/nodes/{id}"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/fleet"),
 ];
 
 #[tokio::test]

@@ -65,6 +65,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(history::audit))
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::get_one))
+        .routes(routes!(nodes::fleet))
 }
 
 /// The OpenAPI document of the whole API.
