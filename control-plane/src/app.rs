@@ -292,7 +292,11 @@ async fn serve_grpc(
     distribution: Arc<Distribution>,
     stop: oneshot::Receiver<()>,
 ) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small messages (ACKs, snapshots of small configs) must not wait for
+    // Nagle's algorithm to meet a delayed ACK (40 ms each time).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)));
     let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

@@ -262,3 +262,52 @@ async fn a_slow_node_gets_the_newest_version_and_holds_up_nobody() {
     assert_eq!(seen[0], 1);
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn acks_are_never_rate_limited_but_report_floods_are() {
+    let cp = start().await;
+    seed(&cp).await;
+    let mut node = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "busy")
+        .await
+        .expect("subscribe");
+    node.snapshot().await;
+    node.ack(1).await;
+    // Many quick commits, each ACKed: the stream stays up.
+    for w in 2..=40u32 {
+        cp.admin(
+            Method::PATCH,
+            "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+            &format!("{{\"weight\": {w}}}"),
+        )
+        .await;
+        let s = node.snapshot().await;
+        node.ack(s.version).await;
+    }
+    wait_node(&cp, "busy", |n| {
+        n["version"] == 40 && n["connected"] == true
+    })
+    .await;
+    // A node that floods reports is cut off.
+    for _ in 0..200 {
+        if node
+            .to_cp
+            .send(pb::NodeMessage {
+                kind: Some(Kind::Stats(pb::StatsReport::default())),
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let status = loop {
+        match node.from_cp.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("closed without a status"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    wait_node(&cp, "busy", |n| n["connected"] == false).await;
+    cp.stop().await;
+}

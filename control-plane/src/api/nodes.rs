@@ -78,7 +78,8 @@ pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             let nack = n.last_nack.as_ref()?;
             // A NACK of a version older than the one the node now runs is history.
             let v = nack["version"].as_u64()?;
-            (n.version.is_none_or(|ok| ok < v)).then(|| json!({"id": n.id, "version": v, "errors": nack["errors"]}))
+            (n.version.is_none_or(|ok| ok < v))
+                .then(|| json!({"id": n.id, "version": v, "errors": nack["errors"]}))
         })
         .collect();
     let mut seen: std::collections::HashMap<(&str, &str), (u32, u32)> = Default::default();

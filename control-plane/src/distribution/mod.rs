@@ -4,12 +4,13 @@
 //! [`Configs`], so a slow node gets the newest version when it is ready and
 //! never holds up the others.
 
+mod ledger;
 mod registry;
 mod session;
 
 use crate::configs::Configs;
 use crate::metrics::Metrics;
-use crate::store::NodeHello;
+use crate::store::{NodeHello, NodeUpdate};
 use crate::tokens;
 use isame_proto::pb;
 use isame_proto::pb::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
@@ -48,6 +49,7 @@ pub struct Distribution {
     configs: Arc<Configs>,
     metrics: Arc<Metrics>,
     registry: Registry,
+    ledger: ledger::Ledger,
     options: Options,
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -56,6 +58,7 @@ impl Distribution {
     /// A service over `configs`.
     pub fn new(configs: Arc<Configs>, metrics: Arc<Metrics>, options: Options) -> Arc<Self> {
         Arc::new(Self {
+            ledger: ledger::Ledger::start(configs.store().clone()),
             configs,
             metrics,
             registry: Registry::default(),
@@ -159,19 +162,15 @@ impl ConfigDiscovery for Service {
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        d.configs
-            .store()
-            .node_connected(&NodeHello {
+        d.ledger.record(
+            &node,
+            NodeUpdate::Connected(NodeHello {
                 id: node.clone(),
                 hostname: hello.hostname.clone(),
                 build: hello.build_version.clone(),
                 labels: serde_json::Value::Object(labels),
-            })
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot record a node");
-                Status::unavailable("the control plane's database is unavailable")
-            })?;
+            }),
+        );
         let (ticket, replaced) = d.registry.open(&node);
         d.metrics.connected_nodes.set(d.registry.len() as i64);
         tracing::info!(

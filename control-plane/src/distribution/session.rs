@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tonic::{Status, Streaming};
 
-/// Messages a node may send in a burst before the rate limit applies.
+/// Reports a node may send in a burst before the rate limit applies.
 const BURST: f64 = 20.0;
-/// Messages per second a node may send over time.
+/// Reports per second a node may send over time.
 const RATE: f64 = 5.0;
 
 /// Why a session ended.
@@ -85,13 +85,17 @@ pub async fn run(
                     };
                     let now = Instant::now();
                     quiet.as_mut().reset(now + d.options.node_timeout);
-                    tokens = (tokens + now.duration_since(refilled).as_secs_f64() * RATE).min(BURST);
-                    refilled = now;
-                    if tokens < 1.0 {
-                        break 'session End::Flooding;
+                    // ACKs and NACKs answer this side's snapshots; only what
+                    // the node sends of its own accord is rate limited.
+                    if !matches!(msg.kind, Some(In::Ack(_) | In::Nack(_))) {
+                        tokens = (tokens + now.duration_since(refilled).as_secs_f64() * RATE).min(BURST);
+                        refilled = now;
+                        if tokens < 1.0 {
+                            break 'session End::Flooding;
+                        }
+                        tokens -= 1.0;
                     }
-                    tokens -= 1.0;
-                    handle(&d, &node, msg).await;
+                    handle(&d, &node, msg);
                 }
             }
         }
@@ -125,14 +129,7 @@ pub async fn run(
     }
     if d.registry.close(&node, ticket.session) {
         d.metrics.connected_nodes.set(d.registry.len() as i64);
-        if let Err(e) = d
-            .configs
-            .store()
-            .node_update(&node, NodeUpdate::Disconnected)
-            .await
-        {
-            tracing::warn!(node, error = %e, "cannot record the node as disconnected");
-        }
+        d.ledger.record(&node, NodeUpdate::Disconnected);
     }
     tracing::info!(node, reason = ?end, "data plane stream ended");
 }
@@ -157,7 +154,7 @@ async fn send_snapshot(
 }
 
 /// Records one message from a node.
-async fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
+fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
     let update = match msg.kind {
         None | Some(In::Hello(_)) => NodeUpdate::Seen,
         Some(In::Ack(a)) => {
@@ -218,9 +215,7 @@ async fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
             })).collect::<Vec<_>>(),
         })),
     };
-    if let Err(e) = d.configs.store().node_update(node, update).await {
-        tracing::warn!(node, error = %e, "cannot record a node report");
-    }
+    d.ledger.record(node, update);
 }
 
 /// A peer-supplied string, cut to a sane length.

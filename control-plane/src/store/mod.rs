@@ -201,6 +201,8 @@ pub struct NodeHello {
 /// A change to one node's ledger entry.
 #[derive(Debug, Clone)]
 pub enum NodeUpdate {
+    /// Its stream opened (creating or refreshing its entry).
+    Connected(NodeHello),
     /// It was heard from.
     Seen,
     /// It runs this version.
@@ -251,10 +253,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<(), StoreError>;
     /// Makes sure a token with this hash exists (the bootstrap admin token).
     async fn ensure_token(&self, name: &str, role: Role, hash: &str) -> Result<(), StoreError>;
-    /// Records a node whose stream opened (creating or refreshing its entry).
-    async fn node_connected(&self, hello: &NodeHello) -> Result<(), StoreError>;
-    /// Records what a node reported; every update also refreshes `last_seen`.
-    async fn node_update(&self, id: &str, update: NodeUpdate) -> Result<(), StoreError>;
+    /// Records changes to the node ledger, in order, in one transaction.
+    /// Every update but `Disconnected` also refreshes the node's `last_seen`.
+    async fn record_nodes(&self, updates: &[(String, NodeUpdate)]) -> Result<(), StoreError>;
     /// Marks every node disconnected (at start: no stream survives a restart).
     async fn disconnect_all(&self) -> Result<(), StoreError>;
     /// Every node in the ledger.

@@ -274,6 +274,59 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+async fn record_node(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: &str,
+    update: &NodeUpdate,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let q = match update {
+        NodeUpdate::Connected(hello) => {
+            sqlx::query(
+                "INSERT INTO nodes (id, hostname, labels, build, connected, first_seen, last_seen)
+                 VALUES (?, ?, ?, ?, 1, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname,
+                   labels = excluded.labels, build = excluded.build, connected = 1,
+                   last_seen = excluded.last_seen",
+            )
+            .bind(id)
+            .bind(&hello.hostname)
+            .bind(json_text(&hello.labels)?)
+            .bind(&hello.build)
+            .bind(now)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        }
+        NodeUpdate::Seen => sqlx::query("UPDATE nodes SET last_seen = ? WHERE id = ?").bind(now),
+        NodeUpdate::Ack(v) => {
+            sqlx::query("UPDATE nodes SET last_seen = ?, version = ? WHERE id = ?")
+                .bind(now)
+                .bind(int(*v))
+        }
+        NodeUpdate::Nack(n) => {
+            sqlx::query("UPDATE nodes SET last_seen = ?, last_nack = ? WHERE id = ?")
+                .bind(now)
+                .bind(json_text(n)?)
+        }
+        NodeUpdate::Health(h) => {
+            sqlx::query("UPDATE nodes SET last_seen = ?, health = ? WHERE id = ?")
+                .bind(now)
+                .bind(json_text(h)?)
+        }
+        NodeUpdate::Traffic(t) => {
+            sqlx::query("UPDATE nodes SET last_seen = ?, traffic = ? WHERE id = ?")
+                .bind(now)
+                .bind(json_text(t)?)
+        }
+        // Not "seen": a stream that timed out was last heard from earlier.
+        NodeUpdate::Disconnected => sqlx::query("UPDATE nodes SET connected = 0 WHERE id = ?"),
+    };
+    q.bind(id).execute(&mut **tx).await?;
+    Ok(())
+}
+
 const VERSION_COLUMNS: &str = "version, created_at, author, message, hash, rollback_of, changes";
 
 #[async_trait]
@@ -420,56 +473,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn node_connected(&self, hello: &NodeHello) -> Result<(), StoreError> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO nodes (id, hostname, labels, build, connected, first_seen, last_seen)
-             VALUES (?, ?, ?, ?, 1, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname,
-               labels = excluded.labels, build = excluded.build, connected = 1,
-               last_seen = excluded.last_seen",
-        )
-        .bind(&hello.id)
-        .bind(&hello.hostname)
-        .bind(json_text(&hello.labels)?)
-        .bind(&hello.build)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn node_update(&self, id: &str, update: NodeUpdate) -> Result<(), StoreError> {
-        let now = now_ms();
-        let q = match &update {
-            NodeUpdate::Seen => {
-                sqlx::query("UPDATE nodes SET last_seen = ? WHERE id = ?").bind(now)
-            }
-            NodeUpdate::Ack(v) => {
-                sqlx::query("UPDATE nodes SET last_seen = ?, version = ? WHERE id = ?")
-                    .bind(now)
-                    .bind(int(*v))
-            }
-            NodeUpdate::Nack(n) => {
-                sqlx::query("UPDATE nodes SET last_seen = ?, last_nack = ? WHERE id = ?")
-                    .bind(now)
-                    .bind(json_text(n)?)
-            }
-            NodeUpdate::Health(h) => {
-                sqlx::query("UPDATE nodes SET last_seen = ?, health = ? WHERE id = ?")
-                    .bind(now)
-                    .bind(json_text(h)?)
-            }
-            NodeUpdate::Traffic(t) => {
-                sqlx::query("UPDATE nodes SET last_seen = ?, traffic = ? WHERE id = ?")
-                    .bind(now)
-                    .bind(json_text(t)?)
-            }
-            // Not "seen": a stream that timed out was last heard from earlier.
-            NodeUpdate::Disconnected => sqlx::query("UPDATE nodes SET connected = 0 WHERE id = ?"),
-        };
-        q.bind(id).execute(&self.pool).await?;
+    async fn record_nodes(&self, updates: &[(String, NodeUpdate)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (id, update) in updates {
+            record_node(&mut tx, id, update).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
