@@ -52,6 +52,9 @@ pub enum StartError {
          characters; `isame-control-plane token create` makes strong ones"
     )]
     WeakToken,
+    /// The gRPC TLS settings were refused.
+    #[error("gRPC TLS: {0}")]
+    Tls(String),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -68,6 +71,8 @@ pub struct Options {
     pub grpc_listen: SocketAddr,
     /// Timing of the data-plane streams.
     pub distribution: crate::distribution::Options,
+    /// TLS (and optionally client certificates) on the gRPC listener.
+    pub grpc_tls: Option<GrpcTls>,
     /// Bootstrap admin token.
     pub admin_token: Option<String>,
     /// Largest request body.
@@ -84,12 +89,25 @@ impl Options {
             database_url: database_url.into(),
             api_listen,
             grpc_listen: SocketAddr::new(api_listen.ip(), 0),
+            grpc_tls: None,
             distribution: crate::distribution::Options::default(),
             admin_token: None,
             max_body_bytes: api::DEFAULT_MAX_BODY_BYTES,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// TLS of the gRPC listener, as PEM.
+#[derive(Debug, Clone)]
+pub struct GrpcTls {
+    /// Certificate chain presented to data planes.
+    pub cert_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
+    /// When set, data planes must present a certificate signed by one of
+    /// these CAs (mutual TLS).
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 /// Name of the token set by `ISAME_ADMIN_TOKEN`.
@@ -199,6 +217,20 @@ impl ControlPlane {
                 addr: options.grpc_listen,
                 source,
             })?;
+        let mut grpc_server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        if let Some(tls) = &options.grpc_tls {
+            let mut config = tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+            );
+            if let Some(ca) = &tls.client_ca_pem {
+                config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            grpc_server = grpc_server
+                .tls_config(config)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+        }
         let distribution = Distribution::new(
             configs.clone(),
             state.metrics.clone(),
@@ -209,6 +241,7 @@ impl ControlPlane {
         let task = tokio::spawn(async move {
             let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
             let grpc = tokio::spawn(serve_grpc(
+                grpc_server,
                 grpc_listener,
                 distribution.clone(),
                 grpc_stopped,
@@ -288,6 +321,7 @@ pub async fn serve(
 
 /// Serves the data-plane streams until `stop` completes.
 async fn serve_grpc(
+    mut server: tonic::transport::Server,
     listener: TcpListener,
     distribution: Arc<Distribution>,
     stop: oneshot::Receiver<()>,
@@ -297,9 +331,7 @@ async fn serve_grpc(
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(30)));
-    let served = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+    let served = server
         .add_service(distribution.service())
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop.await;

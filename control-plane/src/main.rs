@@ -23,6 +23,15 @@ struct Cli {
     /// Bootstrap admin token (kept hashed, under the name `bootstrap-admin`).
     #[arg(long, env = "ISAME_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Serve gRPC over TLS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --grpc-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<std::path::PathBuf>,
+    /// Require data planes to present a client certificate signed by this CA (PEM).
+    #[arg(long, value_name = "FILE", requires = "grpc_tls_cert")]
+    grpc_client_ca: Option<std::path::PathBuf>,
     /// Largest REST request body, in bytes.
     #[arg(long, default_value_t = isame_control_plane::api::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -138,6 +147,25 @@ async fn create_token(url: &str, name: &str, role: Role) -> ExitCode {
 async fn serve(cli: Cli) -> ExitCode {
     let mut options = Options::new(cli.database_url, cli.api_listen);
     options.grpc_listen = cli.grpc_listen;
+    if let (Some(cert), Some(key)) = (&cli.grpc_tls_cert, &cli.grpc_tls_key) {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let tls = (|| {
+            Ok::<_, String>(app::GrpcTls {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+                client_ca_pem: cli.grpc_client_ca.as_deref().map(read).transpose()?,
+            })
+        })();
+        match tls {
+            Ok(t) => options.grpc_tls = Some(t),
+            Err(e) => {
+                eprintln!("isame-control-plane: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     options.admin_token = cli.admin_token;
     options.max_body_bytes = cli.max_body_bytes;
     let cp = match ControlPlane::start(options).await {

@@ -36,6 +36,15 @@ pub struct Cli {
     /// A label reported to the control plane (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label, requires = "control_plane")]
     pub labels: Vec<(String, String)>,
+    /// CA certificate(s) that sign the control plane's (with an https:// --control-plane).
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate for a control plane that requires one (PEM).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// How often traffic and backend health are reported to the control plane.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub report_interval: std::time::Duration,

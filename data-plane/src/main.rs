@@ -90,6 +90,23 @@ fn workers(cli: &Cli) -> usize {
     )
 }
 
+/// `--ca`, `--cert` and `--key`, read.
+fn client_tls(cli: &Cli) -> anyhow::Result<Option<subscription::ClientTls>> {
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+    };
+    if cli.ca.is_none() && cli.cert.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(subscription::ClientTls {
+        ca_pem: cli.ca.as_deref().map(read).transpose()?,
+        identity: match (&cli.cert, &cli.key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        },
+    }))
+}
+
 /// `isame-lb --control-plane URL --node-id ID`: follow the control plane.
 fn run_subscribed(cli: &Cli, url: &str) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -107,6 +124,7 @@ fn run_subscribed(cli: &Cli, url: &str) -> anyhow::Result<()> {
             admin_listen: cli.admin_listen,
             workers: workers(cli),
             report_interval: cli.report_interval,
+            tls: client_tls(cli)?,
         })
         .await?;
         let mut term = signal(SignalKind::terminate())?;

@@ -271,3 +271,81 @@ fn sighup_reloads_the_file() {
     signal(&p.child, "-INT");
     assert_eq!(p.child.wait().expect("exit").code(), Some(0));
 }
+
+#[test]
+fn subscribed_mode_flags_and_exit_codes() {
+    let code = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_remove("ISAME_TOKEN")
+            .output()
+            .expect("run")
+            .status
+            .code()
+    };
+    // --control-plane needs --node-id; --config and --control-plane exclude each other.
+    assert_eq!(code(&["--control-plane", "http://127.0.0.1:1"]), Some(2));
+    assert_eq!(code(&["--node-id", "dp-1"]), Some(2));
+    assert_eq!(
+        code(&[
+            "--config",
+            "x.yaml",
+            "--control-plane",
+            "http://127.0.0.1:1",
+            "--node-id",
+            "a"
+        ]),
+        Some(2)
+    );
+    assert_eq!(
+        code(&[
+            "--control-plane",
+            "http://127.0.0.1:1",
+            "--node-id",
+            "a",
+            "--label",
+            "novalue"
+        ]),
+        Some(2)
+    );
+    assert_eq!(
+        code(&[
+            "--cert",
+            "c.pem",
+            "--control-plane",
+            "http://127.0.0.1:1",
+            "--node-id",
+            "a"
+        ]),
+        Some(2)
+    );
+    // A URL that cannot be used, or TLS files that do not exist: exit 1 with the reason.
+    let out = Command::new(BIN)
+        .args([
+            "--control-plane",
+            "not a url",
+            "--node-id",
+            "a",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--control-plane"));
+    let out = Command::new(BIN)
+        .args([
+            "--control-plane",
+            "https://127.0.0.1:1",
+            "--node-id",
+            "a",
+            "--ca",
+            "/nonexistent/ca.pem",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
+}

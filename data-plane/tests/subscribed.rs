@@ -61,6 +61,7 @@ fn options(cp: SocketAddr, id: &str, cache: Option<PathBuf>) -> subscription::Op
         admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
         workers: 1,
         report_interval: Duration::from_millis(200),
+        tls: None,
     }
 }
 
@@ -368,5 +369,78 @@ async fn a_wrong_token_is_refused_and_nothing_is_served() {
         .json();
     assert_eq!(nodes["nodes"], serde_json::json!([]));
     node.shutdown().await;
+    cp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
+    use isame_testkit::tls::{KeyKind, TestCa};
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new();
+    let server = ca.issue(&["localhost", "127.0.0.1"], KeyKind::Ecdsa);
+    let mut o = CpOptions::new(
+        format!("sqlite://{}", dir.path().join("cp.db").display()),
+        "127.0.0.1:0".parse().expect("addr"),
+    );
+    o.admin_token = Some(TOKEN.into());
+    o.grpc_tls = Some(isame_control_plane::app::GrpcTls {
+        cert_pem: server.cert_pem.clone().into_bytes(),
+        key_pem: server.key_pem.clone().into_bytes(),
+        client_ca_pem: Some(ca.cert_pem().into_bytes()),
+    });
+    let cp = ControlPlane::start(o).await.expect("control plane");
+    api(cp.api_addr, Method::PUT, "/api/v1/config", &config(&a)).await;
+    let url = format!("https://localhost:{}", cp.grpc_addr.port());
+    let tls_options = |id: &str, client: Option<&isame_testkit::tls::Issued>| {
+        let mut o = options(cp.grpc_addr, id, None);
+        o.control_plane = url.clone();
+        o.tls = Some(subscription::ClientTls {
+            ca_pem: Some(ca.cert_pem().into_bytes()),
+            identity: client.map(|c| {
+                (
+                    c.cert_pem.clone().into_bytes(),
+                    c.key_pem.clone().into_bytes(),
+                )
+            }),
+        });
+        o
+    };
+    // A client certificate from this CA: admitted.
+    let good = ca.issue(&["dp-good"], KeyKind::Ecdsa);
+    let node = Node::start(tls_options("dp-good", Some(&good)))
+        .await
+        .expect("node");
+    assert_eq!(name_via(serving(&node, 1).await).await, "a");
+    // One from another CA, or none at all: refused at the handshake.
+    let other = TestCa::new().issue(&["dp-evil"], KeyKind::Ecdsa);
+    let evil = Node::start(tls_options("dp-evil", Some(&other)))
+        .await
+        .expect("node");
+    let anonymous = Node::start(tls_options("dp-anon", None))
+        .await
+        .expect("node");
+    // Plain text to a TLS listener fails too.
+    let plain = Node::start(options(cp.grpc_addr, "dp-plain", None))
+        .await
+        .expect("node");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for n in [&evil, &anonymous, &plain] {
+        assert!(n.serving().borrow().is_none());
+        assert!(!n.state().connected.load(Ordering::SeqCst));
+    }
+    let nodes = api(cp.api_addr, Method::GET, "/api/v1/nodes", "")
+        .await
+        .json();
+    let ids: Vec<_> = nodes["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["id"].clone())
+        .collect();
+    assert_eq!(ids, [serde_json::json!("dp-good")]);
+    for n in [node, evil, anonymous, plain] {
+        n.shutdown().await;
+    }
     cp.shutdown().await;
 }

@@ -51,6 +51,46 @@ pub struct Options {
     /// How often traffic (and changed health) is reported; also the node's
     /// heartbeat, so well under the control plane's node timeout.
     pub report_interval: Duration,
+    /// TLS to the control plane (with an `https://` address).
+    pub tls: Option<ClientTls>,
+}
+
+/// TLS settings of the stream, as PEM.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// CAs that sign the control plane's certificate (default: the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and key, for a control plane that requires them.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClientTls {
+    /// The tonic form.
+    fn config(&self) -> tonic::transport::ClientTlsConfig {
+        let mut c = tonic::transport::ClientTlsConfig::new();
+        c = match &self.ca_pem {
+            Some(ca) => c.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            None => c.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            c = c.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        c
+    }
+}
+
+/// The endpoint of the control plane, with TLS when the address says `https://`.
+pub(crate) fn endpoint(opts: &Options) -> Result<tonic::transport::Endpoint, String> {
+    let e = tonic::transport::Endpoint::from_shared(opts.control_plane.clone())
+        .map_err(|e| e.to_string())?;
+    if opts.control_plane.starts_with("https://") {
+        let tls = opts.tls.clone().unwrap_or_default();
+        e.tls_config(tls.config()).map_err(|e| format!("TLS: {e}"))
+    } else if opts.tls.is_some() {
+        Err("TLS settings need an https:// control-plane address".into())
+    } else {
+        Ok(e)
+    }
 }
 
 /// Why a subscribed node could not start.
@@ -102,8 +142,7 @@ impl Node {
     /// Serves the cached snapshot if there is one (at once), else waits
     /// with only the admin listener up; subscribes in the background either way.
     pub async fn start(opts: Options) -> Result<Node, NodeError> {
-        tonic::transport::Endpoint::from_shared(opts.control_plane.clone())
-            .map_err(|e| NodeError::BadAddress(opts.control_plane.clone(), e.to_string()))?;
+        endpoint(&opts).map_err(|e| NodeError::BadAddress(opts.control_plane.clone(), e))?;
         let admin = opts.admin_listen.unwrap_or(SocketAddr::from(DEFAULT_ADMIN));
         let (serving, _) = watch::channel(None);
         let inner = Arc::new(Inner {

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{interval, Instant, MissedTickBehavior};
-use tonic::transport::Endpoint;
 use tonic::Code;
 use tracing::{debug, error, info, warn};
 
@@ -53,8 +52,8 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
 /// One connection, until it ends.
 async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
     let opts = &inner.opts;
-    let endpoint = Endpoint::from_shared(opts.control_plane.clone())
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+    let endpoint = super::endpoint(opts)
+        .map_err(tonic::Status::invalid_argument)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
