@@ -35,6 +35,8 @@ async fn spawn(dir: &Path, addr: SocketAddr) -> Child {
             &db_url(dir),
             "--api-listen",
             &addr.to_string(),
+            "--grpc-listen",
+            "127.0.0.1:0",
         ])
         .env("ISAME_ADMIN_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
@@ -350,4 +352,28 @@ fn exit_codes() {
         .output()
         .expect("run");
     assert_eq!(unwritable.status.code(), Some(1));
+    // gRPC TLS: the client CA needs a certificate; missing files are named.
+    let usage = Command::new(BIN)
+        .args(["--grpc-client-ca", "ca.pem"])
+        .output()
+        .expect("run");
+    assert_eq!(usage.status.code(), Some(2));
+    let missing = Command::new(BIN)
+        .args([
+            "--database-url",
+            &db_url(dir.path()),
+            "--api-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--grpc-tls-cert",
+            "/nonexistent/cp.pem",
+            "--grpc-tls-key",
+            "/nonexistent/cp.key",
+        ])
+        .env("ISAME_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/cp.pem"));
 }
