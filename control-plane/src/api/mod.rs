@@ -6,6 +6,7 @@ mod config;
 pub mod error;
 mod extract;
 mod history;
+mod named;
 mod nodes;
 mod openapi;
 mod ops;

@@ -4,21 +4,15 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Document};
+use super::named::{self, ROUTES};
 use super::openapi::{ApplyResult, ErrorBody, Resource, ValidationErrorBody};
-use super::resources::{
-    answer, change_request, document, items, name_of, named, position, rebuild, WriteParams,
-};
+use super::resources::WriteParams;
 use super::AppState;
-use crate::configs::ChangeError;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
-
-fn missing(name: &str) -> ChangeError {
-    ChangeError::NotFound(format!("route {name:?} not found"))
-}
 
 /// Every route of the newest config, in match order.
 #[utoipa::path(get, path = "/routes", tag = "routes",
@@ -46,21 +40,7 @@ pub async fn create(
     ApiQuery(params): ApiQuery<WriteParams>,
     Document(body): Document,
 ) -> Result<Response, ApiError> {
-    let name = name_of(&body, "route")?;
-    let req = change_request(&who, &headers, &params, "route.create", &name)?;
-    let outcome = state
-        .configs
-        .change(req, |cur| {
-            let mut doc = document(cur)?;
-            let routes = items(&mut doc, "routes")?;
-            if position(routes, &name).is_some() {
-                return Err(ChangeError::Exists(format!("route {name:?} exists")));
-            }
-            routes.push(body);
-            rebuild(&doc)
-        })
-        .await?;
-    Ok(answer(outcome, StatusCode::CREATED))
+    named::create(&named::ROUTES, &state, &who, &headers, &params, body).await
 }
 
 /// One route.
@@ -77,7 +57,7 @@ pub async fn get_one(
         .config
         .as_ref()
         .and_then(|c| c.routes.iter().find(|r| r.name == name))
-        .ok_or_else(|| missing(&name))?;
+        .ok_or_else(|| ROUTES.missing(&name))?;
     serde_json::to_value(r)
         .map(Json)
         .map_err(|e| ApiError::Internal(e.to_string()))
@@ -100,30 +80,7 @@ pub async fn put(
     ApiQuery(params): ApiQuery<WriteParams>,
     Document(body): Document,
 ) -> Result<Response, ApiError> {
-    let body = named(body, &name, "route")?;
-    let req = change_request(&who, &headers, &params, "route.put", &name)?;
-    let mut created = false;
-    let outcome = state
-        .configs
-        .change(req, |cur| {
-            let mut doc = document(cur)?;
-            let routes = items(&mut doc, "routes")?;
-            match position(routes, &name) {
-                Some(i) => routes[i] = body,
-                None => {
-                    created = true;
-                    routes.push(body)
-                }
-            }
-            rebuild(&doc)
-        })
-        .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(answer(outcome, status))
+    named::replace(&named::ROUTES, &state, &who, &headers, &name, &params, body).await
 }
 
 /// Removes a route.
@@ -140,16 +97,5 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
     ApiQuery(params): ApiQuery<WriteParams>,
 ) -> Result<Response, ApiError> {
-    let req = change_request(&who, &headers, &params, "route.delete", &name)?;
-    let outcome = state
-        .configs
-        .change(req, |cur| {
-            let mut doc = document(cur)?;
-            let routes = items(&mut doc, "routes")?;
-            let i = position(routes, &name).ok_or_else(|| missing(&name))?;
-            routes.remove(i);
-            rebuild(&doc)
-        })
-        .await?;
-    Ok(answer(outcome, StatusCode::OK))
+    named::remove(&named::ROUTES, &state, &who, &headers, &name, &params).await
 }

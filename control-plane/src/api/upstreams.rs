@@ -4,10 +4,10 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Document};
+use super::named::{self, UPSTREAMS};
 use super::openapi::{ApplyResult, ErrorBody, Resource, ValidationErrorBody};
 use super::resources::{
-    answer, change_request, document, invalid, items, name_of, named, position, rebuild,
-    WriteParams,
+    answer, change_request, document, invalid, items, position, rebuild, WriteParams,
 };
 use super::AppState;
 use crate::configs::ChangeError;
@@ -18,7 +18,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 fn missing(name: &str) -> ChangeError {
-    ChangeError::NotFound(format!("upstream {name:?} not found"))
+    UPSTREAMS.missing(name)
 }
 
 /// Every upstream of the newest config.
@@ -47,21 +47,7 @@ pub async fn create(
     ApiQuery(params): ApiQuery<WriteParams>,
     Document(body): Document,
 ) -> Result<Response, ApiError> {
-    let name = name_of(&body, "upstream")?;
-    let req = change_request(&who, &headers, &params, "upstream.create", &name)?;
-    let outcome = state
-        .configs
-        .change(req, |cur| {
-            let mut doc = document(cur)?;
-            let ups = items(&mut doc, "upstreams")?;
-            if position(ups, &name).is_some() {
-                return Err(ChangeError::Exists(format!("upstream {name:?} exists")));
-            }
-            ups.push(body);
-            rebuild(&doc)
-        })
-        .await?;
-    Ok(answer(outcome, StatusCode::CREATED))
+    named::create(&named::UPSTREAMS, &state, &who, &headers, &params, body).await
 }
 
 /// One upstream.
@@ -101,30 +87,16 @@ pub async fn put(
     ApiQuery(params): ApiQuery<WriteParams>,
     Document(body): Document,
 ) -> Result<Response, ApiError> {
-    let body = named(body, &name, "upstream")?;
-    let req = change_request(&who, &headers, &params, "upstream.put", &name)?;
-    let mut created = false;
-    let outcome = state
-        .configs
-        .change(req, |cur| {
-            let mut doc = document(cur)?;
-            let ups = items(&mut doc, "upstreams")?;
-            match position(ups, &name) {
-                Some(i) => ups[i] = body,
-                None => {
-                    created = true;
-                    ups.push(body)
-                }
-            }
-            rebuild(&doc)
-        })
-        .await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(answer(outcome, status))
+    named::replace(
+        &named::UPSTREAMS,
+        &state,
+        &who,
+        &headers,
+        &name,
+        &params,
+        body,
+    )
+    .await
 }
 
 /// Removes an upstream (refused while a route sends traffic to it).
@@ -141,18 +113,7 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
     ApiQuery(params): ApiQuery<WriteParams>,
 ) -> Result<Response, ApiError> {
-    let req = change_request(&who, &headers, &params, "upstream.delete", &name)?;
-    let outcome = state
-        .configs
-        .change(req, |cur| {
-            let mut doc = document(cur)?;
-            let ups = items(&mut doc, "upstreams")?;
-            let i = position(ups, &name).ok_or_else(|| missing(&name))?;
-            ups.remove(i);
-            rebuild(&doc)
-        })
-        .await?;
-    Ok(answer(outcome, StatusCode::OK))
+    named::remove(&named::UPSTREAMS, &state, &who, &headers, &name, &params).await
 }
 
 /// The backends list of upstream `name` in `doc`.
