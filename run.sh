@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts the Isame demo: the control plane on an embedded SQLite file, three
-# echo backends and a data plane (isame-lb) on examples/standalone.yaml. The
-# same config is applied to the control plane as its first version, so its
-# REST API, versions and audit log can be tried. Ctrl-C stops everything.
+# echo backends, and a data plane (isame-lb) subscribed to the control plane.
+# examples/standalone.yaml is applied as the first version; every later
+# change made through the REST API reaches the data plane at once.
+# Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -32,9 +33,6 @@ for i in 1 2 3; do
     ./target/release/isame-echo --listen "127.0.0.1:300$i" --name "backend-$i" &
     pids+=($!)
 done
-./target/release/isame-lb --config examples/standalone.yaml &
-pids+=($!)
-
 for _ in $(seq 50); do
     curl -fs localhost:7070/healthz >/dev/null 2>&1 && break
     sleep 0.1
@@ -42,6 +40,13 @@ done
 curl -fs -X PUT -H "Authorization: Bearer $token" -H 'X-Isame-Message: demo start' \
     --data-binary @examples/standalone.yaml localhost:7070/api/v1/config >/dev/null \
     || echo "could not apply the demo config to the control plane" >&2
+ISAME_TOKEN="$token" ./target/release/isame-lb --control-plane http://127.0.0.1:7071 \
+    --node-id demo-1 --cache-dir "$state/cache" --label env=demo &
+pids+=($!)
+for _ in $(seq 50); do
+    curl -fs localhost:9090/ready >/dev/null 2>&1 && break
+    sleep 0.1
+done
 
 cat <<TXT
 
@@ -52,11 +57,13 @@ Isame is running:
   status         curl -s localhost:9090/status
   control plane  export ISAME_TOKEN=$token
                  curl -s -H "Authorization: Bearer \$ISAME_TOKEN" localhost:7070/api/v1/config
-                 curl -s -H "Authorization: Bearer \$ISAME_TOKEN" localhost:7070/api/v1/versions
-                 curl -s -X PATCH -H "Authorization: Bearer \$ISAME_TOKEN" -d '{"weight": 5}' \\
+                 curl -s -H "Authorization: Bearer \$ISAME_TOKEN" localhost:7070/api/v1/nodes
+  try a change   curl -s -X PATCH -H "Authorization: Bearer \$ISAME_TOKEN" -d '{"weight": 5}' \\
                       localhost:7070/api/v1/upstreams/web/backends/127.0.0.1:3002
+                 (the data plane applies it at once: watch curl -s localhost:9090/status)
+  whole file     curl -s -X PUT -H "Authorization: Bearer \$ISAME_TOKEN" \\
+                      --data-binary @examples/standalone.yaml localhost:7070/api/v1/config
                  API description: localhost:7070/api/v1/openapi.json
-Edit examples/standalone.yaml and save: the data plane applies it at once (or send SIGHUP).
 Ctrl-C stops everything.
 TXT
 wait
