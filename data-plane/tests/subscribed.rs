@@ -444,3 +444,65 @@ async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
     }
     cp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_control_plane_with_reused_version_numbers_is_followed() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().expect("dir");
+    let cache = dir.path().join("cache");
+    for d in ["first", "second"] {
+        std::fs::create_dir_all(dir.path().join(d)).expect("dir");
+    }
+    let first = control_plane(&dir.path().join("first"), None).await;
+    let grpc = first.grpc_addr;
+    api(first.api_addr, Method::PUT, "/api/v1/config", &config(&a)).await;
+    let node = Node::start(options(grpc, "dp-1", Some(cache.clone())))
+        .await
+        .expect("node");
+    serving(&node, 1).await;
+    node.shutdown().await;
+    first.shutdown().await;
+
+    // A control plane on a fresh database: its version 1 is another config.
+    let second = control_plane(&dir.path().join("second"), Some(grpc)).await;
+    api(second.api_addr, Method::PUT, "/api/v1/config", &config(&b)).await;
+    let node = Node::start(options(grpc, "dp-1", Some(cache)))
+        .await
+        .expect("node");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let proxy = serving(&node, 1).await;
+        if name_via(proxy).await == "b" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "kept the old version 1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.shutdown().await;
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waiting_for_its_first_config_stays_connected() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut o = CpOptions::new(
+        format!("sqlite://{}", dir.path().join("cp.db").display()),
+        "127.0.0.1:0".parse().expect("addr"),
+    );
+    o.admin_token = Some(TOKEN.into());
+    o.distribution.node_timeout = Duration::from_millis(600);
+    let cp = ControlPlane::start(o).await.expect("control plane");
+    // Nothing applied yet: the node has nothing to serve, but reports.
+    let node = Node::start(options(cp.grpc_addr, "dp-idle", None))
+        .await
+        .expect("node");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(node.state().connected.load(Ordering::SeqCst));
+    let nodes = ledger(cp.api_addr, |l| l["nodes"][0]["connected"] == true).await;
+    assert_eq!(nodes["nodes"][0]["id"], "dp-idle");
+    node.shutdown().await;
+    cp.shutdown().await;
+}

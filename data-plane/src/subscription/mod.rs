@@ -116,6 +116,8 @@ pub struct NodeState {
     pub connected: AtomicBool,
     /// The last snapshot it refused, and why.
     pub last_nack: Mutex<Option<(u64, Vec<ConfigError>)>>,
+    /// Content hash of the snapshot being served.
+    pub hash: Mutex<String>,
 }
 
 struct Inner {
@@ -306,6 +308,7 @@ impl Inner {
             }
         }
         self.state.version.store(snapshot.version, Ordering::SeqCst);
+        *self.state.hash.lock().unwrap_or_else(|e| e.into_inner()) = snapshot.hash.clone();
         Ok(())
     }
 }

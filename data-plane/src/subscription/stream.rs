@@ -111,7 +111,15 @@ async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
             }
             _ = reports.tick() => {
                 let proxy = inner.proxy.lock().await;
-                let Some(p) = proxy.as_ref() else { continue };
+                let Some(p) = proxy.as_ref() else {
+                    // Nothing to report yet, but the report is also the heartbeat.
+                    drop(proxy);
+                    let beat = pb::NodeMessage { kind: Some(Out::Stats(pb::StatsReport::default())) };
+                    if tx.send(beat).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                };
                 let shared = p.shared().clone();
                 drop(proxy);
                 let totals = shared.metrics.upstream_totals();
@@ -164,8 +172,10 @@ async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
 /// Installs a snapshot and says how it went.
 async fn answer(inner: &Arc<Inner>, s: &pb::Snapshot) -> pb::NodeMessage {
     let current = inner.state.version.load(Ordering::SeqCst);
-    if s.version == current && s.version != 0 {
-        // Already serving it (a reconnect, or the cache).
+    let same_content = *inner.state.hash.lock().unwrap_or_else(|e| e.into_inner()) == s.hash;
+    // Already serving it (a reconnect, or the cache). The hash matters too: a
+    // control plane started on a new database numbers its versions afresh.
+    if s.version == current && s.version != 0 && same_content {
         return pb::NodeMessage {
             kind: Some(Out::Ack(pb::Ack { version: s.version })),
         };
