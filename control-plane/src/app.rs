@@ -155,17 +155,17 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Opens the store, checks exposure, binds and serves.
     pub async fn start(options: Options) -> Result<ControlPlane, StartError> {
+        // Presented tokens are trimmed, so the stored one is too.
+        let bootstrap = options.admin_token.as_deref().map(str::trim);
+        if bootstrap.is_some_and(|t| t.chars().count() < MIN_BOOTSTRAP_TOKEN) {
+            return Err(StartError::WeakToken);
+        }
         let store = open_store(&options.database_url).await?;
         let store_err = |source| StartError::Store {
             url: redact(&options.database_url),
             source,
         };
-        if let Some(token) = &options.admin_token {
-            // Presented tokens are trimmed, so the stored one is too.
-            let token = token.trim();
-            if token.chars().count() < MIN_BOOTSTRAP_TOKEN {
-                return Err(StartError::WeakToken);
-            }
+        if let Some(token) = bootstrap {
             store
                 .ensure_token(BOOTSTRAP_TOKEN_NAME, Role::Admin, &tokens::hash(token))
                 .await

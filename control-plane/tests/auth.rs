@@ -155,6 +155,10 @@ async fn a_short_bootstrap_token_is_refused() {
             Ok(_) => panic!("{weak:?} was accepted"),
         }
     }
+    assert!(
+        !dir.path().join("isame.db").exists(),
+        "refused before anything was written"
+    );
     // Surrounding whitespace is not part of the token.
     let token = " 0123456789abcdef0123456789abcdef \n";
     let mut options = Options::new(url, "127.0.0.1:0".parse().expect("addr"));
