@@ -113,6 +113,10 @@ fn run_subscribed(cli: &Cli, url: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        // Handlers first: a signal that arrives as soon as the node answers
+        // must not meet the default action (which kills the process).
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let node = Node::start(subscription::Options {
             control_plane: url.to_owned(),
             node_id: cli.node_id.clone().unwrap_or_default(),
@@ -127,8 +131,6 @@ fn run_subscribed(cli: &Cli, url: &str) -> anyhow::Result<()> {
             tls: client_tls(cli)?,
         })
         .await?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
@@ -149,6 +151,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let config = reload::load_file(path)?;
     let workers = workers(cli);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Handlers first: a signal that arrives as soon as the proxy answers
+    // must not meet the default action (SIGHUP's would kill the process).
+    let (mut term, mut int, mut hup) = {
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     let proxy = Proxy::start(ProxyOptions {
         config,
         config_path: Some(path.clone()),
@@ -157,13 +172,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         admin_listen: cli.admin_listen,
         workers,
     })?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
