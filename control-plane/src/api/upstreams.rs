@@ -231,19 +231,15 @@ pub async fn patch_backend(
         )
         .into());
     }
-    let req = change_request(
+    edit_backend(
+        &state,
         &who,
         &headers,
         &params,
+        &name,
+        &backend,
         "backend.update",
-        format!("{name}/{backend}"),
-    )?;
-    let outcome = state
-        .configs
-        .change(req, |cur| {
-            let mut doc = document(cur)?;
-            let backends = backends_of(&mut doc, &name)?;
-            let i = backend_index(backends, &name, &backend)?;
+        |backends, i| {
             let entry = &mut backends[i];
             if let Value::String(url) = entry {
                 *entry = json!({"url": url});
@@ -257,10 +253,9 @@ pub async fn patch_backend(
                     }
                 }
             }
-            rebuild(&doc)
-        })
-        .await?;
-    Ok(answer(outcome, StatusCode::OK))
+        },
+    )
+    .await
 }
 
 /// Removes a backend (drain it first so that nothing in flight is cut off).
@@ -279,20 +274,42 @@ pub async fn delete_backend(
     ApiPath((name, backend)): ApiPath<(String, String)>,
     ApiQuery(params): ApiQuery<WriteParams>,
 ) -> Result<Response, ApiError> {
-    let req = change_request(
+    edit_backend(
+        &state,
         &who,
         &headers,
         &params,
+        &name,
+        &backend,
         "backend.remove",
-        format!("{name}/{backend}"),
-    )?;
+        |backends, i| {
+            backends.remove(i);
+        },
+    )
+    .await
+}
+
+/// Applies `edit` to backend `backend` (index `i` in its upstream's list)
+/// as one change, audited as `action`.
+#[allow(clippy::too_many_arguments)]
+async fn edit_backend(
+    state: &AppState,
+    who: &Principal,
+    headers: &HeaderMap,
+    params: &WriteParams,
+    name: &str,
+    backend: &str,
+    action: &'static str,
+    edit: impl FnOnce(&mut Vec<Value>, usize),
+) -> Result<Response, ApiError> {
+    let req = change_request(who, headers, params, action, format!("{name}/{backend}"))?;
     let outcome = state
         .configs
         .change(req, |cur| {
             let mut doc = document(cur)?;
-            let backends = backends_of(&mut doc, &name)?;
-            let i = backend_index(backends, &name, &backend)?;
-            backends.remove(i);
+            let backends = backends_of(&mut doc, name)?;
+            let i = backend_index(backends, name, backend)?;
+            edit(backends, i);
             rebuild(&doc)
         })
         .await?;

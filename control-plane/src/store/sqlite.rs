@@ -38,11 +38,6 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
-
-    /// The connection pool (for tests and maintenance).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
 
 /// Milliseconds since the Unix epoch.

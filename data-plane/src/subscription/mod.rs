@@ -14,7 +14,7 @@ mod waiting;
 
 use crate::app::{Proxy, ProxyOptions, StartError};
 use crate::reload::ReloadError;
-use isame_proto::config::{ConfigError, ConfigErrors};
+use isame_proto::config::ConfigErrors;
 use isame_proto::convert::config_from_pb;
 use isame_proto::pb;
 use std::net::SocketAddr;
@@ -99,9 +99,6 @@ pub enum NodeError {
     /// The control plane's address is not a URL tonic can use.
     #[error("--control-plane {0:?}: {1}")]
     BadAddress(String, String),
-    /// The cached config could not be served.
-    #[error("serving the cached config: {0}")]
-    Start(#[from] StartError),
     /// The waiting admin listener could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
@@ -114,8 +111,6 @@ pub struct NodeState {
     pub version: AtomicU64,
     /// Whether the stream is open.
     pub connected: AtomicBool,
-    /// The last snapshot it refused, and why.
-    pub last_nack: Mutex<Option<(u64, Vec<ConfigError>)>>,
     /// Content hash of the snapshot being served.
     pub hash: Mutex<String>,
 }

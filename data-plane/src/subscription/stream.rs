@@ -191,22 +191,12 @@ async fn answer(inner: &Arc<Inner>, s: &pb::Snapshot) -> pb::NodeMessage {
                     Err(e) => warn!(error = %e, "cannot write the snapshot cache"),
                 }
             }
-            *inner
-                .state
-                .last_nack
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = None;
             pb::NodeMessage {
                 kind: Some(Out::Ack(pb::Ack { version: s.version })),
             }
         }
         Err(errors) => {
             warn!(version = s.version, %errors, "config version refused; still serving the previous one");
-            *inner
-                .state
-                .last_nack
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some((s.version, errors.0.clone()));
             pb::NodeMessage {
                 kind: Some(Out::Nack(pb::Nack {
                     version: s.version,

@@ -60,8 +60,13 @@ fn answer(path: &str, info: &WaitingInfo) -> Response<Full<Bytes>> {
 /// Serves the waiting answers on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, info: Arc<WaitingInfo>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors, say: wait instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let info = info.clone();
         tokio::spawn(async move {
