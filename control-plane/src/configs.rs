@@ -7,13 +7,14 @@
 //! touching the database, and so do the data-plane streams.
 
 use crate::metrics::Metrics;
-use crate::store::{DynStore, NewAudit, NewVersion, StoreError};
+use crate::store::{DynStore, Material, NewAudit, NewCertificate, NewVersion, StoreError};
 use bytes::Bytes;
-use isame_proto::config::{diff_from, Change};
+use isame_proto::config::{diff_from, Change, ChangeOp, ConfigError};
 use isame_proto::{pb, Config, ConfigErrors};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, OwnedMutexGuard};
 
 /// The newest version as readers see it.
 #[derive(Debug, Clone, Default)]
@@ -30,15 +31,40 @@ pub struct Current {
     pub snapshot: Option<Arc<pb::Snapshot>>,
     /// When this process committed it (for `isame_cp_push_seconds`).
     pub committed_at: Option<tokio::time::Instant>,
+    /// The stored certificates it names: name → material id.
+    pub certificates: BTreeMap<String, String>,
 }
 
-/// The wire form of a version.
-fn snapshot_of(version: u64, hash: &str, config: &Config) -> Arc<pb::Snapshot> {
-    Arc::new(pb::Snapshot {
+/// The wire form of a version, with the certificates it names.
+fn snapshot_of(
+    version: u64,
+    hash: &str,
+    config: &Config,
+    bound: &BTreeMap<String, String>,
+    materials: &[Material],
+) -> Result<Arc<pb::Snapshot>, StoreError> {
+    let certificates = bound
+        .iter()
+        .map(|(name, id)| {
+            let m = materials.iter().find(|m| m.id == *id).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "version {version}: the material of certificate {name:?} is missing"
+                ))
+            })?;
+            Ok(pb::StoredCertificate {
+                name: name.clone(),
+                id: id.clone(),
+                cert_pem: m.cert_pem.clone(),
+                key_pem: m.key_pem.clone(),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Arc::new(pb::Snapshot {
         version,
         hash: hash.to_owned(),
         config: Some(pb::Config::from(config)),
-    })
+        certificates,
+    }))
 }
 
 /// Why a change was not made.
@@ -122,9 +148,15 @@ pub struct Configs {
     metrics: Arc<Metrics>,
 }
 
-/// SHA-256 of a config's JSON, hex.
-pub fn content_hash(json: &[u8]) -> String {
-    crate::tokens::hex(&Sha256::digest(json))
+/// SHA-256 of a config's JSON and of the certificates it names, hex.
+/// Without certificates it is the hash of the JSON alone.
+pub fn content_hash(json: &[u8], certificates: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    h.update(json);
+    for (name, id) in certificates {
+        h.update(format!("\ncertificate {name} {id}"));
+    }
+    crate::tokens::hex(&h.finalize())
 }
 
 /// Error for a config that cannot be written as JSON (not expected to happen).
@@ -137,7 +169,7 @@ impl Configs {
     pub async fn load(store: DynStore, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let current = match store.head().await? {
             None => Current::default(),
-            Some(v) => current_of(v)?,
+            Some(v) => current_of(&store, v).await?,
         };
         metrics.config_version.set(current.version as i64);
         let (tx, _) = watch::channel(Arc::new(current));
@@ -170,7 +202,28 @@ impl Configs {
     where
         F: FnOnce(Option<&Config>) -> Result<Config, ChangeError>,
     {
-        let turn = self.writer.clone().lock_owned().await;
+        let turn = self.turn().await;
+        self.change_in_turn(turn, req, edit, None).await
+    }
+
+    /// The writer's turn: changes to the config and to the certificate
+    /// store are made one at a time.
+    pub(crate) async fn turn(&self) -> OwnedMutexGuard<()> {
+        self.writer.clone().lock_owned().await
+    }
+
+    /// [`Self::change`] for a writer that holds its turn, storing
+    /// `certificate` in the same transaction as the version.
+    pub(crate) async fn change_in_turn<F>(
+        &self,
+        turn: OwnedMutexGuard<()>,
+        req: ChangeRequest,
+        edit: F,
+        certificate: Option<NewCertificate>,
+    ) -> Result<Outcome, ChangeError>
+    where
+        F: FnOnce(Option<&Config>) -> Result<Config, ChangeError>,
+    {
         let cur = self.current();
         match req.precondition {
             Some(Precondition::Version(v)) if v != cur.version => {
@@ -189,8 +242,9 @@ impl Configs {
             _ => {}
         }
         let new = edit(cur.config.as_deref())?;
+        let (bound, materials) = self.resolve(&new, certificate.as_ref()).await?;
         let json = serde_json::to_vec(&new).map_err(unserializable)?;
-        let hash = content_hash(&json);
+        let hash = content_hash(&json, &bound);
         if cur.config.is_some() && hash == cur.hash {
             return Ok(Outcome {
                 version: cur.version,
@@ -199,7 +253,18 @@ impl Configs {
                 changes: Vec::new(),
             });
         }
-        let changes = diff_from(cur.config.as_deref(), &new);
+        let mut changes = diff_from(cur.config.as_deref(), &new);
+        for (name, id) in &bound {
+            match cur.certificates.get(name) {
+                Some(old) if old != id => changes.push(Change {
+                    op: ChangeOp::Changed,
+                    path: format!("certificates[{name}]"),
+                    old: Some(old.clone().into()),
+                    new: Some(id.clone().into()),
+                }),
+                _ => {}
+            }
+        }
         if req.dry_run {
             return Ok(Outcome {
                 version: cur.version,
@@ -225,6 +290,8 @@ impl Configs {
             previous: cur.config.clone(),
             changes: changes.clone(),
             rollback_of: req.rollback_of,
+            certificates: bound.clone(),
+            certificate,
             audit: NewAudit {
                 actor: req.actor,
                 remote_addr: req.remote_addr,
@@ -236,11 +303,12 @@ impl Configs {
         };
         let next = Current {
             version,
-            snapshot: Some(snapshot_of(version, &hash, &model)),
+            snapshot: Some(snapshot_of(version, &hash, &model, &bound, &materials)?),
             config: Some(model),
             hash,
             json: Bytes::from(text),
             committed_at: None,
+            certificates: bound,
         };
         // The commit and the publication of its result run as one task that
         // holds the writer's turn: a client that hangs up mid-request drops
@@ -263,7 +331,7 @@ impl Configs {
                     // Another writer on the same database got there first:
                     // catch up with it, and refuse this change as stale.
                     let newest = match store.head().await? {
-                        Some(rec) => current_of(rec)?,
+                        Some(rec) => current_of(&store, rec).await?,
                         None => Current::default(),
                     };
                     let v = newest.version;
@@ -284,6 +352,47 @@ impl Configs {
             changes,
         })
     }
+
+    /// Resolves the stored certificates `config` names (`certificate`, not
+    /// yet stored, included): name → material id, and the material. A name
+    /// not in the store is a validation error at its path.
+    async fn resolve(
+        &self,
+        config: &Config,
+        certificate: Option<&NewCertificate>,
+    ) -> Result<(BTreeMap<String, String>, Vec<Material>), ChangeError> {
+        let refs = config.certificate_refs();
+        if refs.is_empty() {
+            return Ok(Default::default());
+        }
+        let mut bound = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (name, path) in refs {
+            if let Some(c) = certificate.filter(|c| c.meta.name == name) {
+                bound.insert(name, c.material.id.clone());
+                continue;
+            }
+            match self.store.certificate(&name).await? {
+                Some((meta, _)) => {
+                    bound.insert(name, meta.id);
+                }
+                None => problems.push(ConfigError::new(
+                    path,
+                    format!(
+                        "no certificate named {name:?} in the certificate store \
+                         (upload it with PUT /api/v1/certificates/{name})"
+                    ),
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ChangeError::Invalid(ConfigErrors(problems)));
+        }
+        let ids: Vec<String> = bound.values().cloned().collect();
+        let mut materials = self.store.materials(&ids).await?;
+        materials.extend(certificate.map(|c| c.material.clone()));
+        Ok((bound, materials))
+    }
 }
 
 /// Makes `next` the version readers see.
@@ -295,7 +404,10 @@ fn publish(current: &watch::Sender<Arc<Current>>, metrics: &Metrics, next: Curre
 /// The reader's view of a stored version. A version that no longer passes
 /// today's rules (they may have grown stricter since it was stored) still
 /// loads, with a warning: the next change has to fix it.
-fn current_of(rec: crate::store::VersionRecord) -> Result<Current, StoreError> {
+async fn current_of(
+    store: &DynStore,
+    rec: crate::store::VersionRecord,
+) -> Result<Current, StoreError> {
     let doc: serde_json::Value = serde_json::from_str(&rec.config)
         .map_err(|e| StoreError::Corrupt(format!("version {} is not JSON: {e}", rec.version)))?;
     let (config, problems) = Config::from_value_lenient(&doc);
@@ -306,12 +418,25 @@ fn current_of(rec: crate::store::VersionRecord) -> Result<Current, StoreError> {
             "the newest version does not pass today's validation; the next change must fix it"
         );
     }
+    let ids: Vec<String> = rec.certificates.values().cloned().collect();
+    let materials = if ids.is_empty() {
+        Vec::new()
+    } else {
+        store.materials(&ids).await?
+    };
     Ok(Current {
         version: rec.version,
-        snapshot: Some(snapshot_of(rec.version, &rec.hash, &config)),
+        snapshot: Some(snapshot_of(
+            rec.version,
+            &rec.hash,
+            &config,
+            &rec.certificates,
+            &materials,
+        )?),
         config: Some(Arc::new(config)),
         hash: rec.hash,
         json: Bytes::from(rec.config),
         committed_at: None,
+        certificates: rec.certificates,
     })
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cert_store;
 pub mod configs;
 pub mod distribution;
 pub mod metrics;

@@ -70,6 +70,9 @@ enum Role {
     Admin,
     /// Read only.
     Viewer,
+    /// A data plane: subscribes to config (with the private keys of stored
+    /// certificates); no REST access.
+    Node,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -118,6 +121,7 @@ async fn create_token(url: &str, name: &str, role: Role) -> ExitCode {
     let role = match role {
         Role::Admin => StoredRole::Admin,
         Role::Viewer => StoredRole::Viewer,
+        Role::Node => StoredRole::Node,
     };
     let store = match app::open_store(url).await {
         Ok(s) => s,

@@ -128,6 +128,39 @@ async fn streams_need_a_valid_token_and_a_hello() {
         };
         assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
     }
+    // Snapshots carry private keys: viewer tokens may not subscribe, node
+    // tokens may, and node tokens have no REST access.
+    let store = cp.cp.configs.store();
+    let viewer = isame_control_plane::app::create_token(
+        store,
+        "dashboard",
+        isame_control_plane::store::Role::Viewer,
+    )
+    .await
+    .expect("viewer");
+    let node = isame_control_plane::app::create_token(
+        store,
+        "edge",
+        isame_control_plane::store::Role::Node,
+    )
+    .await
+    .expect("node token");
+    let err = match Subscriber::connect(cp.cp.grpc_addr, &viewer, "dp-v").await {
+        Err(e) => e,
+        Ok(_) => panic!("a viewer token subscribed"),
+    };
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("node token"), "{err}");
+    seed(&cp).await;
+    let mut s = Subscriber::connect(cp.cp.grpc_addr, &node, "dp-n")
+        .await
+        .expect("a node token subscribes");
+    assert_eq!(s.snapshot().await.version, cp.version().await);
+    for path in ["/api/v1/config", "/api/v1/certificates"] {
+        let r = call(cp.addr, Method::GET, path, Some(&node), &[], "").await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+    }
+    drop(s);
     for bad in ["", "has space", &"x".repeat(200)] {
         let err = match Subscriber::connect(cp.cp.grpc_addr, ADMIN, bad).await {
             Err(e) => e,
@@ -138,9 +171,15 @@ async fn streams_need_a_valid_token_and_a_hello() {
         };
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}: {err}");
     }
+    wait_node(&cp, "dp-n", |_| true).await;
+    let ids: Vec<serde_json::Value> = cp.get("/api/v1/nodes").await.json()["nodes"]
+        .as_array()
+        .map(|n| n.iter().map(|n| n["id"].clone()).collect())
+        .unwrap_or_default();
     assert_eq!(
-        cp.get("/api/v1/nodes").await.json()["nodes"],
-        serde_json::json!([])
+        ids,
+        [serde_json::json!("dp-n")],
+        "only the node token's stream"
     );
     cp.stop().await;
 }

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use http::Method;
 
-/// The REST endpoints CONTRACT.md promises.
+/// The REST endpoints CONTRACT.md promises, and the certificate store.
 const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/config"),
     ("put", "/api/v1/config"),
@@ -32,6 +32,10 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/nodes/{id}"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/fleet"),
+    ("get", "/api/v1/certificates"),
+    ("get", "/api/v1/certificates/{name}"),
+    ("put", "/api/v1/certificates/{name}"),
+    ("delete", "/api/v1/certificates/{name}"),
 ];
 
 #[tokio::test]

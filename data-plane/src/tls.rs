@@ -7,10 +7,9 @@
 //! a config error naming the file, and a reload that fixes or replaces a
 //! certificate takes effect for new connections without touching open ones.
 
+use isame_proto::certs::{self, Part};
 use isame_proto::config::{tls_names, ConfigError, Tls};
 use rustls::crypto::{ring, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedCipherSuite};
@@ -25,6 +24,10 @@ pub fn server_config(
 ) -> Result<Option<Arc<ServerConfig>>, Vec<ConfigError>> {
     if !tls.enabled {
         return Ok(None);
+    }
+    let stored = stored_refs(tls);
+    if !stored.is_empty() {
+        return Err(stored);
     }
     let mut problems = Vec::new();
     let provider = provider(tls).map_err(|e| vec![e])?;
@@ -94,6 +97,30 @@ pub fn server_config(
     Ok(Some(Arc::new(config)))
 }
 
+/// Names of stored certificates are resolved by a subscribed node, which
+/// writes the pushed certificates to files before it compiles a snapshot; one
+/// left here means the config came from a file.
+fn stored_refs(tls: &Tls) -> Vec<ConfigError> {
+    let named = std::iter::once(("tls.certificate".to_owned(), &tls.certificate)).chain(
+        tls.certificates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("tls.certificates[{i}].certificate"), &c.certificate)),
+    );
+    named
+        .filter(|(_, name)| !name.is_empty())
+        .map(|(path, name)| {
+            ConfigError::new(
+                &path,
+                format!(
+                    "{name:?} names a certificate in the control plane's store; \
+                     a data plane running from a file needs cert_file and key_file"
+                ),
+            )
+        })
+        .collect()
+}
+
 /// ring's provider, limited to the configured cipher suites.
 fn provider(tls: &Tls) -> Result<CryptoProvider, ConfigError> {
     let mut provider = ring::default_provider();
@@ -154,118 +181,32 @@ fn load_pair(
 ) -> Result<Pair, Vec<ConfigError>> {
     let cert_path = format!("{at}.cert_file");
     let key_path = format!("{at}.key_file");
-    let err = |path: &str, msg: String| vec![ConfigError::new(path, msg)];
-    let certs = read(cert_file)
-        .map_err(|e| err(&cert_path, e))
-        .and_then(|pem| {
-            CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| err(&cert_path, format!("{cert_file} is not valid PEM: {e}")))
-        })
-        .and_then(|c| {
-            if c.is_empty() {
-                Err(err(
-                    &cert_path,
-                    format!("{cert_file} holds no PEM certificate"),
-                ))
-            } else {
-                Ok(c)
-            }
-        });
-    let key = read(key_file)
-        .map_err(|e| err(&key_path, e))
-        .and_then(|pem| {
-            PrivateKeyDer::from_pem_slice(&pem)
-                .map_err(|_| err(&key_path, format!("{key_file} holds no PEM private key")))
-        });
-    let (certs, key) = match (certs, key) {
+    let cert = read(cert_file).map_err(|e| ConfigError::new(&cert_path, e));
+    let key = read(key_file).map_err(|e| ConfigError::new(&key_path, e));
+    let (cert, key) = match (cert, key) {
         (Ok(c), Ok(k)) => (c, k),
-        (c, k) => {
-            let mut all = Vec::new();
-            all.extend(c.err().unwrap_or_default());
-            all.extend(k.err().unwrap_or_default());
-            return Err(all);
-        }
+        (c, k) => return Err(c.err().into_iter().chain(k.err()).collect()),
     };
-    let names = check_validity(&certs[0], cert_file, now).map_err(|m| err(&cert_path, m))?;
-    let signing = provider.key_provider.load_private_key(key).map_err(|e| {
-        err(
-            &key_path,
-            format!("{key_file}: unsupported private key ({e})"),
-        )
-    })?;
-    let certified = CertifiedKey::new(certs, signing);
-    match certified.keys_match() {
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(_) => {
-            return Err(err(
-                &key_path,
-                format!("{key_file} does not match the certificate in {cert_file}"),
-            ))
-        }
+    match certs::check_pair(&cert, &key, provider, now) {
+        Ok(checked) => Ok(Pair {
+            key: Arc::new(checked.key),
+            names: checked.info.names,
+        }),
+        Err(problems) => Err(problems
+            .into_iter()
+            .map(|p| match p.part {
+                Part::Cert => ConfigError::new(&cert_path, format!("{cert_file}: {p}")),
+                Part::Key if p.message.starts_with("does not match") => {
+                    ConfigError::new(&key_path, format!("{key_file} {p} in {cert_file}"))
+                }
+                Part::Key => ConfigError::new(&key_path, format!("{key_file}: {p}")),
+            })
+            .collect()),
     }
-    Ok(Pair {
-        key: Arc::new(certified),
-        names,
-    })
 }
 
 fn read(file: &str) -> Result<Vec<u8>, String> {
     std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))
-}
-
-/// Checks the leaf's validity period; returns the names it covers.
-fn check_validity(
-    leaf: &CertificateDer<'_>,
-    file: &str,
-    now: SystemTime,
-) -> Result<Vec<String>, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| format!("{file}: the first certificate does not parse: {e}"))?;
-    let now = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    let validity = cert.validity();
-    if validity.not_after.timestamp() < now {
-        return Err(format!(
-            "the certificate in {file} expired on {}",
-            validity.not_after
-        ));
-    }
-    if validity.not_before.timestamp() > now {
-        return Err(format!(
-            "the certificate in {file} is not valid before {}",
-            validity.not_before
-        ));
-    }
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            match n {
-                x509_parser::extensions::GeneralName::DNSName(d) => {
-                    names.push(d.to_ascii_lowercase())
-                }
-                x509_parser::extensions::GeneralName::IPAddress(ip) => {
-                    if let Ok(b) = <[u8; 4]>::try_from(*ip) {
-                        names.push(std::net::IpAddr::from(b).to_string());
-                    } else if let Ok(b) = <[u8; 16]>::try_from(*ip) {
-                        names.push(std::net::IpAddr::from(b).to_string());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    if names.is_empty() {
-        names.extend(
-            cert.subject()
-                .iter_common_name()
-                .filter_map(|cn| cn.as_str().ok())
-                .map(str::to_ascii_lowercase),
-        );
-    }
-    Ok(names)
 }
 
 /// Chooses a certificate by SNI: exact names first, then wildcards

@@ -104,6 +104,7 @@ impl From<&Config> for pb::Config {
             retry: Some(retry_to_pb(&c.retry)),
             tls: Some(pb::Tls {
                 enabled: c.tls.enabled,
+                certificate: c.tls.certificate.clone(),
                 cert_file: c.tls.cert_file.clone(),
                 key_file: c.tls.key_file.clone(),
                 min_version: c.tls.min_version.clone(),
@@ -113,6 +114,7 @@ impl From<&Config> for pb::Config {
                     .certificates
                     .iter()
                     .map(|k| pb::Certificate {
+                        certificate: k.certificate.clone(),
                         cert_file: k.cert_file.clone(),
                         key_file: k.key_file.clone(),
                     })
@@ -327,6 +329,7 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
     let tls = match r.msg(&c.tls, "tls") {
         Some(t) => Tls {
             enabled: t.enabled,
+            certificate: t.certificate.clone(),
             cert_file: t.cert_file.clone(),
             key_file: t.key_file.clone(),
             min_version: t.min_version.clone(),
@@ -335,6 +338,7 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
                 .certificates
                 .iter()
                 .map(|k| Certificate {
+                    certificate: k.certificate.clone(),
                     cert_file: k.cert_file.clone(),
                     key_file: k.key_file.clone(),
                 })

@@ -3,6 +3,8 @@
 //! schema, validation, conversion to and from protobuf). No I/O lives here.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "certs")]
+pub mod certs;
 pub mod config;
 pub mod convert;
 

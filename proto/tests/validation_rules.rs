@@ -629,7 +629,32 @@ fn tls_certificates_and_redirect_rules() {
     assert_problem(
         &t("  enabled: true\n  cert_file: a\n  key_file: b\n  certificates:\n    - cert_file: \"\"\n      key_file: k\n"),
         "tls.certificates[0].cert_file",
-        "must not be empty",
+        "required",
+    );
+    // A stored certificate by name, instead of the files, never with them.
+    assert_problem(
+        &t("  enabled: true\n  certificate: main\n  cert_file: a\n"),
+        "tls.cert_file",
+        "must be left out when `certificate` names a stored certificate",
+    );
+    assert_problem(
+        &t("  enabled: true\n  certificate: main\n  certificates:\n    - certificate: \"bad name\"\n"),
+        "tls.certificates[0].certificate",
+        "may only contain",
+    );
+    let named = Config::from_yaml(&t(
+        "  enabled: true\n  certificate: main\n  certificates:\n    - certificate: shop\n    - certificate: main\n",
+    ))
+    .expect("valid");
+    assert_eq!(
+        named.certificate_refs(),
+        [
+            ("main".to_owned(), "tls.certificate".to_owned()),
+            (
+                "shop".to_owned(),
+                "tls.certificates[0].certificate".to_owned()
+            ),
+        ]
     );
     Config::from_yaml(&t("  enabled: true\n  cert_file: a\n  key_file: b\n  redirect_http: true\n  certificates:\n    - cert_file: c\n      key_file: d\n"))
         .expect("valid");

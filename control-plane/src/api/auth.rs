@@ -65,6 +65,9 @@ pub async fn authenticate(
         }
         None => return Err(ApiError::Unauthorized),
     };
+    if principal.role == Role::Node {
+        return Err(ApiError::NodeToken);
+    }
     let reads = parts.method == Method::GET || parts.method == Method::HEAD;
     if !reads && principal.role != Role::Admin {
         return Err(ApiError::Forbidden);

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// 403: the token may not do this.
     #[error("this token may only read")]
     Forbidden,
+    /// 403: a data plane's token used on the REST API.
+    #[error("a node token only subscribes to config; use an admin or viewer token")]
+    NodeToken,
     /// 404: no such thing.
     #[error("{0}")]
     NotFound(String),
@@ -91,7 +94,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::NodeToken => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

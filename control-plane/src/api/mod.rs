@@ -2,6 +2,7 @@
 //! `/readyz`, `/metrics`) and the generated OpenAPI document.
 
 pub mod auth;
+mod certificates;
 mod config;
 pub mod error;
 mod extract;
@@ -67,6 +68,12 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::get_one))
         .routes(routes!(nodes::fleet))
+        .routes(routes!(certificates::list))
+        .routes(routes!(
+            certificates::get_one,
+            certificates::put,
+            certificates::delete
+        ))
 }
 
 /// The OpenAPI document of the whole API.

@@ -10,6 +10,7 @@ mod session;
 
 use crate::configs::Configs;
 use crate::metrics::Metrics;
+use crate::store::Role;
 use crate::store::{NodeHello, NodeUpdate};
 use crate::tokens;
 use isame_proto::pb;
@@ -143,8 +144,16 @@ impl ConfigDiscovery for Service {
                 tracing::error!(error = %e, "token lookup failed");
                 Status::unavailable("the control plane's database is unavailable")
             })?;
-        if known.is_none() {
-            return Err(Status::unauthenticated("unknown token"));
+        match known.map(|t| t.role) {
+            None => return Err(Status::unauthenticated("unknown token")),
+            Some(Role::Viewer) => {
+                return Err(Status::permission_denied(
+                    "a viewer token cannot subscribe: snapshots carry the private keys of \
+                     stored certificates; use a node token \
+                     (isame-control-plane token create --role node)",
+                ))
+            }
+            Some(Role::Admin | Role::Node) => {}
         }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(d.options.hello_timeout, inbound.message()).await {

@@ -2,12 +2,17 @@
 //! only the [`Store`] trait; [`sqlite::SqliteStore`] is the embedded backend,
 //! and a Postgres backend implements the same trait.
 
+pub mod certs;
 pub mod sqlite;
+mod sqlite_certs;
 
 use async_trait::async_trait;
 use isame_proto::config::Change;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub use certs::{material_id, CertificateMeta, Material, NewCertificate};
 
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,9 @@ pub enum Role {
     Admin,
     /// Read only.
     Viewer,
+    /// A data plane: subscribes to config (private keys of stored
+    /// certificates included); no REST access.
+    Node,
 }
 
 impl Role {
@@ -48,6 +56,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Viewer => "viewer",
+            Role::Node => "node",
         }
     }
 
@@ -56,6 +65,7 @@ impl Role {
         match s {
             "admin" => Some(Role::Admin),
             "viewer" => Some(Role::Viewer),
+            "node" => Some(Role::Node),
             _ => None,
         }
     }
@@ -91,6 +101,10 @@ pub struct VersionRecord {
     /// Changes against the version before.
     #[serde(skip)]
     pub changes: Vec<Change>,
+    /// The stored certificates it names, each with the material id it
+    /// resolved to when committed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, String>,
 }
 
 /// A version to append.
@@ -114,6 +128,11 @@ pub struct NewVersion {
     pub changes: Vec<Change>,
     /// The version this one restores, for a rollback.
     pub rollback_of: Option<u64>,
+    /// The stored certificates it names: name → material id.
+    pub certificates: BTreeMap<String, String>,
+    /// A certificate stored in the same transaction (its replacement is
+    /// what made this version).
+    pub certificate: Option<NewCertificate>,
     /// The audit entry written in the same transaction.
     pub audit: NewAudit,
 }
@@ -262,6 +281,21 @@ pub trait Store: Send + Sync + 'static {
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
     /// One node.
     async fn node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError>;
+    /// Every stored certificate, by name.
+    async fn certificates(&self) -> Result<Vec<CertificateMeta>, StoreError>;
+    /// One stored certificate, with its PEM chain.
+    async fn certificate(
+        &self,
+        name: &str,
+    ) -> Result<Option<(CertificateMeta, String)>, StoreError>;
+    /// Material by id (those that exist).
+    async fn materials(&self, ids: &[String]) -> Result<Vec<Material>, StoreError>;
+    /// Stores a certificate that no config version refers to, with its
+    /// audit entry, in one transaction.
+    async fn put_certificate(&self, c: NewCertificate, audit: NewAudit) -> Result<(), StoreError>;
+    /// Removes a name (its material stays for the versions that used it);
+    /// false when there was none.
+    async fn delete_certificate(&self, name: &str, audit: NewAudit) -> Result<bool, StoreError>;
     /// Flushes and closes the database.
     async fn close(&self);
 }

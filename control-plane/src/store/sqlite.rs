@@ -50,6 +50,7 @@ pub(crate) fn now_ms() -> i64 {
 
 fn version_of(row: &SqliteRow, with_config: bool) -> Result<VersionRecord, StoreError> {
     let changes: String = row.try_get("changes")?;
+    let certificates: String = row.try_get("certificates")?;
     Ok(VersionRecord {
         version: u64::try_from(row.try_get::<i64, _>("version")?)
             .map_err(|_| StoreError::Corrupt("negative version".into()))?,
@@ -67,6 +68,8 @@ fn version_of(row: &SqliteRow, with_config: bool) -> Result<VersionRecord, Store
         },
         changes: serde_json::from_str(&changes)
             .map_err(|e| StoreError::Corrupt(format!("changes: {e}")))?,
+        certificates: serde_json::from_str(&certificates)
+            .map_err(|e| StoreError::Corrupt(format!("certificates: {e}")))?,
     })
 }
 
@@ -243,7 +246,7 @@ fn audit_of(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
-async fn insert_audit(
+pub(super) async fn insert_audit(
     tx: &mut Transaction<'_, Sqlite>,
     a: &NewAudit,
     version: Option<u64>,
@@ -322,7 +325,8 @@ async fn record_node(
     Ok(())
 }
 
-const VERSION_COLUMNS: &str = "version, created_at, author, message, hash, rollback_of, changes";
+const VERSION_COLUMNS: &str =
+    "version, created_at, author, message, hash, rollback_of, changes, certificates";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -366,8 +370,9 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO config_versions
-               (version, created_at, author, message, hash, config, changes, rollback_of)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (version, created_at, author, message, hash, config, changes, rollback_of,
+                certificates)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(int(v.version))
         .bind(now_ms())
@@ -377,6 +382,7 @@ impl Store for SqliteStore {
         .bind(&v.config)
         .bind(json_text(&v.changes)?)
         .bind(v.rollback_of.map(int))
+        .bind(json_text(&v.certificates)?)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -391,6 +397,9 @@ impl Store for SqliteStore {
             return Err(StoreError::Conflict(v.version));
         }
         write_resources(&mut tx, v.previous.as_deref(), &v.model).await?;
+        if let Some(c) = &v.certificate {
+            super::sqlite_certs::upsert(&mut tx, c).await?;
+        }
         insert_audit(&mut tx, &v.audit, Some(v.version)).await?;
         tx.commit().await?;
         Ok(())
@@ -497,6 +506,29 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| node_of(&r)).transpose()
+    }
+
+    async fn certificates(&self) -> Result<Vec<CertificateMeta>, StoreError> {
+        super::sqlite_certs::list(&self.pool).await
+    }
+
+    async fn certificate(
+        &self,
+        name: &str,
+    ) -> Result<Option<(CertificateMeta, String)>, StoreError> {
+        super::sqlite_certs::one(&self.pool, name).await
+    }
+
+    async fn materials(&self, ids: &[String]) -> Result<Vec<Material>, StoreError> {
+        super::sqlite_certs::materials(&self.pool, ids).await
+    }
+
+    async fn put_certificate(&self, c: NewCertificate, audit: NewAudit) -> Result<(), StoreError> {
+        super::sqlite_certs::put(&self.pool, &c, &audit).await
+    }
+
+    async fn delete_certificate(&self, name: &str, audit: NewAudit) -> Result<bool, StoreError> {
+        super::sqlite_certs::delete(&self.pool, name, &audit).await
     }
 
     async fn close(&self) {

@@ -119,6 +119,7 @@ mod tests {
                 service: "cached".into(),
                 ..Default::default()
             }),
+            certificates: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@
 
 mod backoff;
 pub mod cache;
+mod certs;
 mod stream;
 mod waiting;
 
@@ -102,6 +103,9 @@ pub enum NodeError {
     /// The waiting admin listener could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// The directory for pushed certificates could not be made.
+    #[error("cannot create a private directory for pushed certificates: {0}")]
+    CertDir(std::io::Error),
 }
 
 /// What a subscribed node is doing, for tests and `/status`.
@@ -123,6 +127,8 @@ struct Inner {
     admin_addr: Mutex<SocketAddr>,
     waiting: Mutex<Option<JoinHandle<()>>>,
     serving: watch::Sender<Option<(SocketAddr, SocketAddr)>>,
+    /// Where pushed certificates are written.
+    certs: certs::CertDir,
 }
 
 /// A running subscribed data plane.
@@ -142,7 +148,10 @@ impl Node {
         endpoint(&opts).map_err(|e| NodeError::BadAddress(opts.control_plane.clone(), e))?;
         let admin = opts.admin_listen.unwrap_or(SocketAddr::from(DEFAULT_ADMIN));
         let (serving, _) = watch::channel(None);
+        let cert_dir =
+            certs::CertDir::new(opts.cache_dir.as_deref()).map_err(NodeError::CertDir)?;
         let inner = Arc::new(Inner {
+            certs: cert_dir,
             opts,
             state: Arc::new(NodeState::default()),
             proxy: tokio::sync::Mutex::new(None),
@@ -200,6 +209,16 @@ impl Node {
         self.inner.serving.subscribe()
     }
 
+    /// The HTTPS listener's address, when the served config has TLS on.
+    pub async fn https_addr(&self) -> Option<SocketAddr> {
+        self.inner
+            .proxy
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|p| p.https_addr)
+    }
+
     /// Closes the stream and stops serving (draining in-flight requests).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -249,8 +268,11 @@ impl Inner {
             .config
             .as_ref()
             .ok_or_else(|| ConfigErrors::one("", "the snapshot carries no config"))?;
-        let config = config_from_pb(pb_config)?;
+        let mut config = config_from_pb(pb_config)?;
         let mut proxy = self.proxy.lock().await;
+        let cert_files = self
+            .certs
+            .materialize(&mut config, &snapshot.certificates)?;
         match proxy.as_ref() {
             Some(p) => {
                 p.apply(config).await.map_err(|e| match e {
@@ -302,6 +324,7 @@ impl Inner {
                 }
             }
         }
+        self.certs.prune(&cert_files);
         self.state.version.store(snapshot.version, Ordering::SeqCst);
         *self.state.hash.lock().unwrap_or_else(|e| e.into_inner()) = snapshot.hash.clone();
         Ok(())

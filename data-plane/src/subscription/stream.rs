@@ -29,10 +29,17 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         inner.state.connected.store(false, Ordering::SeqCst);
         match outcome {
             Ok(()) => info!("control plane closed the stream; reconnecting"),
-            Err(status) if status.code() == Code::Unauthenticated => error!(
-                reason = status.message(),
-                "the control plane refused this node's token (--token / ISAME_TOKEN); retrying"
-            ),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied
+                ) =>
+            {
+                error!(
+                    reason = status.message(),
+                    "the control plane refused this node's token (--token / ISAME_TOKEN); retrying"
+                )
+            }
             Err(status) => {
                 warn!(code = ?status.code(), reason = status.message(), "control plane unreachable; retrying")
             }

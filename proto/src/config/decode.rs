@@ -586,10 +586,11 @@ fn retry(v: &Value, path: &Path, p: &mut Problems, d: &Retry) -> Retry {
 }
 
 fn certificate(v: &Value, path: &Path, p: &mut Problems) -> Certificate {
-    let o = Obj::open(v, path, &["cert_file", "key_file"], p);
+    let o = Obj::open(v, path, &["certificate", "cert_file", "key_file"], p);
     Certificate {
-        cert_file: o.req("cert_file", p),
-        key_file: o.req("key_file", p),
+        certificate: o.get("certificate", String::new(), p),
+        cert_file: o.get("cert_file", String::new(), p),
+        key_file: o.get("key_file", String::new(), p),
     }
 }
 
@@ -599,6 +600,7 @@ fn tls(v: &Value, path: &Path, p: &mut Problems) -> Tls {
         path,
         &[
             "enabled",
+            "certificate",
             "cert_file",
             "key_file",
             "min_version",
@@ -612,6 +614,7 @@ fn tls(v: &Value, path: &Path, p: &mut Problems) -> Tls {
     let min_version = o.get("min_version", Label(d.min_version.clone()), p).0;
     Tls {
         enabled: o.get("enabled", d.enabled, p),
+        certificate: o.get("certificate", d.certificate, p),
         cert_file: o.get("cert_file", d.cert_file, p),
         key_file: o.get("key_file", d.key_file, p),
         // The seed wrote an empty string for "the default".

@@ -15,6 +15,7 @@ pub mod yaml;
 
 pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors};
+pub use validate::check_name;
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -301,6 +302,10 @@ pub struct Retry {
 pub struct Tls {
     /// Whether the HTTPS listener runs.
     pub enabled: bool,
+    /// Name of a certificate in the control plane's certificate store, used
+    /// instead of `cert_file` and `key_file` (subscribed data planes only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
     /// PEM certificate chain.
     pub cert_file: String,
     /// PEM private key.
@@ -321,10 +326,34 @@ pub struct Tls {
 /// A certificate and its key (`tls.certificates[]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Certificate {
+    /// Name of a certificate in the control plane's certificate store, used
+    /// instead of `cert_file` and `key_file` (subscribed data planes only).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
     /// PEM certificate chain.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub cert_file: String,
     /// PEM private key.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub key_file: String,
+}
+
+impl Config {
+    /// Names of the stored certificates this config refers to, each with the
+    /// path of its first reference, in the order written.
+    pub fn certificate_refs(&self) -> Vec<(String, String)> {
+        let mut refs: Vec<(String, String)> = Vec::new();
+        let mut add = |name: &str, path: String| {
+            if !name.is_empty() && !refs.iter().any(|(n, _)| n == name) {
+                refs.push((name.to_owned(), path));
+            }
+        };
+        add(&self.tls.certificate, "tls.certificate".into());
+        for (i, k) in self.tls.certificates.iter().enumerate() {
+            add(&k.certificate, format!("tls.certificates[{i}].certificate"));
+        }
+        refs
+    }
 }
 
 impl Default for Server {
@@ -396,6 +425,7 @@ impl Default for Tls {
     fn default() -> Self {
         Self {
             enabled: false,
+            certificate: String::new(),
             cert_file: String::new(),
             key_file: String::new(),
             min_version: "1.2".into(),

@@ -70,18 +70,59 @@ fn at_least_one(n: u32, path: &Path, p: &mut Problems) {
 }
 
 fn name(n: &str, path: &Path, p: &mut Problems) {
+    if let Err(message) = check_name(n) {
+        p.add(path, message);
+    }
+}
+
+/// The rule for every name (upstreams, routes, stored certificates): 1 to
+/// 128 letters, digits, '-', '_' and '.'.
+pub fn check_name(n: &str) -> Result<(), String> {
     if n.is_empty() {
-        p.add(path, "must not be empty");
+        Err("must not be empty".into())
     } else if n.len() > MAX_NAME {
-        p.add(path, format!("must be at most {MAX_NAME} characters"));
+        Err(format!("must be at most {MAX_NAME} characters"))
     } else if !n
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        p.add(
-            path,
-            format!("{n:?} may only contain letters, digits, '-', '_' and '.'"),
-        );
+        Err(format!(
+            "{n:?} may only contain letters, digits, '-', '_' and '.'"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A certificate comes from the certificate store by name, or from a pair of
+/// files, never both.
+fn key_source(
+    certificate: &str,
+    cert_file: &str,
+    key_file: &str,
+    when: &str,
+    path: &Path,
+    p: &mut Problems,
+) {
+    if !certificate.is_empty() {
+        name(certificate, &path.key("certificate"), p);
+        for (field, value) in [("cert_file", cert_file), ("key_file", key_file)] {
+            if !value.is_empty() {
+                p.add(
+                    &path.key(field),
+                    "must be left out when `certificate` names a stored certificate",
+                );
+            }
+        }
+        return;
+    }
+    for (field, value) in [("cert_file", cert_file), ("key_file", key_file)] {
+        if value.is_empty() {
+            p.add(
+                &path.key(field),
+                format!("required {when}(or `certificate`: the name of a stored certificate)"),
+            );
+        }
     }
 }
 
@@ -362,12 +403,14 @@ fn retry(r: &Retry, path: &Path, p: &mut Problems) {
 
 fn tls(t: &Tls, path: &Path, p: &mut Problems) {
     if t.enabled {
-        if t.cert_file.is_empty() {
-            p.add(&path.key("cert_file"), "required when tls.enabled is true");
-        }
-        if t.key_file.is_empty() {
-            p.add(&path.key("key_file"), "required when tls.enabled is true");
-        }
+        key_source(
+            &t.certificate,
+            &t.cert_file,
+            &t.key_file,
+            "when tls.enabled is true ",
+            path,
+            p,
+        );
     } else if t.redirect_http {
         p.add(
             &path.key("redirect_http"),
@@ -376,12 +419,7 @@ fn tls(t: &Tls, path: &Path, p: &mut Problems) {
     }
     for (i, c) in t.certificates.iter().enumerate() {
         let cpath = path.key("certificates").index(i);
-        if c.cert_file.is_empty() {
-            p.add(&cpath.key("cert_file"), "must not be empty");
-        }
-        if c.key_file.is_empty() {
-            p.add(&cpath.key("key_file"), "must not be empty");
-        }
+        key_source(&c.certificate, &c.cert_file, &c.key_file, "", &cpath, p);
     }
     let min_ok = matches!(t.min_version.as_str(), "1.2" | "1.3");
     if !min_ok {

@@ -176,14 +176,23 @@ pub fn config() -> impl Strategy<Value = Config> {
                     },
                     tls: Tls {
                         enabled: tls_on,
+                        certificate: String::new(),
                         cert_file: "cert.pem".into(),
                         key_file: "key.pem".into(),
                         min_version: "1.2".into(),
                         cipher_suites: vec!["TLS_AES_128_GCM_SHA256".into()],
-                        certificates: vec![Certificate {
-                            cert_file: "b.pem".into(),
-                            key_file: "b.key".into(),
-                        }],
+                        certificates: vec![
+                            Certificate {
+                                certificate: String::new(),
+                                cert_file: "b.pem".into(),
+                                key_file: "b.key".into(),
+                            },
+                            Certificate {
+                                certificate: "shop.example".into(),
+                                cert_file: String::new(),
+                                key_file: String::new(),
+                            },
+                        ],
                         redirect_http: tls_on,
                     },
                 }

@@ -1,0 +1,230 @@
+//! The certificate store: a certificate and its key are uploaded once under a
+//! name, checked (PEM, the key matches, valid now), and referenced from the
+//! config by that name. Replacing a certificate the newest config names is a
+//! new version, so data planes get the new one like any other change;
+//! removing one the config still names is refused.
+
+use crate::configs::{ChangeError, ChangeRequest, Configs};
+use crate::store::{material_id, CertificateMeta, Material, NewAudit, NewCertificate};
+use isame_proto::certs::{self, Part};
+use isame_proto::config::{check_name, Change, ChangeOp, ConfigError};
+use isame_proto::ConfigErrors;
+use serde::Serialize;
+use std::time::SystemTime;
+
+/// A certificate as uploaded.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// PEM chain, leaf first.
+    pub cert_pem: String,
+    /// PEM private key.
+    pub key_pem: String,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PutOutcome {
+    /// The stored certificate.
+    pub certificate: CertificateMeta,
+    /// Whether the name is new.
+    pub created: bool,
+    /// Whether anything changed (an identical upload changes nothing).
+    pub changed: bool,
+    /// The config version the replacement created, when the config names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// Where the newest config names `name`.
+pub fn uses(configs: &Configs, name: &str) -> Vec<String> {
+    configs
+        .current()
+        .config
+        .as_ref()
+        .map(|c| {
+            c.certificate_refs()
+                .into_iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, path)| path)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks an upload; every problem is listed at `cert_pem`, `key_pem` or
+/// `name`.
+fn check(name: &str, upload: &Upload, actor: &str) -> Result<NewCertificate, ChangeError> {
+    let mut problems = Vec::new();
+    if let Err(m) = check_name(name) {
+        problems.push(ConfigError::new("name", m));
+    }
+    let provider = rustls::crypto::ring::default_provider();
+    let checked = certs::check_pair(
+        upload.cert_pem.as_bytes(),
+        upload.key_pem.as_bytes(),
+        &provider,
+        SystemTime::now(),
+    );
+    let info = match checked {
+        Ok(c) => Some(c.info),
+        Err(found) => {
+            problems.extend(found.into_iter().map(|p| {
+                let at = match p.part {
+                    Part::Cert => "cert_pem",
+                    Part::Key => "key_pem",
+                };
+                ConfigError::new(at, p.message)
+            }));
+            None
+        }
+    };
+    let Some(info) = info.filter(|_| problems.is_empty()) else {
+        return Err(ChangeError::Invalid(ConfigErrors(problems)));
+    };
+    let now = crate::store::sqlite::now_ms();
+    Ok(NewCertificate {
+        meta: CertificateMeta {
+            name: name.to_owned(),
+            id: material_id(&upload.cert_pem, &upload.key_pem),
+            fingerprint_sha256: info.fingerprint_sha256,
+            subject: info.subject,
+            issuer: info.issuer,
+            names: info.names,
+            not_before: info.not_before,
+            not_after: info.not_after,
+            created_at: now,
+            updated_at: now,
+            updated_by: actor.to_owned(),
+        },
+        material: Material {
+            id: material_id(&upload.cert_pem, &upload.key_pem),
+            cert_pem: upload.cert_pem.clone(),
+            key_pem: upload.key_pem.clone(),
+        },
+    })
+}
+
+/// Stores `upload` under `name`, creating or replacing it. When the newest
+/// config names it, the replacement is committed as a new version in the
+/// same transaction.
+pub async fn put(
+    configs: &Configs,
+    req: ChangeRequest,
+    name: &str,
+    upload: Upload,
+) -> Result<PutOutcome, ChangeError> {
+    let mut new = check(name, &upload, &req.actor)?;
+    let turn = configs.turn().await;
+    let existing = configs.store().certificate(name).await?.map(|(m, _)| m);
+    if let Some(old) = &existing {
+        new.meta.created_at = old.created_at;
+        if old.id == new.meta.id {
+            return Ok(PutOutcome {
+                certificate: old.clone(),
+                created: false,
+                changed: false,
+                version: None,
+                dry_run: req.dry_run,
+            });
+        }
+    }
+    let created = existing.is_none();
+    let outcome = |version| PutOutcome {
+        certificate: new.meta.clone(),
+        created,
+        changed: true,
+        version,
+        dry_run: req.dry_run,
+    };
+    if uses(configs, name).is_empty() {
+        if req.dry_run {
+            return Ok(outcome(None));
+        }
+        let change = Change {
+            op: if created {
+                ChangeOp::Added
+            } else {
+                ChangeOp::Changed
+            },
+            path: format!("certificates[{name}]"),
+            old: existing.as_ref().map(|m| m.id.clone().into()),
+            new: Some(new.meta.id.clone().into()),
+        };
+        let audit = NewAudit {
+            actor: req.actor,
+            remote_addr: req.remote_addr,
+            action: req.action.to_owned(),
+            target: req.target,
+            message: req.message,
+            changes: vec![change],
+        };
+        let result = outcome(None);
+        configs.store().put_certificate(new, audit).await?;
+        drop(turn);
+        tracing::info!(certificate = name, "certificate stored");
+        return Ok(result);
+    }
+    let meta = new.meta.clone();
+    let applied = configs
+        .change_in_turn(
+            turn,
+            req,
+            |cur| {
+                cur.cloned()
+                    .ok_or_else(|| ChangeError::NotFound("no config has been applied yet".into()))
+            },
+            Some(new),
+        )
+        .await?;
+    tracing::info!(
+        certificate = name,
+        version = applied.version,
+        "certificate replaced"
+    );
+    Ok(PutOutcome {
+        certificate: meta,
+        created,
+        changed: true,
+        version: applied.created.then_some(applied.version),
+        dry_run: applied.dry_run,
+    })
+}
+
+/// Removes `name`; refused while the newest config names it.
+pub async fn delete(configs: &Configs, req: ChangeRequest, name: &str) -> Result<(), ChangeError> {
+    let _turn = configs.turn().await;
+    let used = uses(configs, name);
+    if !used.is_empty() {
+        return Err(ChangeError::Exists(format!(
+            "certificate {name:?} is in use at {}; change the config first",
+            used.join(", ")
+        )));
+    }
+    let missing = || ChangeError::NotFound(format!("certificate {name:?} not found"));
+    let (old, _) = configs
+        .store()
+        .certificate(name)
+        .await?
+        .ok_or_else(missing)?;
+    let audit = NewAudit {
+        actor: req.actor,
+        remote_addr: req.remote_addr,
+        action: req.action.to_owned(),
+        target: req.target,
+        message: req.message,
+        changes: vec![Change {
+            op: ChangeOp::Removed,
+            path: format!("certificates[{name}]"),
+            old: Some(old.id.into()),
+            new: None,
+        }],
+    };
+    if configs.store().delete_certificate(name, audit).await? {
+        tracing::info!(certificate = name, "certificate removed");
+        Ok(())
+    } else {
+        Err(missing())
+    }
+}
