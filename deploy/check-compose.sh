@@ -13,39 +13,43 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 file="${1:-$root/docker-compose.yml}"
 
-install_docker_compose() {
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if ! command -v sudo >/dev/null 2>&1; then
-            echo "check-compose: docker-compose is missing; install it (apt-get install docker-compose) or run as root" >&2
-            return 1
-        fi
-        sudo=(sudo -n)
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "check-compose: docker-compose is missing and there is no apt-get to install it" >&2
-        return 1
-    fi
-    # One installer at a time; whoever waited finds it installed.
+# Makes sure docker-compose is installed. Every caller takes the lock, even
+# when the tool looks present: during another run's apt-get the file may
+# already be unpacked while its Python modules are not.
+ensure_docker_compose() {
     local lock="${TMPDIR:-/tmp}/isame-docker-compose-install.lock"
+    # Opened for reading, so a lock file another user created works too.
+    : 2>/dev/null >>"$lock" || true
     (
         flock -w 900 9 || { echo "check-compose: timed out waiting for $lock" >&2; exit 1; }
         command -v docker-compose >/dev/null 2>&1 && exit 0
+        sudo=()
+        if [ "$(id -u)" -ne 0 ]; then
+            command -v sudo >/dev/null 2>&1 || {
+                echo "check-compose: docker-compose is missing; install it (apt-get install docker-compose) or run as root" >&2
+                exit 1
+            }
+            sudo=(sudo -n)
+        fi
+        command -v apt-get >/dev/null 2>&1 || {
+            echo "check-compose: docker-compose is missing and there is no apt-get to install it" >&2
+            exit 1
+        }
         echo "check-compose: installing Debian's docker-compose package" >&2
         export DEBIAN_FRONTEND=noninteractive
         # --no-install-recommends: only the tool, not the docker.io engine.
-        local apt=("${sudo[@]}" apt-get -y -q -o DPkg::Lock::Timeout=600)
+        # A first try without `apt-get update` keeps reruns offline; a machine
+        # with no or stale package lists gets them refreshed once.
+        apt=("${sudo[@]}" apt-get -y -q -o DPkg::Lock::Timeout=600)
         "${apt[@]}" install --no-install-recommends docker-compose >&2 \
             || { "${apt[@]}" update >&2 && "${apt[@]}" install --no-install-recommends docker-compose >&2; }
-    ) 9>"$lock"
+    ) 9<"$lock"
 }
 
 if docker compose version >/dev/null 2>&1; then
     compose=(docker compose)
 else
-    if ! command -v docker-compose >/dev/null 2>&1; then
-        install_docker_compose || exit 1
-    fi
+    ensure_docker_compose || exit 1
     command -v docker-compose >/dev/null 2>&1 || {
         echo "check-compose: docker-compose could not be installed" >&2
         exit 1
