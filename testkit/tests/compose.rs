@@ -344,6 +344,25 @@ fn prometheus_config(c: &Compose) -> Value {
 fn prometheus_scrapes_the_control_plane_and_every_data_plane() {
     let c = Compose::load();
     let prom = prometheus_config(&c);
+    // Files the config names (rules, file-based discovery) are mounted too.
+    let mut files: Vec<String> = prom["rule_files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    for job in prom["scrape_configs"].as_array().into_iter().flatten() {
+        for sd in job["file_sd_configs"].as_array().into_iter().flatten() {
+            files.extend(sd["files"].as_array().into_iter().flatten().map(text));
+        }
+    }
+    for f in files {
+        let host = c.host_path("prometheus", &f);
+        assert!(
+            host.is_some_and(|h| h.is_file()),
+            "prometheus reads {f}, which is not mounted"
+        );
+    }
     // target -> (metrics path, labels)
     let mut targets: BTreeMap<String, (String, Value)> = BTreeMap::new();
     for job in prom["scrape_configs"].as_array().expect("scrape_configs") {
