@@ -9,8 +9,8 @@
 #   docker run --rm isame:dev isame-lb --help
 
 # The toolchain must be at least the newest rust-version among the crates that
-# Cargo.lock pins (1.91 today, for notify-types), which is above the workspace's
-# own rust-version of 1.85; testkit/tests/compose.rs checks this. protox
+# Cargo.lock pins (1.91 today, for notify-types; the workspace's rust-version
+# says the same); testkit/tests/compose.rs checks this. protox
 # compiles the .proto files in Rust, so no protoc is needed; the C compiler for
 # ring and mimalloc comes with this image.
 ARG RUST_VERSION=1.91
