@@ -152,6 +152,29 @@ mod tests {
     }
 
     #[test]
+    fn flags_and_environment_beat_the_file_which_beats_the_default() {
+        let dir = tempfile::tempdir().expect("dir");
+        let empty = dir.path().join("empty.yaml");
+        std::fs::write(&empty, "").expect("write");
+        let s = resolve(None, None, Some(&empty)).expect("resolves");
+        assert_eq!(s.server, DEFAULT_SERVER);
+        assert_eq!(s.token, None);
+        let full = dir.path().join("full.yaml");
+        std::fs::write(&full, "server: http://file:1\ntoken: from-file\n").expect("write");
+        let s = resolve(None, None, Some(&full)).expect("resolves");
+        assert_eq!(
+            (s.server.as_str(), s.token.as_deref()),
+            ("http://file:1", Some("from-file"))
+        );
+        let s = resolve(Some("http://given:2/"), Some(" given "), Some(&full)).expect("resolves");
+        assert_eq!(
+            (s.server.as_str(), s.token.as_deref()),
+            ("http://given:2", Some("given"))
+        );
+        assert_eq!(s.file.as_deref(), Some(full.as_path()));
+    }
+
+    #[test]
     fn file_keys_are_checked() {
         let p = Path::new("c.yaml");
         let s = parse(p, "server: http://a\ntoken: t\n").expect("valid");

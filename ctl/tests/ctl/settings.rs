@@ -133,9 +133,8 @@ fn flags_beat_environment_beats_file_beats_default() {
         run(c)
     };
 
-    // Nothing anywhere: the default address, where nothing runs here.
-    let r = get(&|_| {}).expect(1);
-    assert!(r.stderr.contains("http://127.0.0.1:7070"), "{r}");
+    // (With nothing anywhere the default address is used: see the unit
+    // tests, which need not assume that nothing listens on it.)
 
     // The file alone is enough.
     config_file(
@@ -185,6 +184,15 @@ fn flags_beat_environment_beats_file_beats_default() {
         c.env_remove("XDG_CONFIG_HOME");
     })
     .expect(0);
+    // With it, $XDG_CONFIG_HOME/isame/config.yaml is the place.
+    let xdg = home.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("isame")).expect("dir");
+    write_private(&xdg.join("isame/config.yaml"), &format!("server: {dead}\n"));
+    let r = get(&|c| {
+        c.env("XDG_CONFIG_HOME", &xdg);
+    })
+    .expect(1);
+    assert!(r.stderr.contains(&dead), "{r}");
 
     // --config and ISAME_CTL_CONFIG point elsewhere; they must exist.
     let other = home.path().join("other.yaml");
