@@ -193,22 +193,13 @@ impl Client {
 
     /// `GET /api/v1{path}`.
     pub fn get(&self, path: &str) -> Result<Value> {
-        self.call(Method::GET, path, None, &Write::default())
+        self.write(Method::GET, path, None, &Write::default())
             .map(|(_, v)| v)
     }
 
-    /// A write; returns the status and the answer.
+    /// `METHOD /api/v1{path}` with the write's options; returns the status
+    /// and the answer. A status other than 2xx is a [`ServerError`].
     pub fn write(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Body>,
-        write: &Write,
-    ) -> Result<(u16, Value)> {
-        self.call(method, path, body, write)
-    }
-
-    fn call(
         &self,
         method: Method,
         path: &str,

@@ -20,8 +20,8 @@ fn path(upstream: &str, backend: &str) -> String {
 }
 
 /// Runs one backend action.
-pub fn run(ctx: &Ctx, action: Backend) -> Result<()> {
-    let (method, path, body, write) = match &action {
+pub fn run(ctx: &Ctx, action: &Backend) -> Result<()> {
+    let (method, path, body, write) = match action {
         Backend::Add {
             upstream,
             url,

@@ -141,11 +141,11 @@ fn versions(rows: &[Value]) -> String {
 }
 
 /// `describe upstream|route|node`.
-pub fn describe(ctx: &Ctx, what: Describe) -> Result<()> {
+pub fn describe(ctx: &Ctx, what: &Describe) -> Result<()> {
     match what {
-        Describe::Upstream { name } => upstream(ctx, &name),
+        Describe::Upstream { name } => upstream(ctx, name),
         Describe::Route { name } => {
-            let r = ctx.client.get(&format!("/routes/{}", segment(&name)))?;
+            let r = ctx.client.get(&format!("/routes/{}", segment(name)))?;
             ctx.show(&r, || {
                 let (host, path, headers) = route_match(&r);
                 fields(&[
@@ -159,7 +159,7 @@ pub fn describe(ctx: &Ctx, what: Describe) -> Result<()> {
             })
         }
         Describe::Node { id } => {
-            let n = ctx.client.get(&format!("/nodes/{}", segment(&id)))?;
+            let n = ctx.client.get(&format!("/nodes/{}", segment(id)))?;
             ctx.show(&n, || node(&n))
         }
     }

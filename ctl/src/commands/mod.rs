@@ -52,43 +52,40 @@ impl Ctx {
 
 /// Runs the command the line asks for.
 pub fn run(cli: Cli) -> Result<()> {
-    let paint = Paint::new(cli.color);
-    // Commands that need no server work without settings, so a broken
-    // config file cannot stop them.
+    // Settings are read only by commands that talk to the server, so a
+    // broken config file cannot stop `validate` or `completion`.
+    let ctx = || -> Result<Ctx> {
+        let settings = settings::resolve(
+            cli.server.as_deref(),
+            cli.token.as_deref(),
+            cli.config.as_deref(),
+        )?;
+        Ok(Ctx {
+            client: Client::new(&settings)?,
+            format: cli.output,
+            paint: Paint::new(cli.color),
+        })
+    };
     match &cli.command {
-        Command::Validate { file } => return validate::run(&file.file, cli.output),
+        Command::Validate { file } => validate::run(&file.file, cli.output),
         Command::Completion { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "isame-ctl", &mut script);
-            return output::emit(&String::from_utf8_lossy(&script));
+            output::emit(&String::from_utf8_lossy(&script))
         }
-        _ => {}
-    }
-    let settings = settings::resolve(
-        cli.server.as_deref(),
-        cli.token.as_deref(),
-        cli.config.as_deref(),
-    )?;
-    let ctx = Ctx {
-        client: Client::new(&settings)?,
-        format: cli.output,
-        paint,
-    };
-    match cli.command {
         Command::Apply {
             file,
             write,
             if_version,
-        } => apply::apply(&ctx, &file.file, &write, if_version),
-        Command::Diff { file } => apply::diff(&ctx, &file.file),
-        Command::Get { what } => get::list(&ctx, what),
-        Command::Describe { what } => get::describe(&ctx, what),
-        Command::Delete { what } => resources::delete(&ctx, what),
-        Command::Backend { action } => backend::run(&ctx, action),
-        Command::History { limit } => history::history(&ctx, limit),
-        Command::Rollback { version, write } => history::rollback(&ctx, version, &write),
-        Command::Status => status::status(&ctx),
-        Command::Validate { .. } | Command::Completion { .. } => Ok(()),
+        } => apply::apply(&ctx()?, &file.file, write, *if_version),
+        Command::Diff { file } => apply::diff(&ctx()?, &file.file),
+        Command::Get { what } => get::list(&ctx()?, *what),
+        Command::Describe { what } => get::describe(&ctx()?, what),
+        Command::Delete { what } => resources::delete(&ctx()?, what),
+        Command::Backend { action } => backend::run(&ctx()?, action),
+        Command::History { limit } => history::history(&ctx()?, *limit),
+        Command::Rollback { version, write } => history::rollback(&ctx()?, *version, write),
+        Command::Status => status::status(&ctx()?),
     }
 }
 

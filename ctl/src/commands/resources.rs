@@ -16,8 +16,8 @@ pub fn write_of(args: &WriteArgs) -> Write {
 }
 
 /// Removes an upstream or a route.
-pub fn delete(ctx: &Ctx, what: Delete) -> Result<()> {
-    let (path, write) = match &what {
+pub fn delete(ctx: &Ctx, what: &Delete) -> Result<()> {
+    let (path, write) = match what {
         Delete::Upstream { name, write } => (format!("/upstreams/{}", segment(name)), write),
         Delete::Route { name, write } => (format!("/routes/{}", segment(name)), write),
     };
