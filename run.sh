@@ -1,69 +1,113 @@
 #!/usr/bin/env bash
-# Starts the Isame demo: the control plane on an embedded SQLite file, three
-# echo backends, and a data plane (isame-lb) subscribed to the control plane.
-# examples/standalone.yaml is applied as the first version; every later
-# change made through the REST API reaches the data plane at once.
-# Ctrl-C stops everything.
+# The quickstart: builds release binaries, then starts a control plane on an
+# embedded SQLite file, three demo backends and two data planes (isame-lb)
+# subscribed to it, applies examples/quickstart.yaml with isame-ctl, and
+# prints what to try. Ctrl-C (or SIGTERM) stops everything.
+#
+# Environment (for tests and tinkering):
+#   ISAME_BIN_DIR   use the binaries in this directory instead of building
+#   ISAME_DEMO_DIR  where the database, tokens and caches live (target/demo)
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "building release binaries (the first build takes a few minutes)..."
-cargo build --release --bin isame-lb --bin isame-echo --bin isame-control-plane
+if [ -n "${ISAME_BIN_DIR:-}" ]; then
+    bin="$ISAME_BIN_DIR"
+else
+    echo "building release binaries (the first build takes several minutes)..."
+    cargo build --release --bin isame-lb --bin isame-echo --bin isame-control-plane --bin isame-ctl
+    bin=target/release
+fi
+for b in isame-lb isame-echo isame-control-plane isame-ctl; do
+    [ -x "$bin/$b" ] || { echo "run.sh: $bin/$b is missing" >&2; exit 1; }
+done
 
-state=target/demo
+state="${ISAME_DEMO_DIR:-target/demo}"
 mkdir -p "$state"
-token_file="$state/admin-token"
-# The token and the database are readable by this user only.
+# The tokens, the database and the data planes' caches (which hold the
+# config and any private keys) are readable by this user only.
 umask 077
-[ -s "$token_file" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$token_file"
-token=$(cat "$token_file")
+db="$state/isame.db"
+admin_file="$state/admin-token"
+node_file="$state/node-token"
+[ -s "$admin_file" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$admin_file"
+admin=$(cat "$admin_file")
+# The data planes subscribe with a node token: it receives config, and no
+# REST access. It is created once, with the database.
+if [ ! -s "$node_file" ] || [ ! -e "$db" ]; then
+    rm -f "$node_file"
+    "$bin/isame-control-plane" --database-url "sqlite://$db" \
+        token create --name "demo-nodes-$(date +%s)" --role node > "$node_file.tmp" 2>/dev/null
+    mv "$node_file.tmp" "$node_file"
+fi
+node_token=$(cat "$node_file")
 
 pids=()
+# Stops every process started here; a signal is a clean stop (exit 0), any
+# other way out keeps its status.
 cleanup() {
+    local rc=$1
     trap - INT TERM EXIT
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    echo
+    echo "stopping..."
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    echo "stopped."
+    exit "$rc"
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup 0' INT TERM
+trap 'cleanup $?' EXIT
 
-ISAME_ADMIN_TOKEN="$token" ./target/release/isame-control-plane \
-    --database-url "sqlite://$state/isame.db" &
+wait_for() { # URL: until it answers 2xx, at most 10 s
+    for _ in $(seq 100); do
+        curl -fs -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "run.sh: $1 did not answer" >&2
+    return 1
+}
+
+ISAME_ADMIN_TOKEN="$admin" "$bin/isame-control-plane" --database-url "sqlite://$db" \
+    > "$state/control-plane.log" 2>&1 &
 pids+=($!)
 for i in 1 2 3; do
-    ./target/release/isame-echo --listen "127.0.0.1:300$i" --name "backend-$i" &
+    "$bin/isame-echo" --listen "127.0.0.1:300$i" --name "backend-$i" &
     pids+=($!)
 done
-for _ in $(seq 50); do
-    curl -fs localhost:7070/healthz >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -fs -X PUT -H "Authorization: Bearer $token" -H 'X-Isame-Message: demo start' \
-    --data-binary @examples/standalone.yaml localhost:7070/api/v1/config >/dev/null \
-    || echo "could not apply the demo config to the control plane" >&2
-ISAME_TOKEN="$token" ./target/release/isame-lb --control-plane http://127.0.0.1:7071 \
-    --node-id demo-1 --cache-dir "$state/cache" --label env=demo &
-pids+=($!)
-for _ in $(seq 50); do
-    curl -fs localhost:9090/ready >/dev/null 2>&1 && break
-    sleep 0.1
-done
+wait_for http://127.0.0.1:7070/healthz
 
+export ISAME_SERVER=http://127.0.0.1:7070
+ISAME_TOKEN="$admin" "$bin/isame-ctl" apply -f examples/quickstart.yaml -m "quickstart" >/dev/null
+
+for n in 1 2; do
+    ISAME_TOKEN="$node_token" "$bin/isame-lb" --control-plane http://127.0.0.1:7071 \
+        --node-id "demo-$n" --cache-dir "$state/cache-$n" --label env=demo \
+        --listen "127.0.0.1:808$((n - 1))" --admin-listen "127.0.0.1:909$((n - 1))" \
+        > "$state/lb-$n.log" 2>&1 &
+    pids+=($!)
+done
+wait_for http://127.0.0.1:9090/ready
+wait_for http://127.0.0.1:9091/ready
+
+ctl="$bin/isame-ctl"
+[ "$bin" = target/release ] && ctl=./target/release/isame-ctl
 cat <<TXT
 
-Isame is running:
-  proxy          curl -s localhost:8080/hello      (weights 3:2:1 over backend-1..3)
-                 curl -s localhost:8080/api/users  (least connections)
-  metrics        curl -s localhost:9090/metrics
-  status         curl -s localhost:9090/status
-  control plane  export ISAME_TOKEN=$token
-                 curl -s -H "Authorization: Bearer \$ISAME_TOKEN" localhost:7070/api/v1/config
-                 curl -s -H "Authorization: Bearer \$ISAME_TOKEN" localhost:7070/api/v1/nodes
-  try a change   curl -s -X PATCH -H "Authorization: Bearer \$ISAME_TOKEN" -d '{"weight": 5}' \\
-                      localhost:7070/api/v1/upstreams/web/backends/127.0.0.1:3002
-                 (the data plane applies it at once: watch curl -s localhost:9090/status)
-  whole file     curl -s -X PUT -H "Authorization: Bearer \$ISAME_TOKEN" \\
-                      --data-binary @examples/standalone.yaml localhost:7070/api/v1/config
-                 API description: localhost:7070/api/v1/openapi.json
+Isame is running: a control plane, two data planes, three backends.
+  proxy          curl -s localhost:8080/hello       (data plane demo-1; weights 3:2:1 over backend-1..3)
+                 curl -s localhost:8081/api/users   (data plane demo-2; least connections)
+  metrics        curl -s localhost:9090/metrics     (demo-1; demo-2 on 9091)
+  node status    curl -s localhost:9090/status
+  control plane  http://localhost:7070  (REST API under /api/v1, /metrics, /api/v1/openapi.json)
+  try isame-ctl  export ISAME_TOKEN=$admin
+                 $ctl status
+                 $ctl get upstreams
+                 $ctl backend weight web 127.0.0.1:3002 5 -m "more to backend-2"
+                 $ctl history
+                 edit examples/quickstart.yaml, then
+                 $ctl diff -f examples/quickstart.yaml
+                 $ctl apply -f examples/quickstart.yaml -m "why"
+  logs           $state/*.log
 Ctrl-C stops everything.
 TXT
+# Waits until a signal arrives (or every process has exited).
 wait
