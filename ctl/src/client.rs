@@ -102,11 +102,12 @@ impl fmt::Display for ServerError {
                 "no token given ({code}): pass --token, set ISAME_TOKEN, or put `token:` in the config file"
             )?,
             401 => write!(f, "token rejected ({code}): {}", self.error)?,
-            403 => write!(
+            403 if self.error.contains("only read") => write!(
                 f,
                 "not allowed: viewer token ({code}): {}; writes need an admin token",
                 self.error
             )?,
+            403 => write!(f, "not allowed ({code}): {}", self.error)?,
             412 => {
                 write!(f, "the config changed meanwhile ({code})")?;
                 if let Some(v) = self.current_version {
