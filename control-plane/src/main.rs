@@ -5,7 +5,6 @@ use isame_control_plane::app::{self, ControlPlane, Options};
 use isame_control_plane::store::Role as StoredRole;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 /// Isame control plane: versioned config store, REST API, gRPC distribution.
 #[derive(Debug, Parser)]
@@ -83,20 +82,19 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let format = match cli.log_format {
+        LogFormat::Text => isame_telemetry::LogFormat::Text,
+        LogFormat::Json => isame_telemetry::LogFormat::Json,
+    };
+    let _telemetry = match isame_telemetry::init("isame-control-plane", format) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("isame-control-plane: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

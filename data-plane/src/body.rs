@@ -8,6 +8,7 @@
 
 use crate::clock;
 use crate::conn_timeouts::ConnState;
+use crate::observe::Observation;
 use crate::snapshot::Snapshot;
 use crate::upstream::{ResponseBody, UpstreamError};
 use bytes::Bytes;
@@ -65,6 +66,8 @@ pub struct Finish {
     start: u64,
     /// The snapshot the request was served on, and the upstream/backend it used.
     target: Option<(Arc<Snapshot>, usize, Option<usize>)>,
+    /// The access-log line and span, when either is on.
+    observation: Option<Box<Observation>>,
 }
 
 impl Finish {
@@ -74,7 +77,18 @@ impl Finish {
             conn,
             start,
             target: None,
+            observation: None,
         }
+    }
+
+    /// Attaches the request's observation (see [`crate::observe`]).
+    pub fn observe(&mut self, observation: Option<Box<Observation>>) {
+        self.observation = observation;
+    }
+
+    /// The request's observation, when anything observes it.
+    pub fn observation(&mut self) -> Option<&mut Observation> {
+        self.observation.as_deref_mut()
     }
 
     /// Records which upstream serves the request.
@@ -90,6 +104,9 @@ impl Finish {
         let up = &snap.upstreams[*u];
         if let Some(b) = backend {
             up.backends[b].state.in_flight.fetch_add(1, Relaxed);
+            if let Some(o) = self.observation.as_deref_mut() {
+                o.attempt();
+            }
         }
         if let Some(b) = current.take() {
             up.backends[b].state.in_flight.fetch_sub(1, Relaxed);
@@ -101,10 +118,16 @@ impl Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         let now = clock::now_nanos();
+        let elapsed = now.saturating_sub(self.start);
+        if let Some(o) = self.observation.take() {
+            o.end(
+                elapsed,
+                self.target.as_ref().map(|(snap, u, b)| (&**snap, *u, *b)),
+            );
+        }
         if let Some((snap, u, b)) = self.target.take() {
             let up = &snap.upstreams[u];
-            up.duration
-                .observe(now.saturating_sub(self.start) as f64 / 1e9);
+            up.duration.observe(elapsed as f64 / 1e9);
             if let Some(b) = b {
                 up.backends[b].state.in_flight.fetch_sub(1, Relaxed);
             }
@@ -177,7 +200,15 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Err(_))) => {
                 drop(this.finish.take());
             }
-            Poll::Ready(Some(Ok(_))) => this.finish_if_ended(),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(o)) = (
+                    frame.data_ref(),
+                    this.finish.as_mut().and_then(Finish::observation),
+                ) {
+                    o.sent(data.len());
+                }
+                this.finish_if_ended()
+            }
             Poll::Pending => {}
         }
         polled

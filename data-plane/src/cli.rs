@@ -63,6 +63,10 @@ pub struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// One log line per request (target `isame::access`; `RUST_LOG` can
+    /// also silence it with `isame::access=off`).
+    #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    pub access_log: Switch,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -90,6 +94,15 @@ pub enum Command {
         /// The YAML file to check.
         file: PathBuf,
     },
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// How log lines are written.

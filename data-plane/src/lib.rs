@@ -25,6 +25,7 @@ pub mod headers;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod observe;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use isame_data_plane::app::{Proxy, ProxyOptions};
-use isame_data_plane::cli::{Cli, Command, LogFormat};
+use isame_data_plane::cli::{Cli, Command, LogFormat, Switch};
 use isame_data_plane::metrics::Metrics;
 use isame_data_plane::reload::{self, ReloadError};
 use isame_data_plane::snapshot::Snapshot;
@@ -10,7 +10,6 @@ use isame_data_plane::subscription::{self, Node};
 use std::path::Path;
 use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc: the request path allocates a few small objects per request
 /// (header maps, channels); mimalloc's thread-local free lists make that
@@ -23,7 +22,18 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Validate { file }) => validate(file),
         None => {
-            init_logging(cli.log_format);
+            let format = match cli.log_format {
+                LogFormat::Text => isame_telemetry::LogFormat::Text,
+                LogFormat::Json => isame_telemetry::LogFormat::Json,
+            };
+            let telemetry = match isame_telemetry::init("isame-lb", format) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("isame-lb: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            isame_data_plane::observe::configure(cli.access_log == Switch::On, telemetry.tracing());
             match run(&cli) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -32,17 +42,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

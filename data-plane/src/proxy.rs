@@ -8,7 +8,7 @@ use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
 use crate::ratelimit::Decision;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
-use crate::{client_ip, clock, dispatch};
+use crate::{client_ip, clock, dispatch, observe};
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING,
@@ -72,6 +72,16 @@ pub async fn handle(
     let mut finish = Finish::new(cx.state.clone(), start);
     let snap = cx.shared.snapshot();
     let client = client_ip::client_ip(cx.peer.ip(), req.headers(), &snap.trusted);
+    finish.observe(observe::start(
+        req.method(),
+        req.uri(),
+        req.uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok())),
+        req.headers(),
+        client,
+    ));
 
     let host = match check(&req, &snap) {
         Ok(host) => host,
@@ -80,7 +90,12 @@ pub async fn handle(
     if let (Some(port), "http") = (snap.redirect_https, cx.proto) {
         return Ok(
             match redirect_to_https(host.value.as_ref(), port, req.uri()) {
-                Some(resp) => resp.map(|()| ProxyBody::full(Bytes::new(), Some(finish))),
+                Some(resp) => {
+                    if let Some(o) = finish.observation() {
+                        o.status(resp.status());
+                    }
+                    resp.map(|()| ProxyBody::full(Bytes::new(), Some(finish)))
+                }
                 None => reply(
                     &cx,
                     &snap,
@@ -118,6 +133,12 @@ pub async fn handle(
         }
     }
     finish.set_upstream(snap.clone(), ui);
+    if let Some(o) = finish.observation() {
+        o.routed(
+            found.route.map(|r| snap.config.routes[r].name.as_str()),
+            &up.name,
+        );
+    }
     let (mut parts, body) = req.into_parts();
     let rewrite = headers::forward_request(
         &mut parts.headers,
@@ -130,6 +151,9 @@ pub async fn handle(
             host_from_target: host.from_target,
         },
     );
+    if let Some(o) = finish.observation() {
+        o.propagate(&mut parts.headers);
+    }
     let out = dispatch::Outgoing {
         parts: &parts,
         rewrite: &rewrite,
@@ -146,6 +170,9 @@ pub async fn handle(
     .await;
     Ok(match dispatched {
         Ok(d) => {
+            if let Some(o) = finish.observation() {
+                o.status(d.head.status);
+            }
             let mut resp = Response::new(ProxyBody::upstream(d.body, finish));
             *resp.status_mut() = d.head.status;
             *resp.headers_mut() = d.head.headers;
@@ -162,8 +189,11 @@ fn reply(
     client: IpAddr,
     upstream: Option<usize>,
     e: ProxyError,
-    finish: Finish,
+    mut finish: Finish,
 ) -> Response<ProxyBody> {
+    if let Some(o) = finish.observation() {
+        o.status(e.status());
+    }
     let upstream_name = upstream.map_or("", |u| snap.upstreams[u].name.as_str());
     cx.shared
         .metrics

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod blackhole;
 pub mod client;
+pub mod otlp;
 pub mod raw;
 pub mod tls;
 

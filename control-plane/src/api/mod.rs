@@ -137,9 +137,19 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let span = tracing::info_span!("api_request", method, route = %route);
+    let span = tracing::info_span!(
+        "api_request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        method,
+        route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    isame_telemetry::propagation::continue_trace(&span, req.headers());
     let response = next.run(req).instrument(span.clone()).await;
-    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    span.in_scope(|| tracing::debug!(status, "answered"));
     state
         .metrics
         .api_requests

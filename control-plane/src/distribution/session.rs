@@ -52,7 +52,7 @@ pub async fn run(
     let mut refilled = Instant::now();
     let first = versions.borrow_and_update().clone();
     let end = 'session: {
-        if first.version > 0 && !send_snapshot(&out, &first, &mut sent).await {
+        if first.version > 0 && !send_snapshot(&out, &node, &first, &mut sent).await {
             break 'session End::Gone;
         }
         loop {
@@ -64,7 +64,7 @@ pub async fn run(
                         break 'session End::Gone;
                     }
                     let newest = versions.borrow_and_update().clone();
-                    if newest.version > sent && !send_snapshot(&out, &newest, &mut sent).await {
+                    if newest.version > sent && !send_snapshot(&out, &node, &newest, &mut sent).await {
                         break 'session End::Gone;
                     }
                 }
@@ -135,8 +135,10 @@ pub async fn run(
 }
 
 /// Sends the version `cur` holds; false when the node is gone.
+#[tracing::instrument(name = "push", skip_all, fields(otel.kind = "producer", node = node, version = cur.version))]
 async fn send_snapshot(
     out: &mpsc::Sender<Result<pb::ControlMessage, Status>>,
+    node: &str,
     cur: &Arc<Current>,
     sent: &mut u64,
 ) -> bool {

@@ -1,0 +1,99 @@
+//! Traces of the `isame-control-plane` binary: with `OTEL_*` set, API calls
+//! are spans that continue the caller's `traceparent`, and every snapshot
+//! pushed to a data plane is a span naming the node and version.
+// These tests run real processes: wall-clock time is the point.
+#![allow(clippy::disallowed_types)]
+
+mod common;
+
+use common::{base_config, call, Subscriber};
+use http::Method;
+use isame_testkit::otlp::Receiver;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_isame-control-plane");
+const TOKEN: &str = "telemetry-test-admin-token-0123456789abcdef";
+const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CALLER_SPAN: &str = "b7ad6b7169203331";
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_and_pushes_are_exported_as_spans() {
+    let receiver = Receiver::start().await.expect("receiver");
+    let dir = tempfile::tempdir().expect("dir");
+    let (api, grpc) = (free_addr(), free_addr());
+    let mut child = Command::new(BIN)
+        .args([
+            "--database-url",
+            &format!("sqlite://{}", dir.path().join("isame.db").display()),
+            "--api-listen",
+            &api.to_string(),
+            "--grpc-listen",
+            &grpc.to_string(),
+        ])
+        .env("ISAME_ADMIN_TOKEN", TOKEN)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env_remove("OTEL_SERVICE_NAME")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = isame_testkit::Client::http1(api).await {
+            if c.get("/healthz").await.is_ok_and(|r| r.status == 200) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "control plane did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");
+    let r = call(
+        api,
+        Method::PUT,
+        "/api/v1/config",
+        Some(TOKEN),
+        &[("traceparent", traceparent.as_str())],
+        base_config(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let version = r.json()["version"].to_string();
+
+    let span = receiver
+        .wait_for(Duration::from_secs(10), |s| s.trace_id == TRACE)
+        .await
+        .unwrap_or_else(|| panic!("no API span; got {:?}", receiver.spans()));
+    assert_eq!(span.parent_span_id, CALLER_SPAN);
+    assert_eq!(span.service, "isame-control-plane");
+    assert_eq!(span.name, "PUT /api/v1/config");
+    assert_eq!(
+        span.attributes
+            .get("http.response.status_code")
+            .map(String::as_str),
+        Some("200")
+    );
+
+    let mut node = Subscriber::connect(grpc, TOKEN, "traced-node")
+        .await
+        .expect("subscribed");
+    node.snapshot().await;
+    let push = receiver
+        .wait_for(Duration::from_secs(10), |s| {
+            s.name == "push" && s.attributes.get("node").map(String::as_str) == Some("traced-node")
+        })
+        .await
+        .unwrap_or_else(|| panic!("no push span; got {:?}", receiver.spans()));
+    assert_eq!(push.attributes.get("version"), Some(&version));
+    let _ = child.kill();
+    let _ = child.wait();
+}
