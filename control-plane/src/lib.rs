@@ -10,6 +10,7 @@ pub mod app;
 pub mod cert_store;
 pub mod configs;
 pub mod distribution;
+pub mod fleet;
 pub mod metrics;
 pub mod store;
 pub mod tokens;

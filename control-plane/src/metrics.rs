@@ -1,7 +1,9 @@
 //! The control plane's Prometheus metrics (`isame_cp_*`, names in CONTRACT.md).
 
+use crate::fleet::Summary;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the control plane exports.
@@ -15,6 +17,34 @@ pub struct Metrics {
     pub push_seconds: Histogram,
     /// `isame_cp_api_requests_total{method,route,status}`.
     pub api_requests: IntCounterVec,
+    /// `isame_cp_nacks_total`: versions refused by a data plane.
+    pub nacks: IntCounter,
+    /// `isame_cp_upstream_requests_total{upstream}`: requests the fleet
+    /// served, from the nodes' traffic reports.
+    pub upstream_requests: IntCounterVec,
+    /// `isame_cp_upstream_errors_total{upstream}`: 5xx answers the fleet gave.
+    pub upstream_errors: IntCounterVec,
+    /// `isame_cp_upstream_request_seconds_total{upstream}`: summed request
+    /// durations (divided by requests: the fleet's mean latency).
+    pub upstream_seconds: CounterVec,
+    /// Gauges set from the node ledger when metrics are read.
+    fleet: FleetGauges,
+}
+
+/// The fleet as of the last scrape.
+struct FleetGauges {
+    /// `isame_cp_nodes{version}`: connected nodes by the version they run
+    /// (`none` before their first ACK).
+    by_version: IntGaugeVec,
+    /// `isame_cp_nodes_behind`: connected nodes not on the newest version.
+    behind: IntGauge,
+    /// `isame_cp_nodes_refusing`: connected nodes that NACKed a version newer
+    /// than the one they run.
+    refusing: IntGauge,
+    /// `isame_cp_backend_healthy_nodes{upstream,backend}`.
+    healthy: IntGaugeVec,
+    /// `isame_cp_backend_reporting_nodes{upstream,backend}`.
+    reporting: IntGaugeVec,
 }
 
 impl Metrics {
@@ -49,13 +79,106 @@ impl Metrics {
         registry.register(Box::new(connected_nodes.clone()))?;
         registry.register(Box::new(push_seconds.clone()))?;
         registry.register(Box::new(api_requests.clone()))?;
+        let nacks = IntCounter::new(
+            "isame_cp_nacks_total",
+            "Config versions refused by a data plane (NACKs received).",
+        )?;
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "isame_cp_upstream_requests_total",
+                "Requests the fleet served per upstream, from the data planes' reports.",
+            ),
+            &["upstream"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "isame_cp_upstream_errors_total",
+                "5xx answers the fleet gave per upstream, from the data planes' reports.",
+            ),
+            &["upstream"],
+        )?;
+        let upstream_seconds = CounterVec::new(
+            Opts::new(
+                "isame_cp_upstream_request_seconds_total",
+                "Summed request durations per upstream across the fleet (divide by requests for the mean).",
+            ),
+            &["upstream"],
+        )?;
+        let fleet = FleetGauges {
+            by_version: IntGaugeVec::new(
+                Opts::new(
+                    "isame_cp_nodes",
+                    "Connected data planes by the config version they run.",
+                ),
+                &["version"],
+            )?,
+            behind: IntGauge::new(
+                "isame_cp_nodes_behind",
+                "Connected data planes not running the newest version.",
+            )?,
+            refusing: IntGauge::new(
+                "isame_cp_nodes_refusing",
+                "Connected data planes that refused a version newer than the one they run.",
+            )?,
+            healthy: IntGaugeVec::new(
+                Opts::new(
+                    "isame_cp_backend_healthy_nodes",
+                    "Connected data planes that see the backend healthy.",
+                ),
+                &["upstream", "backend"],
+            )?,
+            reporting: IntGaugeVec::new(
+                Opts::new(
+                    "isame_cp_backend_reporting_nodes",
+                    "Connected data planes that report the backend's health.",
+                ),
+                &["upstream", "backend"],
+            )?,
+        };
+        registry.register(Box::new(nacks.clone()))?;
+        registry.register(Box::new(upstream_requests.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_seconds.clone()))?;
+        registry.register(Box::new(fleet.by_version.clone()))?;
+        registry.register(Box::new(fleet.behind.clone()))?;
+        registry.register(Box::new(fleet.refusing.clone()))?;
+        registry.register(Box::new(fleet.healthy.clone()))?;
+        registry.register(Box::new(fleet.reporting.clone()))?;
         Ok(Self {
             registry,
             config_version,
             connected_nodes,
             push_seconds,
             api_requests,
+            nacks,
+            upstream_requests,
+            upstream_errors,
+            upstream_seconds,
+            fleet,
         })
+    }
+
+    /// Sets the fleet gauges from a ledger summary (before a scrape).
+    /// Series of versions and backends that are gone are removed.
+    pub fn set_fleet(&self, f: &Summary<'_>) {
+        let g = &self.fleet;
+        g.by_version.reset();
+        for (version, n) in &f.by_version {
+            let label = version.map_or_else(|| "none".to_owned(), |v| v.to_string());
+            g.by_version.with_label_values(&[&label]).set(*n as i64);
+        }
+        g.behind.set(f.behind.len() as i64);
+        g.refusing.set(f.refused.len() as i64);
+        g.healthy.reset();
+        g.reporting.reset();
+        for b in &f.backends {
+            g.healthy
+                .with_label_values(&[b.upstream, b.url])
+                .set(i64::from(b.healthy));
+            g.reporting
+                .with_label_values(&[b.upstream, b.url])
+                .set(i64::from(b.healthy + b.unhealthy));
+        }
     }
 
     /// The text exposition format.

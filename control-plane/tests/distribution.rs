@@ -350,3 +350,104 @@ async fn acks_are_never_rate_limited_but_report_floods_are() {
     wait_node(&cp, "busy", |n| n["connected"] == false).await;
     cp.stop().await;
 }
+
+/// The value of one series in a Prometheus text page (0 when absent).
+fn series(page: &str, name_and_labels: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn fleet_metrics_come_from_the_ledger_and_the_reports() {
+    let cp = start().await;
+    let v = seed(&cp).await;
+    let mut a = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "dp-a")
+        .await
+        .expect("a");
+    let mut b = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "dp-b")
+        .await
+        .expect("b");
+    assert_eq!(a.snapshot().await.version, v);
+    assert_eq!(b.snapshot().await.version, v);
+    a.ack(v).await;
+    b.send(Kind::Nack(pb::Nack {
+        version: v,
+        errors: vec![pb::Problem {
+            path: "tls.cert_file".into(),
+            message: "missing".into(),
+        }],
+    }))
+    .await;
+    for node in [&a, &b] {
+        node.send(Kind::Health(pb::HealthReport {
+            backends: vec![pb::BackendHealth {
+                upstream: "web".into(),
+                backend: "http://127.0.0.1:3001".into(),
+                healthy: std::ptr::eq(node, &a),
+                circuit: "closed".into(),
+            }],
+        }))
+        .await;
+    }
+    // Counted for upstreams the config has; a made-up name creates nothing.
+    for upstream in ["web", "web", "made-up"] {
+        a.send(Kind::Stats(pb::StatsReport {
+            upstreams: vec![pb::UpstreamStats {
+                upstream: upstream.into(),
+                requests: 10,
+                errors: 2,
+                duration_ms_sum: 500,
+            }],
+            period_ms: 5_000,
+        }))
+        .await;
+    }
+    let expected = [
+        (format!("isame_cp_nodes{{version=\"{v}\"}}"), 1.0),
+        ("isame_cp_nodes{version=\"none\"}".to_owned(), 1.0),
+        ("isame_cp_nodes_behind".to_owned(), 1.0),
+        ("isame_cp_nodes_refusing".to_owned(), 1.0),
+        ("isame_cp_nacks_total".to_owned(), 1.0),
+        (
+            "isame_cp_backend_healthy_nodes{backend=\"http://127.0.0.1:3001\",upstream=\"web\"}"
+                .to_owned(),
+            1.0,
+        ),
+        (
+            "isame_cp_backend_reporting_nodes{backend=\"http://127.0.0.1:3001\",upstream=\"web\"}"
+                .to_owned(),
+            2.0,
+        ),
+        (
+            "isame_cp_upstream_requests_total{upstream=\"web\"}".to_owned(),
+            20.0,
+        ),
+        (
+            "isame_cp_upstream_errors_total{upstream=\"web\"}".to_owned(),
+            4.0,
+        ),
+        (
+            "isame_cp_upstream_request_seconds_total{upstream=\"web\"}".to_owned(),
+            1.0,
+        ),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = call(cp.addr, Method::GET, "/metrics", None, &[], "")
+            .await
+            .text();
+        if expected.iter().all(|(s, want)| series(&page, s) == *want) {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never matched; got:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!page.contains("made-up"), "{page}");
+    drop((a, b));
+    cp.stop().await;
+}

@@ -66,54 +66,28 @@ pub async fn get_one(
 pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let cur = state.configs.current();
     let nodes = state.configs.store().nodes().await?;
-    let connected: Vec<&NodeRecord> = nodes.iter().filter(|n| n.connected).collect();
-    let behind: Vec<&str> = connected
+    let f = crate::fleet::summarize(&nodes, &cur);
+    let nacked: Vec<Value> = f
+        .refused
         .iter()
-        .filter(|n| n.version.is_none_or(|v| v < cur.version))
-        .map(|n| n.id.as_str())
+        .map(|r| json!({"id": r.id, "version": r.version, "errors": r.errors}))
         .collect();
-    let nacked: Vec<Value> = connected
-        .iter()
-        .filter_map(|n| {
-            let nack = n.last_nack.as_ref()?;
-            // A NACK of a version older than the one the node now runs is history.
-            let v = nack["version"].as_u64()?;
-            (n.version.is_none_or(|ok| ok < v))
-                .then(|| json!({"id": n.id, "version": v, "errors": nack["errors"]}))
-        })
-        .collect();
-    let mut seen: std::collections::HashMap<(&str, &str), (u32, u32)> = Default::default();
-    for n in &connected {
-        for b in n.health.as_array().into_iter().flatten() {
-            let (Some(u), Some(url)) = (b["upstream"].as_str(), b["backend"].as_str()) else {
-                continue;
-            };
-            let e = seen.entry((u, url)).or_default();
-            if b["healthy"].as_bool() == Some(true) {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
-            }
-        }
-    }
+    // `f.backends` lists every backend in config order, upstream by upstream.
+    let mut health = f.backends.iter();
     let upstreams: Vec<Value> = cur
         .config
         .iter()
         .flat_map(|c| c.upstreams.iter())
         .map(|u| {
-            let backends: Vec<Value> = u
-                .backends
-                .iter()
+            let backends: Vec<Value> = health
+                .by_ref()
+                .take(u.backends.len())
                 .map(|b| {
-                    let (healthy, unhealthy) = seen
-                        .get(&(u.name.as_str(), b.url.as_str()))
-                        .copied()
-                        .unwrap_or_default();
                     json!({
                         "url": b.url,
-                        "healthy_nodes": healthy,
-                        "unhealthy_nodes": unhealthy,
-                        "reporting_nodes": healthy + unhealthy,
+                        "healthy_nodes": b.healthy,
+                        "unhealthy_nodes": b.unhealthy,
+                        "reporting_nodes": b.healthy + b.unhealthy,
                     })
                 })
                 .collect();
@@ -121,11 +95,11 @@ pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         })
         .collect();
     Ok(Json(json!({
-        "version": cur.version,
+        "version": f.newest,
         "nodes": {
-            "total": nodes.len(),
-            "connected": connected.len(),
-            "behind": behind,
+            "total": f.total,
+            "connected": f.connected,
+            "behind": f.behind,
             "nacked": nacked,
         },
         "upstreams": upstreams,

@@ -27,8 +27,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text format.
+/// Prometheus text format. The fleet gauges are refreshed from the node
+/// ledger first; when the database does not answer they keep their last
+/// values.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let cur = state.configs.current();
+    match state.configs.store().nodes().await {
+        Ok(nodes) => state
+            .metrics
+            .set_fleet(&crate::fleet::summarize(&nodes, &cur)),
+        Err(e) => tracing::warn!(error = %e, "fleet metrics not refreshed"),
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -53,6 +53,8 @@ pub struct Distribution {
     ledger: ledger::Ledger,
     options: Options,
     closing: tokio::sync::watch::Sender<bool>,
+    /// Upstreams whose traffic reports are counted.
+    known: crate::fleet::KnownUpstreams,
 }
 
 impl Distribution {
@@ -65,6 +67,7 @@ impl Distribution {
             registry: Registry::default(),
             options,
             closing: tokio::sync::watch::channel(false).0,
+            known: Default::default(),
         })
     }
 

@@ -186,6 +186,7 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
                 .map(|e| json!({"path": clip(&e.path), "message": clip(&e.message)}))
                 .collect();
             tracing::warn!(node, version = n.version, errors = errors.len(), "NACK");
+            d.metrics.nacks.inc();
             NodeUpdate::Nack(json!({
                 "version": n.version,
                 "errors": errors,
@@ -206,7 +207,9 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
                 })
                 .collect(),
         ),
-        Some(In::Stats(s)) => NodeUpdate::Traffic(json!({
+        Some(In::Stats(s)) => {
+            count_traffic(d, &s);
+            NodeUpdate::Traffic(json!({
             "period_ms": s.period_ms,
             "at": crate::api::rfc3339(crate::store::sqlite::now_ms()),
             "upstreams": s.upstreams.iter().take(10_000).map(|u| json!({
@@ -215,9 +218,30 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
                 "errors": u.errors,
                 "mean_ms": if u.requests == 0 { 0.0 } else { u.duration_ms_sum as f64 / u.requests as f64 },
             })).collect::<Vec<_>>(),
-        })),
+            }))
+        }
     };
     d.ledger.record(node, update);
+}
+
+/// Adds a node's traffic report to the fleet's counters, for the upstreams
+/// the newest config has (a report cannot create series of its own).
+fn count_traffic(d: &Distribution, s: &pb::StatsReport) {
+    let known = d.known.of(&d.configs.current());
+    let m = &d.metrics;
+    for u in &s.upstreams {
+        if u.requests == 0 || !known.contains(&u.upstream) {
+            continue;
+        }
+        let label = [u.upstream.as_str()];
+        m.upstream_requests
+            .with_label_values(&label)
+            .inc_by(u.requests);
+        m.upstream_errors.with_label_values(&label).inc_by(u.errors);
+        m.upstream_seconds
+            .with_label_values(&label)
+            .inc_by(u.duration_ms_sum as f64 / 1000.0);
+    }
 }
 
 /// A peer-supplied string, cut to a sane length.

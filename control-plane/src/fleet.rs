@@ -1,0 +1,141 @@
+//! The fleet as a whole, from the node ledger: which version each connected
+//! node runs, who is behind or refused a version, and how many nodes see each
+//! backend healthy. `GET /fleet` and the fleet metrics read the same summary.
+
+use crate::configs::Current;
+use crate::store::NodeRecord;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// A connected node whose last NACK is for a version newer than it runs.
+#[derive(Debug, Clone)]
+pub struct Refusal<'a> {
+    /// Node id.
+    pub id: &'a str,
+    /// The version it refused.
+    pub version: u64,
+    /// Its errors, as recorded.
+    pub errors: &'a serde_json::Value,
+}
+
+/// One backend of the newest config, as the connected nodes see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendHealth<'a> {
+    /// Upstream name.
+    pub upstream: &'a str,
+    /// Backend URL.
+    pub url: &'a str,
+    /// Nodes that see it healthy.
+    pub healthy: u32,
+    /// Nodes that see it unhealthy.
+    pub unhealthy: u32,
+}
+
+/// The fleet at a glance.
+#[derive(Debug, Clone)]
+pub struct Summary<'a> {
+    /// The newest version.
+    pub newest: u64,
+    /// Every node in the ledger.
+    pub total: usize,
+    /// Connected nodes.
+    pub connected: usize,
+    /// Connected nodes by the version they run (`None`: none ACKed yet).
+    pub by_version: BTreeMap<Option<u64>, usize>,
+    /// Connected nodes not on the newest version.
+    pub behind: Vec<&'a str>,
+    /// Connected nodes that refused a version newer than the one they run.
+    pub refused: Vec<Refusal<'a>>,
+    /// Every backend of the newest config, in config order.
+    pub backends: Vec<BackendHealth<'a>>,
+}
+
+/// Summarizes `nodes` against the newest version `cur`.
+pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
+    let connected: Vec<&NodeRecord> = nodes.iter().filter(|n| n.connected).collect();
+    let mut by_version = BTreeMap::new();
+    for n in &connected {
+        *by_version.entry(n.version).or_insert(0) += 1;
+    }
+    let behind = connected
+        .iter()
+        .filter(|n| n.version.is_none_or(|v| v < cur.version))
+        .map(|n| n.id.as_str())
+        .collect();
+    let refused = connected
+        .iter()
+        .filter_map(|n| {
+            let nack = n.last_nack.as_ref()?;
+            let version = nack["version"].as_u64()?;
+            // A NACK of a version older than the one the node now runs is history.
+            n.version.is_none_or(|ok| ok < version).then(|| Refusal {
+                id: &n.id,
+                version,
+                errors: &nack["errors"],
+            })
+        })
+        .collect();
+    let mut seen: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
+    for n in &connected {
+        for b in n.health.as_array().into_iter().flatten() {
+            let (Some(u), Some(url)) = (b["upstream"].as_str(), b["backend"].as_str()) else {
+                continue;
+            };
+            let e = seen.entry((u, url)).or_default();
+            if b["healthy"].as_bool() == Some(true) {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+    }
+    let backends = cur
+        .config
+        .iter()
+        .flat_map(|c| c.upstreams.iter())
+        .flat_map(|u| u.backends.iter().map(move |b| (u, b)))
+        .map(|(u, b)| {
+            let (healthy, unhealthy) = seen
+                .get(&(u.name.as_str(), b.url.as_str()))
+                .copied()
+                .unwrap_or_default();
+            BackendHealth {
+                upstream: &u.name,
+                url: &b.url,
+                healthy,
+                unhealthy,
+            }
+        })
+        .collect();
+    Summary {
+        newest: cur.version,
+        total: nodes.len(),
+        connected: connected.len(),
+        by_version,
+        behind,
+        refused,
+        backends,
+    }
+}
+
+/// The upstream names of the newest version, kept per version: traffic
+/// reports are counted only for these, so a node cannot create metric
+/// series at will.
+#[derive(Debug, Default)]
+pub struct KnownUpstreams(Mutex<(u64, Arc<HashSet<String>>)>);
+
+impl KnownUpstreams {
+    /// The names of `cur`'s upstreams.
+    pub fn of(&self, cur: &Current) -> Arc<HashSet<String>> {
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.0 != cur.version || (cur.version == 0 && cached.1.is_empty()) {
+            let names = cur
+                .config
+                .iter()
+                .flat_map(|c| c.upstreams.iter().map(|u| u.name.clone()))
+                .collect();
+            *cached = (cur.version, Arc::new(names));
+        }
+        cached.1.clone()
+    }
+}
