@@ -33,7 +33,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            isame_data_plane::observe::configure(cli.access_log == Switch::On, telemetry.tracing());
+            // A log filter that drops access lines (RUST_LOG=warn, or
+            // isame::access=off) turns the access log off at the source.
+            let access_log = cli.access_log == Switch::On
+                && tracing::enabled!(target: "isame::access", tracing::Level::INFO);
+            isame_data_plane::observe::configure(access_log, telemetry.tracing());
             match run(&cli) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
