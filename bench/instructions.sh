@@ -8,6 +8,11 @@
 # valgrind; instructions are divided by the requests wrk completed.
 #
 #   bench/instructions.sh [SECONDS] [--annotate]
+#
+# BENCH_RUST_LOG (default warn) and BENCH_LB_ARGS (extra isame-lb flags)
+# change what is measured, e.g. the access log:
+#   BENCH_RUST_LOG=info bench/instructions.sh
+# OTEL_* variables in the environment reach isame-lb (tracing on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,9 +42,10 @@ upstreams:
   - name: bench
     backends: ["http://127.0.0.1:18090"]
 CONF
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+read -r -a EXTRA <<< "${BENCH_LB_ARGS:-}"
+RUST_LOG=${BENCH_RUST_LOG:-warn} valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
     ./target/release/isame-lb --config "$WORK/isame.yaml" --listen 127.0.0.1:18091 \
-    --admin-listen 127.0.0.1:18092 --workers 1 2>"$WORK/valgrind.log" &
+    --admin-listen 127.0.0.1:18092 --workers 1 "${EXTRA[@]}" 2>"$WORK/valgrind.log" &
 VG=$!
 PIDS+=($VG)
 for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:18091/ && break; sleep 0.2; done
