@@ -24,7 +24,7 @@ for tool in valgrind wrk; do
         $SUDO apt-get install -y "$tool" >/dev/null
     }
 done
-cargo build --release --bin isame-lb --bin isame-echo >&2
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --bin isame-lb --bin isame-echo >&2
 
 WORK=$(mktemp -d /tmp/isame-instr.XXXXXX)
 PIDS=()
