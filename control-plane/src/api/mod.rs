@@ -112,6 +112,7 @@ pub fn router(state: AppState) -> Router {
     .route("/healthz", get(ops::healthz))
     .route("/readyz", get(ops::readyz))
     .route("/metrics", get(ops::metrics))
+    .merge(crate::dashboard::router())
     .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(middleware::from_fn_with_state(state.clone(), observe))
