@@ -145,6 +145,7 @@ try {
   await page.click("#login-submit");
   await waitContains(page, "#login-error", "not accepted");
   assert.ok(await page.locator("#app").isHidden());
+  await shot(page, "login");
 
   step("an admin signs in and sees the fleet");
   await page.fill("#token", ADMIN);
