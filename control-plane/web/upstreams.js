@@ -36,14 +36,14 @@ function upstream(u, seen, connected) {
     ),
     table(
       { class: "backends" },
-      ["Backend", "Weight", "State", "Health across the fleet"],
+      ["Backend", "Weight", "Drain", "Health across the fleet"],
       u.backends.map((b) =>
         h(
           "tr",
           { dataset: { backend: b.url } },
           h("td", null, h("code", null, b.url)),
           h("td", { class: ["num", !weighted && "muted"], title: weighted ? null : "weights apply under weighted_round_robin" }, b.weight),
-          h("td", null, b.drain ? badge("draining", "warn") : badge("serving", "ok")),
+          h("td", null, b.drain ? badge("draining", "warn") : h("span", { class: "muted" }, "no")),
           h("td", null, health(byUrl.get(b.url), connected)),
         ),
       ),

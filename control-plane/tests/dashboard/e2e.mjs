@@ -168,11 +168,12 @@ try {
   const config = await rest("GET", "/config");
   const web = config.upstreams.find((u) => u.name === "web");
   web.algorithm = "weighted_round_robin";
+  web.backends.find((b) => b.url === "http://127.0.0.1:3001").drain = true;
   web.backends.find((b) => b.url === "http://127.0.0.1:3002").weight = 5;
   web.backends.push({ url: "http://127.0.0.1:3003", weight: 2 });
   const applied = await rest("PUT", "/config", {
     body: config,
-    headers: { "X-Isame-Message": "weighted web pool with a third backend" },
+    headers: { "X-Isame-Message": "drain 3001; weighted web pool with a third backend" },
   });
   const v2 = applied.version;
   assert.equal(v2, v1 + 1);
@@ -192,6 +193,7 @@ try {
   await page.locator(third).waitFor({ timeout: TIMEOUT });
   await waitContains(page, third, "healthy on 1 of 1 nodes");
   await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://127.0.0.1:3002"]', "healthy on");
+  await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://127.0.0.1:3001"]', "draining");
   await shot(page, "upstreams");
 
   step("traffic shows live rates per upstream");
@@ -221,6 +223,7 @@ try {
   await waitText(page, `${weight} td.sign`, "~");
   await waitText(page, '#changes tr[data-path="upstreams[web].backends[http://127.0.0.1:3003]"] td.sign', "+");
   await waitContains(page, "#version-detail", "weighted web pool with a third backend");
+  await waitText(page, '#changes tr[data-path="upstreams[web].backends[http://127.0.0.1:3001].drain"] td.new', "true");
   await shot(page, "history");
 
   step("an admin rolls back from the UI");
