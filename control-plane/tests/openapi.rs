@@ -7,7 +7,8 @@ mod common;
 use common::*;
 use http::Method;
 
-/// The REST endpoints CONTRACT.md promises, and the certificate store.
+/// The REST endpoints CONTRACT.md promises, the certificate store, and what
+/// the dashboard reads (`/traffic`, `/whoami`).
 const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/config"),
     ("put", "/api/v1/config"),
@@ -32,6 +33,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/nodes/{id}"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/fleet"),
+    ("get", "/api/v1/traffic"),
+    ("get", "/api/v1/whoami"),
     ("get", "/api/v1/certificates"),
     ("get", "/api/v1/certificates/{name}"),
     ("put", "/api/v1/certificates/{name}"),

@@ -13,7 +13,9 @@ mod openapi;
 mod ops;
 mod resources;
 mod routes;
+mod traffic;
 mod upstreams;
+mod whoami;
 
 pub use history::rfc3339;
 
@@ -68,6 +70,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::get_one))
         .routes(routes!(nodes::fleet))
+        .routes(routes!(traffic::traffic))
+        .routes(routes!(whoami::whoami))
         .routes(routes!(certificates::list))
         .routes(routes!(
             certificates::get_one,
@@ -108,6 +112,7 @@ pub fn router(state: AppState) -> Router {
     .route("/healthz", get(ops::healthz))
     .route("/readyz", get(ops::readyz))
     .route("/metrics", get(ops::metrics))
+    .merge(crate::dashboard::router())
     .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(middleware::from_fn_with_state(state.clone(), observe))
