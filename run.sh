@@ -97,7 +97,8 @@ Isame is running: a control plane, two data planes, three backends.
                  curl -s localhost:8081/api/users   (data plane demo-2; least connections)
   metrics        curl -s localhost:9090/metrics     (demo-1; demo-2 on 9091)
   node status    curl -s localhost:9090/status
-  control plane  http://localhost:7070  (REST API under /api/v1, /metrics, /api/v1/openapi.json)
+  dashboard      http://localhost:7070/   (sign in with the admin token below)
+  control plane  REST API under localhost:7070/api/v1, /metrics, /api/v1/openapi.json
   try isame-ctl  export ISAME_TOKEN=$admin
                  $ctl status
                  $ctl get upstreams
