@@ -9,6 +9,7 @@
 //! [`reload`] swaps it; [`admin`] reports on it; [`app`] ties it together.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod backend;

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             // isame::access=off) turns the access log off at the source.
             let access_log = cli.access_log == Switch::On
                 && tracing::enabled!(target: "isame::access", tracing::Level::INFO);
+            isame_data_plane::access_log::install(format, telemetry.line_writer());
             isame_data_plane::observe::configure(access_log, telemetry.tracing());
             match run(&cli) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -146,21 +146,19 @@ impl Observation {
             }
         }
         if SWITCHES.load(Ordering::Relaxed) & ACCESS_LOG != 0 {
-            tracing::info!(
-                target: "isame::access",
-                client = %self.client,
-                method = %self.method,
-                host = %self.host,
-                target = %self.target,
+            crate::access_log::write(&crate::access_log::Entry {
+                client: self.client,
+                method: self.method.as_str(),
+                host: &self.host,
+                target: &self.target,
                 status,
                 upstream,
                 backend,
                 retries,
-                bytes = self.bytes,
-                duration_ms = nanos as f64 / 1e6,
-                trace_id = self.trace_id.as_deref().unwrap_or(""),
-                "request"
-            );
+                bytes: self.bytes,
+                nanos,
+                trace_id: self.trace_id.as_deref().unwrap_or(""),
+            });
         }
     }
 }

@@ -10,8 +10,9 @@ pub mod propagation;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use std::io::Write as _;
 use std::time::Duration;
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -40,8 +41,23 @@ pub enum TelemetryError {
     Init(String),
 }
 
+/// Hands whole lines to the background log writer, in order with every
+/// other log line (one writer thread, so lines never interleave). Lines are
+/// dropped, not waited for, when the writer is more than 128k lines behind.
+#[derive(Clone)]
+pub struct LineWriter(NonBlocking);
+
+impl LineWriter {
+    /// Queues one line (with its newline).
+    pub fn write_line(&mut self, line: &[u8]) {
+        // A lossy non-blocking writer never reports an error.
+        let _ = self.0.write(line);
+    }
+}
+
 /// Keeps logs and traces flowing; flushes both when dropped.
 pub struct Telemetry {
+    writer: NonBlocking,
     provider: Option<SdkTracerProvider>,
     /// Runs the OTLP exporter's gRPC client, apart from the serving threads.
     runtime: Option<tokio::runtime::Runtime>,
@@ -52,6 +68,11 @@ impl Telemetry {
     /// Whether spans are exported.
     pub fn tracing(&self) -> bool {
         self.provider.is_some()
+    }
+
+    /// A writer for log lines formatted elsewhere (the access log).
+    pub fn line_writer(&self) -> LineWriter {
+        LineWriter(self.writer.clone())
     }
 }
 
@@ -148,10 +169,12 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let logs = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer.clone())
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(writer)
+            .with_writer(writer.clone())
             .boxed(),
     };
     // RUST_LOG chooses log lines only: spans are exported whatever the log
@@ -170,6 +193,7 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
         tracing::info!("exporting traces over OTLP/gRPC");
     }
     Ok(Telemetry {
+        writer,
         provider,
         runtime,
         _logs: guard,
