@@ -8,6 +8,9 @@
 # valgrind; instructions are divided by the requests wrk completed.
 #
 #   bench/instructions.sh [SECONDS] [--annotate]
+#
+# EXTRA_YAML is appended to the config (its one upstream is `bench`), e.g.
+# routes with middleware to measure what they cost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +39,7 @@ cat > "$WORK/isame.yaml" <<CONF
 upstreams:
   - name: bench
     backends: ["http://127.0.0.1:18090"]
+${EXTRA_YAML:-}
 CONF
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
     ./target/release/isame-lb --config "$WORK/isame.yaml" --listen 127.0.0.1:18091 \
