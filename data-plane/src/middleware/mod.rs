@@ -16,7 +16,7 @@
 //!
 //! Adding a middleware: a file here with a type implementing [`Middleware`],
 //! a variant of `isame_proto::config::Middleware` with its reader and rules
-//! (`proto/src/config/middleware.rs`) and protobuf form, and one arm in
+//! (`proto/src/config/middleware/`) and protobuf form, and one arm in
 //! [`Chain::compile`].
 
 mod headers;
