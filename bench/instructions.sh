@@ -9,9 +9,12 @@
 #
 #   bench/instructions.sh [SECONDS] [--annotate]
 #
-# BENCH_RUST_LOG (default warn) and BENCH_LB_ARGS (extra isame-lb flags)
-# change what is measured, e.g. the access log:
-#   BENCH_RUST_LOG=info bench/instructions.sh
+# What is measured can change:
+#   EXTRA_YAML      appended to the config (its one upstream is `bench`),
+#                   e.g. routes with middleware
+#   BENCH_RUST_LOG  the log level (default warn), e.g. info for the access log
+#   BENCH_LB_ARGS   extra isame-lb flags
+#   BENCH_NO_BUILD  use the release binaries as they are
 # OTEL_* variables in the environment reach isame-lb (tracing on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +44,7 @@ cat > "$WORK/isame.yaml" <<CONF
 upstreams:
   - name: bench
     backends: ["http://127.0.0.1:18090"]
+${EXTRA_YAML:-}
 CONF
 read -r -a EXTRA <<< "${BENCH_LB_ARGS:-}"
 RUST_LOG=${BENCH_RUST_LOG:-warn} valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \

@@ -2,10 +2,10 @@
 //!
 //! A request passes the modules in this order: [`listener`] accepts it and
 //! [`conn_timeouts`] guards the connection; [`proxy`] routes it ([`route`]),
-//! picks a backend ([`balancer`]), rewrites headers ([`headers`],
-//! [`client_ip`]), forwards it over a pooled connection ([`upstream`],
-//! [`pool`]) and streams the response back ([`body`]), recording
-//! [`metrics`]. [`snapshot`] holds the compiled config all of them read;
+//! plans its forwarding headers ([`headers`], [`client_ip`]), runs the
+//! route's [`middleware`], picks a backend ([`balancer`]), forwards it over a
+//! pooled connection ([`upstream`], [`pool`]) and streams the response back
+//! ([`body`]), recording [`metrics`]. [`snapshot`] holds the compiled config all of them read;
 //! [`reload`] swaps it; [`admin`] reports on it; [`app`] ties it together.
 #![forbid(unsafe_code)]
 
@@ -26,6 +26,7 @@ pub mod headers;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod middleware;
 pub mod observe;
 pub mod pool;
 pub mod proxy;

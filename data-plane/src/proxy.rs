@@ -1,11 +1,13 @@
-//! The request path, in order: route → pick backend → rewrite headers →
-//! forward → respond → record. One snapshot is loaded when a request starts
+//! The request path, in order: route → rate-limit → plan forwarding headers
+//! → the route's middleware → pick backend → forward → respond (back through
+//! the middleware) → record. One snapshot is loaded when a request starts
 //! and used until its response ends.
 
 use crate::body::{Finish, ProxyBody, ReqBody};
 use crate::conn_timeouts::ConnState;
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
+use crate::middleware::{Flow, RequestParts};
 use crate::ratelimit::Decision;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
 use crate::{client_ip, clock, dispatch, observe};
@@ -132,7 +134,6 @@ pub async fn handle(
             return Ok(reply(&cx, &snap, client, Some(ui), e, finish));
         }
     }
-    finish.set_upstream(snap.clone(), ui);
     if let Some(o) = finish.observation() {
         o.routed(
             found.route.map(|r| snap.config.routes[r].name.as_str()),
@@ -151,6 +152,40 @@ pub async fn handle(
             host_from_target: host.from_target,
         },
     );
+    // After the forwarding plan, so that a header a middleware sets is not
+    // taken for one the client's `Connection` named. Once, before any try.
+    let chain = found
+        .route
+        .map(|r| &snap.middleware[r])
+        .filter(|c| !c.is_empty());
+    let mut passed = None;
+    if let Some(chain) = chain {
+        let (p, flow) = chain.request(&mut RequestParts {
+            head: &mut parts,
+            scheme: cx.proto,
+            host: host.value.as_ref().and_then(|h| h.to_str().ok()),
+        });
+        // An answer goes back through the steps before the one that gave it.
+        match flow {
+            Flow::Continue => passed = Some(p),
+            Flow::Respond(resp) => {
+                if let Some(o) = finish.observation() {
+                    o.status(resp.status());
+                }
+                let mut resp = resp.map(|b| ProxyBody::full(b, Some(finish)));
+                chain.response(p, resp.headers_mut());
+                return Ok(resp);
+            }
+            Flow::Reject(e) => {
+                let mut resp = reply(&cx, &snap, client, Some(ui), e, finish);
+                chain.response(p, resp.headers_mut());
+                return Ok(resp);
+            }
+        }
+    }
+    finish.set_upstream(snap.clone(), ui);
+    // The backend's trace parent is this request's span (after the
+    // middleware, which may not remove it).
     if let Some(o) = finish.observation() {
         o.propagate(&mut parts.headers);
     }
@@ -168,7 +203,7 @@ pub async fn handle(
         &cx.shared.metrics,
     )
     .await;
-    Ok(match dispatched {
+    let mut resp = match dispatched {
         Ok(d) => {
             if let Some(o) = finish.observation() {
                 o.status(d.head.status);
@@ -179,7 +214,11 @@ pub async fn handle(
             resp
         }
         Err(e) => reply(&cx, &snap, client, Some(ui), e, finish),
-    })
+    };
+    if let (Some(chain), Some(passed)) = (chain, passed) {
+        chain.response(passed, resp.headers_mut());
+    }
+    Ok(resp)
 }
 
 /// The client's answer when the proxy itself must respond.

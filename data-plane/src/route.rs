@@ -160,6 +160,7 @@ mod tests {
                 .collect(),
             upstream: upstream.into(),
             rate_limit: None,
+            middleware: Vec::new(),
         }
     }
 

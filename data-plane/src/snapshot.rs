@@ -11,6 +11,7 @@ use crate::balancer::Balancer;
 use crate::client_ip::TrustedProxies;
 use crate::conn_timeouts::Timeouts;
 use crate::metrics::Metrics;
+use crate::middleware::Chain;
 use crate::ratelimit::Limiter;
 use crate::route::Router;
 use crate::{breaker, health, retry, upstream};
@@ -79,6 +80,8 @@ pub struct Snapshot {
     pub router: Router,
     /// Each route's per-client rate limit, by route index.
     pub route_limits: Vec<Option<Arc<Limiter>>>,
+    /// Each route's middleware, by route index.
+    pub middleware: Vec<Chain>,
     /// Proxies whose forwarding headers are believed.
     pub trusted: TrustedProxies,
     /// Client connection timeouts.
@@ -206,6 +209,13 @@ impl Snapshot {
                 rate_limited: metrics.rate_limited.with_label_values(&[&u.name]),
             });
         }
+        let mut middleware = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            match Chain::compile(&r.middleware, &format!("routes[{i}].middleware")) {
+                Ok(chain) => middleware.push(chain),
+                Err(e) => problems.push(e),
+            }
+        }
         let tls = match crate::tls::server_config(&config.tls, std::time::SystemTime::now()) {
             Ok(t) => t,
             Err(mut e) => {
@@ -229,6 +239,7 @@ impl Snapshot {
             generation,
             router,
             route_limits,
+            middleware,
             upstreams,
             trusted: TrustedProxies::new(config.trusted_proxies.clone()),
             timeouts: Timeouts {

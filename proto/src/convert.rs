@@ -90,6 +90,7 @@ impl From<&Config> for pb::Config {
                         .collect(),
                     upstream: r.upstream.clone(),
                     rate_limit: r.rate_limit.as_ref().map(rate_limit_to_pb),
+                    middleware: r.middleware.iter().map(middleware_to_pb).collect(),
                 })
                 .collect(),
             trusted_proxies: c.trusted_proxies.iter().map(|n| n.to_string()).collect(),
@@ -122,6 +123,37 @@ impl From<&Config> for pb::Config {
                 redirect_http: c.tls.redirect_http,
             }),
         }
+    }
+}
+
+fn middleware_to_pb(m: &Middleware) -> pb::Middleware {
+    use pb::middleware::Kind;
+    let edits = |e: &HeaderEdits| pb::HeaderEdits {
+        set: e.set.iter().map(field_to_pb).collect(),
+        add: e.add.iter().map(field_to_pb).collect(),
+        remove: e.remove.clone(),
+    };
+    pb::Middleware {
+        kind: Some(match m {
+            Middleware::StripPrefix(prefix) => Kind::StripPrefix(prefix.clone()),
+            Middleware::RewritePath(r) => Kind::RewritePath(pb::RewritePath {
+                from: r.from.clone(),
+                to: r.to.clone(),
+            }),
+            Middleware::RequestHeaders(e) => Kind::RequestHeaders(edits(e)),
+            Middleware::ResponseHeaders(e) => Kind::ResponseHeaders(edits(e)),
+            Middleware::Redirect(r) => Kind::Redirect(pb::Redirect {
+                to: r.to.clone(),
+                status: r.status.into(),
+            }),
+        }),
+    }
+}
+
+fn field_to_pb(f: &HeaderField) -> pb::HeaderMatch {
+    pb::HeaderMatch {
+        name: f.name.clone(),
+        value: f.value.clone(),
     }
 }
 
@@ -235,6 +267,43 @@ impl Reader {
         }
     }
 
+    /// A middleware; one without a kind (or from a newer sender, with a
+    /// kind this build does not know) is refused rather than skipped.
+    fn middleware(&mut self, m: &pb::Middleware, path: &str) -> Option<Middleware> {
+        use pb::middleware::Kind;
+        let edits = |e: &pb::HeaderEdits| HeaderEdits {
+            set: e.set.iter().map(field_from_pb).collect(),
+            add: e.add.iter().map(field_from_pb).collect(),
+            remove: e.remove.clone(),
+        };
+        Some(match m.kind.as_ref() {
+            Some(Kind::StripPrefix(prefix)) => Middleware::StripPrefix(prefix.clone()),
+            Some(Kind::RewritePath(r)) => Middleware::RewritePath(RewritePath {
+                from: r.from.clone(),
+                to: r.to.clone(),
+            }),
+            Some(Kind::RequestHeaders(e)) => Middleware::RequestHeaders(edits(e)),
+            Some(Kind::ResponseHeaders(e)) => Middleware::ResponseHeaders(edits(e)),
+            Some(Kind::Redirect(r)) => Middleware::Redirect(Redirect {
+                to: r.to.clone(),
+                status: u16::try_from(r.status).unwrap_or_else(|_| {
+                    self.fail(&format!("{path}.redirect.status"), "not a redirect status");
+                    0
+                }),
+            }),
+            None => {
+                self.fail(
+                    path,
+                    format!(
+                        "missing or unknown kind; expected one of: {}",
+                        Middleware::NAMES.join(", ")
+                    ),
+                );
+                return None;
+            }
+        })
+    }
+
     fn rate_limit(&mut self, r: &pb::RateLimit, path: &str) -> RateLimit {
         RateLimit {
             enabled: r.enabled,
@@ -289,6 +358,12 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
                 .rate_limit
                 .as_ref()
                 .map(|l| r.rate_limit(l, &format!("routes[{i}].rate_limit"))),
+            middleware: rt
+                .middleware
+                .iter()
+                .enumerate()
+                .filter_map(|(j, m)| r.middleware(m, &format!("routes[{i}].middleware[{j}]")))
+                .collect(),
         })
         .collect();
     let trusted_proxies = c
@@ -365,6 +440,13 @@ pub fn config_from_pb(c: &pb::Config) -> Result<Config, ConfigErrors> {
     }
     config.validate()?;
     Ok(config)
+}
+
+fn field_from_pb(h: &pb::HeaderMatch) -> HeaderField {
+    HeaderField {
+        name: h.name.clone(),
+        value: h.value.clone(),
+    }
 }
 
 fn upstream_from_pb(r: &mut Reader, u: &pb::Upstream, path: &str) -> Upstream {

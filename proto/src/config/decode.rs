@@ -15,20 +15,20 @@ pub(super) fn decode(v: &Value) -> (Config, Problems) {
 }
 
 /// A value that can be read from one field.
-trait Decode: Sized {
+pub(super) trait Decode: Sized {
     /// The value, or what is wrong with it.
     fn read(v: &Value) -> Result<Self, String>;
 }
 
 /// A mapping whose keys are checked against the fields it may have.
-struct Obj<'a> {
+pub(super) struct Obj<'a> {
     map: Option<&'a Map<String, Value>>,
     path: Path,
 }
 
 impl<'a> Obj<'a> {
     /// Opens `v` as a mapping with the given fields; `null` counts as empty.
-    fn open(v: &'a Value, path: &Path, fields: &[&str], p: &mut Problems) -> Self {
+    pub(super) fn open(v: &'a Value, path: &Path, fields: &[&str], p: &mut Problems) -> Self {
         let map = match v {
             Value::Object(m) => Some(m),
             Value::Null => None,
@@ -61,7 +61,7 @@ impl<'a> Obj<'a> {
     }
 
     /// The field's value, `None` when absent or unreadable (then a problem is recorded).
-    fn opt<T: Decode>(&self, key: &str, p: &mut Problems) -> Option<T> {
+    pub(super) fn opt<T: Decode>(&self, key: &str, p: &mut Problems) -> Option<T> {
         let v = self.raw(key)?;
         match T::read(v) {
             Ok(t) => Some(t),
@@ -73,12 +73,12 @@ impl<'a> Obj<'a> {
     }
 
     /// The field's value, or `default` when absent or unreadable.
-    fn get<T: Decode>(&self, key: &str, default: T, p: &mut Problems) -> T {
+    pub(super) fn get<T: Decode>(&self, key: &str, default: T, p: &mut Problems) -> T {
         self.opt(key, p).unwrap_or(default)
     }
 
     /// A required field; records a problem when it is absent.
-    fn req<T: Decode + Default>(&self, key: &str, p: &mut Problems) -> T {
+    pub(super) fn req<T: Decode + Default>(&self, key: &str, p: &mut Problems) -> T {
         if self.raw(key).is_none() {
             p.add(&self.path.key(key), "required field is missing");
             return T::default();
@@ -123,7 +123,7 @@ impl<'a> Obj<'a> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(super) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",
@@ -439,6 +439,7 @@ fn route(v: &Value, path: &Path, p: &mut Problems) -> Route {
             "headers",
             "upstream",
             "rate_limit",
+            "middleware",
         ],
         p,
     );
@@ -477,6 +478,7 @@ fn route(v: &Value, path: &Path, p: &mut Problems) -> Route {
         rate_limit: o
             .raw("rate_limit")
             .map(|_| o.section("rate_limit", p, rate_limit)),
+        middleware: o.list("middleware", p, middleware::decode),
     }
 }
 

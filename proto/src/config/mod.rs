@@ -9,12 +9,14 @@ mod decode;
 pub mod diff;
 pub mod duration;
 mod errors;
+pub mod middleware;
 pub mod tls_names;
 mod validate;
 pub mod yaml;
 
 pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors};
+pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
 pub use validate::check_name;
 
 use ipnet::IpNet;
@@ -206,6 +208,10 @@ pub struct Route {
     /// Per-client rate limit for requests this route matches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// What happens to matching requests and their responses, in the order
+    /// written (responses pass back in reverse order).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub middleware: Vec<Middleware>,
 }
 
 /// One header a route requires.

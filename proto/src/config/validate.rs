@@ -277,6 +277,7 @@ fn route(r: &Route, upstreams: &HashSet<&str>, path: &Path, p: &mut Problems) {
     if let Some(rl) = &r.rate_limit {
         rate_limit(rl, &path.key("rate_limit"), p);
     }
+    super::middleware::validate(&r.middleware, &path.key("middleware"), p);
     let mut seen = HashSet::new();
     for h in &r.headers {
         let hpath = path.key("headers").key(&h.name);

@@ -83,6 +83,70 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
         )
 }
 
+/// A header value: visible ASCII inside, no space or tab at either end.
+const VALUE: &str = "[!-~]([ -~]{0,8}[!-~])?";
+
+fn fields(
+    names: &'static str,
+    n: std::ops::Range<usize>,
+) -> impl Strategy<Value = Vec<HeaderField>> {
+    prop::collection::btree_map(names, VALUE, n).prop_map(|m| {
+        m.into_iter()
+            .map(|(name, value)| HeaderField { name, value })
+            .collect()
+    })
+}
+
+fn header_edits() -> impl Strategy<Value = HeaderEdits> {
+    (
+        fields("x-s-[a-z]{1,5}", 1..3),
+        fields("X-A-[a-z]{1,5}", 0..2),
+        prop::collection::btree_set("x-r-[a-z]{1,5}", 0..2),
+    )
+        .prop_map(|(set, add, remove)| HeaderEdits {
+            set,
+            add,
+            remove: remove.into_iter().collect(),
+        })
+}
+
+/// Every middleware kind, valid.
+fn middleware() -> impl Strategy<Value = Middleware> {
+    let segment = "[a-z0-9_-]{1,8}";
+    prop_oneof![
+        prop::collection::vec(segment, 1..3)
+            .prop_map(|s| Middleware::StripPrefix(format!("/{}", s.join("/")))),
+        (segment, segment, any::<bool>()).prop_map(|(a, b, named)| {
+            Middleware::RewritePath(if named {
+                RewritePath {
+                    from: format!("^/{a}/(?P<rest>.*)$"),
+                    to: format!("/{b}/${{rest}}$$"),
+                }
+            } else {
+                RewritePath {
+                    from: format!("^/{a}/([^/]+)/(.*)$"),
+                    to: format!("/{b}/$2/${{1}}x"),
+                }
+            })
+        }),
+        header_edits().prop_map(Middleware::RequestHeaders),
+        header_edits().prop_map(Middleware::ResponseHeaders),
+        (
+            prop::sample::select(vec![
+                "https://{host}{uri}",
+                "{scheme}://example.com/new{path}?from={query}",
+                "/moved{?query}",
+                "http://[::1]:8080/x",
+            ]),
+            prop::sample::select(vec![301u16, 302, 303, 307, 308]),
+        )
+            .prop_map(|(to, status)| Middleware::Redirect(Redirect {
+                to: to.into(),
+                status,
+            })),
+    ]
+}
+
 pub fn config() -> impl Strategy<Value = Config> {
     (
         (1usize..4).prop_flat_map(|n| (0..n).map(upstream).collect::<Vec<_>>()),
@@ -93,6 +157,7 @@ pub fn config() -> impl Strategy<Value = Config> {
                 prop::collection::btree_map("x-[a-z]{1,6}", "[ -~]{0,10}", 0..3),
                 any::<prop::sample::Index>(),
                 any::<bool>(),
+                prop::collection::vec(middleware(), 0..4),
             ),
             0..4,
         ),
@@ -124,21 +189,24 @@ pub fn config() -> impl Strategy<Value = Config> {
                     routes: routes
                         .into_iter()
                         .enumerate()
-                        .map(|(i, (host, path_prefix, headers, up, wildcard))| Route {
-                            name: format!("r{i}"),
-                            host: host.map(|h| if wildcard { format!("*.{h}") } else { h }),
-                            path_prefix,
-                            headers: headers
-                                .into_iter()
-                                .map(|(name, value)| HeaderMatch { name, value })
-                                .collect(),
-                            upstream: names[up.index(names.len())].clone(),
-                            rate_limit: wildcard.then(|| RateLimit {
-                                enabled: true,
-                                requests_per_ip: 7,
-                                window_size: Duration::from_secs(9),
-                            }),
-                        })
+                        .map(
+                            |(i, (host, path_prefix, headers, up, wildcard, middleware))| Route {
+                                name: format!("r{i}"),
+                                host: host.map(|h| if wildcard { format!("*.{h}") } else { h }),
+                                path_prefix,
+                                headers: headers
+                                    .into_iter()
+                                    .map(|(name, value)| HeaderMatch { name, value })
+                                    .collect(),
+                                upstream: names[up.index(names.len())].clone(),
+                                rate_limit: wildcard.then(|| RateLimit {
+                                    enabled: true,
+                                    requests_per_ip: 7,
+                                    window_size: Duration::from_secs(9),
+                                }),
+                                middleware,
+                            },
+                        )
                         .collect(),
                     upstreams,
                     trusted_proxies: proxies
