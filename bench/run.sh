@@ -8,6 +8,9 @@
 #             certificate, keep-alive connections)
 #   features  isame-lb with health checks, breakers, retries and a rate limit
 #             against isame-lb with all of them off: the cost of the features
+#   logs      nginx against isame-lb, plain HTTP, both writing an access-log
+#             line per request to a file (nginx's default combined format;
+#             isame-lb's text format)
 #
 # Prints requests/s, latency p50/p99, each proxy's CPU time per request (from
 # /proc) and the B/A ratios. The machine's speed drifts by ±15% over seconds
@@ -36,10 +39,13 @@ while [ $# -gt 0 ]; do
         -c) CONNS="$2"; shift 2 ;;
         -r) ROUNDS="$2"; shift 2 ;;
         --no-pin) PIN=0; shift ;;
-        *) echo "usage: $0 [--scenario http|https|features] [-d SECONDS] [-c CONNECTIONS] [-r ROUNDS] [--no-pin]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--scenario http|https|features|logs] [-d SECONDS] [-c CONNECTIONS] [-r ROUNDS] [--no-pin]" >&2; exit 2 ;;
     esac
 done
-case "$SCENARIO" in http|https|features) ;; *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;; esac
+case "$SCENARIO" in http|https|features|logs) ;; *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;; esac
+# Access logs: off for both proxies except in the logs scenario.
+NGINX_ACCESS_LOG="access_log off;"
+ISAME_LOG_LEVEL=warn
 
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
@@ -92,7 +98,7 @@ pid $WORK/nginx.pid;
 error_log $WORK/nginx/logs/error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    $NGINX_ACCESS_LOG
     upstream backend { server $BACKEND; keepalive 128; }
     server {
         listen $listen;
@@ -126,8 +132,9 @@ metrics:
   enabled: true
 $extra
 CONF
-    RUST_LOG=warn $PROXY_CPU "$ISAME" --config "$WORK/$name.yaml" \
-        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --workers 1 "$@" &
+    RUST_LOG=$ISAME_LOG_LEVEL $PROXY_CPU "$ISAME" --config "$WORK/$name.yaml" \
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --workers 1 "$@" \
+        2>>"$WORK/$name.log" &
     PIDS+=($!)
     LAST_PID=$!
 }
@@ -141,6 +148,12 @@ retry:
 
 case "$SCENARIO" in
 http)
+    start_nginx 18081; A_PID=$LAST_PID; A_URL=http://127.0.0.1:18081/; A_NAME=nginx
+    start_isame isame 18082 18083 ""; B_PID=$LAST_PID; B_URL=http://127.0.0.1:18082/; B_NAME=isame-lb
+    ;;
+logs)
+    NGINX_ACCESS_LOG="access_log $WORK/nginx/logs/access.log;"
+    ISAME_LOG_LEVEL=info
     start_nginx 18081; A_PID=$LAST_PID; A_URL=http://127.0.0.1:18081/; A_NAME=nginx
     start_isame isame 18082 18083 ""; B_PID=$LAST_PID; B_URL=http://127.0.0.1:18082/; B_NAME=isame-lb
     ;;

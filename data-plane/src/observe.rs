@@ -8,9 +8,9 @@
 
 use crate::snapshot::Snapshot;
 use http::{HeaderMap, Method, StatusCode, Uri};
+use isame_telemetry::RequestSpan;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use tracing::field::Empty;
 
 const ACCESS_LOG: u8 = 1;
 const TRACING: u8 = 2;
@@ -23,6 +23,29 @@ pub fn configure(access_log: bool, tracing: bool) {
     SWITCHES.store(bits, Ordering::Relaxed);
 }
 
+/// The span's name: the method (`GET`), without an allocation for the
+/// standard ones.
+fn span_name(method: &Method) -> std::borrow::Cow<'static, str> {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+    ];
+    match STANDARD.iter().position(|m| m == method) {
+        Some(i) => NAMES[i].into(),
+        None => method.as_str().to_owned().into(),
+    }
+}
+
 /// One request being observed.
 pub struct Observation {
     method: Method,
@@ -33,7 +56,7 @@ pub struct Observation {
     attempts: u32,
     bytes: u64,
     trace_id: Option<String>,
-    span: Option<tracing::Span>,
+    span: Option<RequestSpan>,
 }
 
 /// Starts observing a request, when anything is switched on.
@@ -48,35 +71,40 @@ pub fn start(
     if on == 0 {
         return None;
     }
-    let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let span = (on & TRACING != 0).then(|| {
-        let span = tracing::info_span!(
-            target: "isame::proxy",
-            "proxy_request",
-            otel.name = %format_args!("{method}"),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            http.request.method = %method,
-            url.path = uri.path(),
-            client.address = %client,
-            isame.route = Empty,
-            isame.upstream = Empty,
-            isame.backend = Empty,
-            isame.retries = Empty,
-            http.response.status_code = Empty,
-            http.response.body.size = Empty,
-        );
-        isame_telemetry::propagation::continue_trace(&span, headers);
-        span
-    });
-    let trace_id = match &span {
-        Some(s) => isame_telemetry::propagation::trace_id(s),
-        None => isame_telemetry::propagation::trace_id_of_header(headers).map(str::to_owned),
+    let logged = on & ACCESS_LOG != 0;
+    // Kept for the access-log line only.
+    let target = if logged {
+        uri.path_and_query().map_or("/", |p| p.as_str()).to_owned()
+    } else {
+        String::new()
+    };
+    let span = if on & TRACING != 0 {
+        RequestSpan::start(span_name(method), headers).map(|mut span| {
+            if span.recording() {
+                span.set("http.request.method", method.as_str().to_owned());
+                span.set("url.path", uri.path().to_owned());
+                span.set("client.address", client.to_string());
+            }
+            span
+        })
+    } else {
+        None
+    };
+    // For the access log: the span's own id is read when the line is
+    // written; without a span, the request's.
+    let trace_id = if span.is_none() && logged {
+        isame_telemetry::propagation::trace_id_of_header(headers).map(str::to_owned)
+    } else {
+        None
     };
     Some(Box::new(Observation {
         method: method.clone(),
         target,
-        host: host.unwrap_or("").to_owned(),
+        host: if logged {
+            host.unwrap_or("").to_owned()
+        } else {
+            String::new()
+        },
         client,
         status: None,
         attempts: 0,
@@ -88,12 +116,12 @@ pub fn start(
 
 impl Observation {
     /// The request was routed.
-    pub fn routed(&self, route: Option<&str>, upstream: &str) {
-        if let Some(span) = &self.span {
+    pub fn routed(&mut self, route: Option<&str>, upstream: &str) {
+        if let Some(span) = self.span.as_mut().filter(|s| s.recording()) {
             if let Some(r) = route {
-                span.record("isame.route", r);
+                span.set("isame.route", r.to_owned());
             }
-            span.record("isame.upstream", upstream);
+            span.set("isame.upstream", upstream.to_owned());
         }
     }
 
@@ -101,7 +129,7 @@ impl Observation {
     /// backend, so that the backend's spans are children of this one.
     pub fn propagate(&self, headers: &mut HeaderMap) {
         if let Some(span) = &self.span {
-            isame_telemetry::propagation::inject(span, headers);
+            span.inject(headers);
         }
     }
 
@@ -122,7 +150,7 @@ impl Observation {
 
     /// The request ended after `nanos`: the log line is written and the
     /// span closed. `target` is where it went, if it was routed.
-    pub fn end(self, nanos: u64, target: Option<(&Snapshot, usize, Option<usize>)>) {
+    pub fn end(mut self, nanos: u64, target: Option<(&Snapshot, usize, Option<usize>)>) {
         let (upstream, backend) = match target {
             Some((snap, u, b)) => {
                 let up = &snap.upstreams[u];
@@ -136,14 +164,23 @@ impl Observation {
         let retries = self.attempts.saturating_sub(1);
         // 499 in the log, like nginx, for a client that left before an answer.
         let status = self.status.map_or(499, |s| s.as_u16());
-        if let Some(span) = &self.span {
-            span.record("isame.backend", backend);
-            span.record("isame.retries", retries);
-            span.record("http.response.status_code", status);
-            span.record("http.response.body.size", self.bytes);
-            if status >= 500 {
-                span.record("otel.status_code", "error");
+        if self.trace_id.is_none() && SWITCHES.load(Ordering::Relaxed) & ACCESS_LOG != 0 {
+            self.trace_id = self.span.as_ref().map(RequestSpan::trace_id);
+        }
+        if let Some(mut span) = self.span.take() {
+            if span.recording() {
+                span.set("isame.backend", backend.to_owned());
+                span.set("isame.retries", i64::from(retries));
+                span.set("http.response.status_code", i64::from(status));
+                span.set(
+                    "http.response.body.size",
+                    i64::try_from(self.bytes).unwrap_or(i64::MAX),
+                );
+                if status >= 500 {
+                    span.fail("server error");
+                }
             }
+            span.end();
         }
         if SWITCHES.load(Ordering::Relaxed) & ACCESS_LOG != 0 {
             crate::access_log::write(&crate::access_log::Entry {

@@ -6,6 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod propagation;
+pub mod request_span;
+
+pub use request_span::RequestSpan;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -13,7 +16,7 @@ use opentelemetry_sdk::Resource;
 use std::io::Write as _;
 use std::time::Duration;
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -162,6 +165,7 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
             .with_batch_exporter(exporter)
             .with_resource(resource.build())
             .build();
+        let _ = request_span::TRACER.set(provider.tracer(service));
         (Some(rt), Some(provider))
     } else {
         (None, None)
@@ -177,12 +181,15 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
             .with_writer(writer.clone())
             .boxed(),
     };
-    // RUST_LOG chooses log lines only: spans are exported whatever the log
-    // level (down to INFO, where request spans live).
+    // RUST_LOG chooses log lines only: spans down to INFO are exported
+    // whatever the log level, and log events stay log lines (so whether a
+    // log target is on depends on RUST_LOG alone).
     let traces = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer(service))
-            .with_filter(LevelFilter::INFO)
+            .with_filter(filter_fn(|m| {
+                m.is_span() && *m.level() <= tracing::Level::INFO
+            }))
     });
     tracing_subscriber::registry()
         .with(logs.with_filter(filter))
