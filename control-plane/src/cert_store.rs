@@ -60,6 +60,22 @@ fn check(name: &str, upload: &Upload, actor: &str) -> Result<NewCertificate, Cha
     if let Err(m) = check_name(name) {
         problems.push(ConfigError::new("name", m));
     }
+    // The chain is stored and shown as uploaded: a combined file with the
+    // key in it would hand the key to every reader.
+    if let Some(other) = upload
+        .cert_pem
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("-----BEGIN ") && *l != "-----BEGIN CERTIFICATE-----")
+    {
+        problems.push(ConfigError::new(
+            "cert_pem",
+            format!(
+                "holds a section other than certificates ({other}); \
+                 the chain only, the key goes in key_pem"
+            ),
+        ));
+    }
     let provider = rustls::crypto::ring::default_provider();
     let checked = certs::check_pair(
         upload.cert_pem.as_bytes(),
@@ -84,10 +100,11 @@ fn check(name: &str, upload: &Upload, actor: &str) -> Result<NewCertificate, Cha
         return Err(ChangeError::Invalid(ConfigErrors(problems)));
     };
     let now = crate::store::sqlite::now_ms();
+    let id = material_id(&upload.cert_pem, &upload.key_pem);
     Ok(NewCertificate {
         meta: CertificateMeta {
             name: name.to_owned(),
-            id: material_id(&upload.cert_pem, &upload.key_pem),
+            id: id.clone(),
             fingerprint_sha256: info.fingerprint_sha256,
             subject: info.subject,
             issuer: info.issuer,
@@ -99,7 +116,7 @@ fn check(name: &str, upload: &Upload, actor: &str) -> Result<NewCertificate, Cha
             updated_by: actor.to_owned(),
         },
         material: Material {
-            id: material_id(&upload.cert_pem, &upload.key_pem),
+            id,
             cert_pem: upload.cert_pem.clone(),
             key_pem: upload.key_pem.clone(),
         },

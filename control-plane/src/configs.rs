@@ -373,6 +373,17 @@ impl Configs {
                 continue;
             }
             match self.store.certificate(&name).await? {
+                // Every node would refuse it: refuse it here, with the path.
+                Some((meta, _)) if meta.not_after < crate::store::sqlite::now_ms() / 1000 => {
+                    problems.push(ConfigError::new(
+                        path,
+                        format!(
+                            "certificate {name:?} expired on {}; upload a renewed one \
+                             with PUT /api/v1/certificates/{name}",
+                            crate::api::rfc3339(meta.not_after.saturating_mul(1000))
+                        ),
+                    ));
+                }
                 Some((meta, _)) => {
                     bound.insert(name, meta.id);
                 }

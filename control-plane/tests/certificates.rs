@@ -104,6 +104,11 @@ async fn uploads_are_checked_and_keys_never_come_back() {
             vec![("key_pem", "required"), ("key", "unknown field")],
         ),
         (
+            "/api/v1/certificates/bad".into(),
+            upload(&format!("{}{}", good.cert_pem, good.key_pem), &good.key_pem),
+            vec![("cert_pem", "holds a section other than certificates")],
+        ),
+        (
             "/api/v1/certificates/no%20spaces".into(),
             upload(&good.cert_pem, &good.key_pem),
             vec![("name", "may only contain")],
@@ -297,4 +302,63 @@ async fn configs_name_certificates_and_nodes_receive_them() {
     assert_eq!(s.certificates[0].key_pem, renewed.key_pem);
     let v: Value = cp.get("/api/v1/config").await.json();
     assert_eq!(v["tls"]["certificate"], "main");
+}
+
+#[tokio::test]
+async fn a_config_cannot_name_a_certificate_that_expired_since_its_upload() {
+    use isame_control_plane::store::{CertificateMeta, Material, NewAudit, NewCertificate};
+    let cp = start().await;
+    seed(&cp).await;
+    let ca = TestCa::new();
+    let pair = ca.issue(&["example.com"], KeyKind::Ecdsa);
+    // As if uploaded while valid, and the calendar moved on since.
+    let id = isame_control_plane::store::material_id(&pair.cert_pem, &pair.key_pem);
+    let stored = NewCertificate {
+        meta: CertificateMeta {
+            name: "main".into(),
+            id: id.clone(),
+            fingerprint_sha256: "00".repeat(32),
+            subject: "CN=example.com".into(),
+            issuer: "CN=isame test CA".into(),
+            names: vec!["example.com".into()],
+            not_before: 1_000,
+            not_after: 2_000,
+            created_at: 0,
+            updated_at: 0,
+            updated_by: "test".into(),
+        },
+        material: Material {
+            id,
+            cert_pem: pair.cert_pem.clone(),
+            key_pem: pair.key_pem.clone(),
+        },
+    };
+    let audit = NewAudit {
+        actor: "test".into(),
+        remote_addr: String::new(),
+        action: "certificate.put".into(),
+        target: "main".into(),
+        message: String::new(),
+        changes: Vec::new(),
+    };
+    cp.cp
+        .configs
+        .store()
+        .put_certificate(stored, audit)
+        .await
+        .expect("stored");
+    let before = cp.version().await;
+    let r = cp
+        .admin(Method::PUT, "/api/v1/config", &tls_config(false))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    let e = &r.json()["errors"][0];
+    assert_eq!(e["path"], "tls.certificate");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expired on 1970")),
+        "{e}"
+    );
+    assert_eq!(cp.version().await, before, "nothing committed");
 }

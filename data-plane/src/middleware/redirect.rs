@@ -79,6 +79,15 @@ impl Redirect {
                 }
             }
         }
+        // A relative target must stay on this site: a request path such as
+        // `//evil.example/x` would otherwise make `//evil.example/x`, which
+        // browsers read as another host.
+        if out.starts_with('/') && out[1..].starts_with(['/', '\\']) {
+            let rest = out.trim_start_matches(['/', '\\']).to_owned();
+            out.clear();
+            out.push('/');
+            out.push_str(&rest);
+        }
         HeaderValue::try_from(out)
             .map_err(|_| ProxyError::BadRequest("redirect target is not a valid header value"))
     }
@@ -155,6 +164,27 @@ mod tests {
         assert_eq!(
             location("/fixed", "/", None).expect("no host needed"),
             "/fixed"
+        );
+    }
+
+    #[test]
+    fn relative_targets_stay_on_this_site() {
+        for (target, expected) in [
+            ("//evil.example/x", "/evil.example/x"),
+            ("/\\evil.example", "/evil.example"),
+            ("///a?b=1", "/a?b=1"),
+            ("/ok", "/ok"),
+        ] {
+            assert_eq!(
+                location("{uri}", target, None).expect("fills"),
+                expected,
+                "{target}"
+            );
+        }
+        // An absolute target keeps the path as it is: the host is fixed.
+        assert_eq!(
+            location("https://shop.example{path}", "//x", None).expect("fills"),
+            "https://shop.example//x"
         );
     }
 }

@@ -124,6 +124,14 @@ impl CertDir {
 
     /// Writes one certificate and its key (once per content), mode 0600.
     fn write(&self, c: &pb::StoredCertificate) -> std::io::Result<(PathBuf, PathBuf)> {
+        // The name comes from the control plane: it must be a plain name
+        // before it becomes part of a path.
+        isame_proto::config::check_name(&c.name).map_err(|m| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("certificate name {:?} {m}", c.name),
+            )
+        })?;
         let mut h = Sha256::new();
         h.update(c.cert_pem.as_bytes());
         h.update([0]);
@@ -132,8 +140,8 @@ impl CertDir {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        // Config validation limits names to letters, digits, '-', '_' and
-        // '.', and the suffix keeps even ".." a plain file name.
+        // Names are letters, digits, '-', '_' and '.' (checked above), and
+        // the suffix keeps even ".." a plain file name.
         let base = format!("{}.{id}", c.name);
         let cert = self.dir.join(format!("{base}.crt"));
         let key = self.dir.join(format!("{base}.key"));
@@ -260,5 +268,17 @@ mod tests {
         dir.prune(&new);
         assert!(old.iter().all(|f| !f.exists()));
         assert!(new.iter().all(|f| f.exists()));
+    }
+
+    #[test]
+    fn a_pushed_name_that_is_not_a_plain_name_is_refused() {
+        let dir = CertDir::new(None).expect("cert dir");
+        let mut c = config(&["main"]);
+        c.tls.certificate = "../escape".into();
+        let errors = dir
+            .materialize(&mut c, &[stored("../escape", "M")])
+            .expect_err("refused");
+        assert!(errors.to_string().contains("may only contain"), "{errors}");
+        assert_eq!(std::fs::read_dir(&dir.dir).expect("list").count(), 0);
     }
 }

@@ -412,7 +412,11 @@ fn tls(t: &Tls, path: &Path, p: &mut Problems) {
             path,
             p,
         );
-    } else if t.redirect_http {
+    } else if !t.certificate.is_empty() {
+        // Checked even while TLS is off: the name reaches data planes.
+        name(&t.certificate, &path.key("certificate"), p);
+    }
+    if !t.enabled && t.redirect_http {
         p.add(
             &path.key("redirect_http"),
             "needs tls.enabled: true (there is no HTTPS to redirect to)",
