@@ -21,6 +21,15 @@ for b in isame-lb isame-echo isame-control-plane isame-ctl; do
     [ -x "$bin/$b" ] || { echo "run.sh: $bin/$b is missing" >&2; exit 1; }
 done
 
+# Every port the demo uses must be free: otherwise the checks below would
+# talk to whatever holds it (an earlier run, the compose stack).
+for port in 7070 7071 8080 8081 9090 9091 3001 3002 3003; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "run.sh: port $port is in use; stop what listens there first" >&2
+        exit 1
+    fi
+done
+
 state="${ISAME_DEMO_DIR:-target/demo}"
 mkdir -p "$state"
 # The tokens, the database and the data planes' caches (which hold the
@@ -35,13 +44,18 @@ admin=$(cat "$admin_file")
 # REST access. It is created once, with the database.
 if [ ! -s "$node_file" ] || [ ! -e "$db" ]; then
     rm -f "$node_file"
-    "$bin/isame-control-plane" --database-url "sqlite://$db" \
-        token create --name "demo-nodes-$(date +%s)" --role node > "$node_file.tmp" 2>/dev/null
+    if ! "$bin/isame-control-plane" --database-url "sqlite://$db" \
+        token create --name "demo-nodes-$(date +%s)" --role node > "$node_file.tmp" 2>"$state/token.log"; then
+        cat "$state/token.log" >&2
+        rm -f "$node_file.tmp"
+        exit 1
+    fi
     mv "$node_file.tmp" "$node_file"
 fi
 node_token=$(cat "$node_file")
 
 pids=()
+lb_pids=()
 # Stops every process started here; a signal is a clean stop (exit 0), any
 # other way out keeps its status.
 cleanup() {
@@ -57,23 +71,29 @@ cleanup() {
 trap 'cleanup 0' INT TERM
 trap 'cleanup $?' EXIT
 
-wait_for() { # URL: until it answers 2xx, at most 10 s
+wait_for() { # URL PID LOG: until URL answers 2xx (at most 10 s) while PID runs
     for _ in $(seq 100); do
+        if ! kill -0 "$2" 2>/dev/null; then
+            echo "run.sh: the process behind $1 exited; its log, $3:" >&2
+            tail -n 20 "$3" >&2
+            return 1
+        fi
         curl -fs -o /dev/null "$1" 2>/dev/null && return 0
         sleep 0.1
     done
-    echo "run.sh: $1 did not answer" >&2
+    echo "run.sh: $1 did not answer; see $3" >&2
     return 1
 }
 
 ISAME_ADMIN_TOKEN="$admin" "$bin/isame-control-plane" --database-url "sqlite://$db" \
     > "$state/control-plane.log" 2>&1 &
-pids+=($!)
+cp_pid=$!
+pids+=($cp_pid)
 for i in 1 2 3; do
     "$bin/isame-echo" --listen "127.0.0.1:300$i" --name "backend-$i" &
     pids+=($!)
 done
-wait_for http://127.0.0.1:7070/healthz
+wait_for http://127.0.0.1:7070/healthz "$cp_pid" "$state/control-plane.log"
 
 export ISAME_SERVER=http://127.0.0.1:7070
 ISAME_TOKEN="$admin" "$bin/isame-ctl" apply -f examples/quickstart.yaml -m "quickstart" >/dev/null
@@ -83,10 +103,11 @@ for n in 1 2; do
         --node-id "demo-$n" --cache-dir "$state/cache-$n" --label env=demo \
         --listen "127.0.0.1:808$((n - 1))" --admin-listen "127.0.0.1:909$((n - 1))" \
         > "$state/lb-$n.log" 2>&1 &
+    lb_pids+=($!)
     pids+=($!)
 done
-wait_for http://127.0.0.1:9090/ready
-wait_for http://127.0.0.1:9091/ready
+wait_for http://127.0.0.1:9090/ready "${lb_pids[0]}" "$state/lb-1.log"
+wait_for http://127.0.0.1:9091/ready "${lb_pids[1]}" "$state/lb-2.log"
 
 ctl="$bin/isame-ctl"
 [ "$bin" = target/release ] && ctl=./target/release/isame-ctl

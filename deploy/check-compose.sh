@@ -11,7 +11,7 @@
 # with a lock, so parallel runs are safe.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-file="${1:-$root/docker-compose.yml}"
+file="$(realpath "${1:-$root/docker-compose.yml}")"
 
 # Makes sure docker-compose is installed. Every caller takes the lock, even
 # when the tool looks present: during another run's apt-get the file may

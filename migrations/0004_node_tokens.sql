@@ -11,5 +11,9 @@ CREATE TABLE tokens_new (
 );
 INSERT INTO tokens_new (id, name, role, hash, created_at)
     SELECT id, name, role, hash, created_at FROM tokens;
+-- Ids keep counting from where they were, deleted ones included.
+UPDATE sqlite_sequence
+    SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tokens'), 0))
+    WHERE name = 'tokens_new';
 DROP TABLE tokens;
 ALTER TABLE tokens_new RENAME TO tokens;

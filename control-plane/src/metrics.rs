@@ -29,6 +29,9 @@ pub struct Metrics {
     pub upstream_seconds: CounterVec,
     /// Gauges set from the node ledger when metrics are read.
     fleet: FleetGauges,
+    /// Held from setting the fleet gauges to rendering them, so that two
+    /// scrapes at once never see them half set.
+    scrape: std::sync::Mutex<()>,
 }
 
 /// The fleet as of the last scrape.
@@ -155,12 +158,23 @@ impl Metrics {
             upstream_errors,
             upstream_seconds,
             fleet,
+            scrape: std::sync::Mutex::new(()),
         })
     }
 
-    /// Sets the fleet gauges from a ledger summary (before a scrape).
+    /// The text exposition format, with the fleet gauges set from `fleet`
+    /// first (when the ledger could be read; else they keep their values).
+    pub fn render_with_fleet(&self, fleet: Option<&Summary<'_>>) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = fleet {
+            self.set_fleet(f);
+        }
+        self.render()
+    }
+
+    /// Sets the fleet gauges from a ledger summary.
     /// Series of versions and backends that are gone are removed.
-    pub fn set_fleet(&self, f: &Summary<'_>) {
+    fn set_fleet(&self, f: &Summary<'_>) {
         let g = &self.fleet;
         g.by_version.reset();
         for (version, n) in &f.by_version {

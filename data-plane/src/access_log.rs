@@ -104,11 +104,12 @@ fn millis(out: &mut Vec<u8>, nanos: u64) {
     let _ = write!(out, "{}.{:03}", micros / 1_000, micros % 1_000);
 }
 
-/// A value for a text line: printable ASCII as is, anything else as `\xNN`
-/// (a header cannot forge a line break or a terminal escape).
+/// A value for a text line: printable ASCII as is, anything else (and `\`
+/// itself, so that an escape cannot be forged) as `\xNN`: a header cannot
+/// forge a line break or a terminal escape.
 fn text_value(out: &mut Vec<u8>, s: &str) {
     for &b in s.as_bytes() {
-        if (0x21..0x7f).contains(&b) {
+        if (0x21..0x7f).contains(&b) && b != b'\\' {
             out.push(b);
         } else {
             let _ = write!(out, "\\x{b:02x}");
@@ -229,7 +230,7 @@ mod tests {
         assert_eq!(
             line,
             "2026-11-26T03:04:05.000042Z  INFO isame::access: request client=10.0.0.7 method=GET \
-             host=shop.test target=/a\\x20b\"\\\\x1b[31m status=200 upstream=web \
+             host=shop.test target=/a\\x20b\"\\x5c\\x1b[31m status=200 upstream=web \
              backend=http://10.0.0.1:80 retries=1 bytes=1234 duration_ms=1.234 \
              trace_id=4bf92f3577b34da6a3ce929d0e0e4736\n"
         );

@@ -7,10 +7,11 @@
 //! both off, a request pays one atomic load and carries no extra state.
 
 use crate::snapshot::Snapshot;
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode};
 use isame_telemetry::RequestSpan;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 const ACCESS_LOG: u8 = 1;
 const TRACING: u8 = 2;
@@ -57,20 +58,22 @@ pub struct Observation {
     bytes: u64,
     trace_id: Option<String>,
     span: Option<RequestSpan>,
+    /// Where the request was routed (also when a middleware answered it).
+    routed: Option<(Arc<Snapshot>, usize)>,
 }
 
 /// Starts observing a request, when anything is switched on.
-pub fn start(
-    method: &Method,
-    uri: &Uri,
-    host: Option<&str>,
-    headers: &HeaderMap,
-    client: IpAddr,
-) -> Option<Box<Observation>> {
+pub fn start<B>(req: &http::Request<B>, client: IpAddr) -> Option<Box<Observation>> {
     let on = SWITCHES.load(Ordering::Relaxed);
     if on == 0 {
         return None;
     }
+    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+    let host = uri.authority().map(|a| a.as_str()).or_else(|| {
+        headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
     let logged = on & ACCESS_LOG != 0;
     // Kept for the access-log line only.
     let target = if logged {
@@ -111,18 +114,20 @@ pub fn start(
         bytes: 0,
         trace_id,
         span,
+        routed: None,
     }))
 }
 
 impl Observation {
     /// The request was routed.
-    pub fn routed(&mut self, route: Option<&str>, upstream: &str) {
+    pub fn routed(&mut self, route: Option<&str>, snap: &Arc<Snapshot>, upstream: usize) {
         if let Some(span) = self.span.as_mut().filter(|s| s.recording()) {
             if let Some(r) = route {
                 span.set("isame.route", r.to_owned());
             }
-            span.set("isame.upstream", upstream.to_owned());
+            span.set("isame.upstream", snap.upstreams[upstream].name.clone());
         }
+        self.routed = Some((snap.clone(), upstream));
     }
 
     /// Writes this request's trace context into the headers sent to the
@@ -151,6 +156,8 @@ impl Observation {
     /// The request ended after `nanos`: the log line is written and the
     /// span closed. `target` is where it went, if it was routed.
     pub fn end(mut self, nanos: u64, target: Option<(&Snapshot, usize, Option<usize>)>) {
+        let routed = self.routed.take();
+        let target = target.or(routed.as_ref().map(|(snap, u)| (&**snap, *u, None)));
         let (upstream, backend) = match target {
             Some((snap, u, b)) => {
                 let up = &snap.upstreams[u];

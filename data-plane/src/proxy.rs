@@ -74,16 +74,7 @@ pub async fn handle(
     let mut finish = Finish::new(cx.state.clone(), start);
     let snap = cx.shared.snapshot();
     let client = client_ip::client_ip(cx.peer.ip(), req.headers(), &snap.trusted);
-    finish.observe(observe::start(
-        req.method(),
-        req.uri(),
-        req.uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok())),
-        req.headers(),
-        client,
-    ));
+    finish.observe(observe::start(&req, client));
 
     let host = match check(&req, &snap) {
         Ok(host) => host,
@@ -137,7 +128,8 @@ pub async fn handle(
     if let Some(o) = finish.observation() {
         o.routed(
             found.route.map(|r| snap.config.routes[r].name.as_str()),
-            &up.name,
+            &snap,
+            ui,
         );
     }
     let (mut parts, body) = req.into_parts();

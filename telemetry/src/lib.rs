@@ -142,8 +142,14 @@ fn check_otel_env() -> Result<(), TelemetryError> {
 /// Sets up logging (`RUST_LOG`, default `info`) and, when requested, trace
 /// export for a process whose default service name is `service`.
 pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, TelemetryError> {
-    let (runtime, provider) = if otel_requested() {
-        check_otel_env()?;
+    // Settings this build cannot follow turn tracing off with a warning:
+    // serving traffic matters more than exporting its traces.
+    let unsupported = if otel_requested() {
+        check_otel_env().err()
+    } else {
+        None
+    };
+    let (runtime, provider) = if otel_requested() && unsupported.is_none() {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("otel-export")
@@ -196,7 +202,9 @@ pub fn init(service: &'static str, format: LogFormat) -> Result<Telemetry, Telem
         .with(traces)
         .try_init()
         .map_err(|e| TelemetryError::Init(e.to_string()))?;
-    if provider.is_some() {
+    if let Some(e) = unsupported {
+        tracing::warn!(error = %e, "traces are not exported");
+    } else if provider.is_some() {
         tracing::info!("exporting traces over OTLP/gRPC");
     }
     Ok(Telemetry {

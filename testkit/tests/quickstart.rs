@@ -11,6 +11,7 @@ use isame_testkit::client;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -44,17 +45,36 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
-/// Stops the script (and so everything it started) if the test fails midway.
-struct Script(Option<Child>);
+/// The script in a process group of its own: whatever happens to the test,
+/// the group (the script and everything it started) is stopped at the end,
+/// with SIGKILL if SIGTERM is not enough within 10 s.
+struct Script(Child);
+
+impl Script {
+    fn signal_group(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, "--", &format!("-{}", self.0.id())])
+            .status();
+    }
+}
 
 impl Drop for Script {
     fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let _ = c.wait();
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            // The script is gone; make sure nothing it started stayed.
+            self.signal_group("-KILL");
+            return;
         }
+        self.signal_group("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.signal_group("-KILL");
+        let _ = self.0.wait();
     }
 }
 
@@ -120,18 +140,19 @@ async fn the_quickstart_serves_follows_changes_and_stops_cleanly() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        .process_group(0)
         .spawn()
         .expect("run.sh starts");
     let stdout = child.stdout.take().expect("stdout");
-    let mut script = Script(Some(child));
+    let mut script = Script(child);
 
-    // The script prints what to try once everything answers.
+    // The script prints what to try once everything answers. The pipe is
+    // read to its end even after the test stops listening, so the script
+    // never dies of SIGPIPE while it stops its processes.
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
     let mut printed = Vec::new();
@@ -189,9 +210,9 @@ async fn the_quickstart_serves_follows_changes_and_stops_cleanly() {
     assert_eq!(spread(lb1, "/hello", 9).await, reweighted);
     assert_eq!(spread(lb2, "/hello", 9).await, reweighted);
 
-    // SIGINT stops everything, cleanly.
-    let mut child = script.0.take().expect("running");
-    let pid = child.id().to_string();
+    // SIGINT (to the script alone, as a terminal's Ctrl-C would reach it
+    // first) stops everything, cleanly.
+    let pid = script.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-INT", &pid])
         .status()
@@ -199,7 +220,7 @@ async fn the_quickstart_serves_follows_changes_and_stops_cleanly() {
         .success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
+        if let Some(s) = script.0.try_wait().expect("wait") {
             break s;
         }
         assert!(

@@ -32,17 +32,20 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// values.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let cur = state.configs.current();
-    match state.configs.store().nodes().await {
-        Ok(nodes) => state
-            .metrics
-            .set_fleet(&crate::fleet::summarize(&nodes, &cur)),
-        Err(e) => tracing::warn!(error = %e, "fleet metrics not refreshed"),
-    }
+    let nodes = match state.configs.store().nodes().await {
+        Ok(nodes) => Some(nodes),
+        Err(e) => {
+            tracing::warn!(error = %e, "fleet metrics not refreshed");
+            None
+        }
+    };
+    let fleet = nodes.as_ref().map(|n| crate::fleet::summarize(n, &cur));
+    let page = state.metrics.render_with_fleet(fleet.as_ref());
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4"),
         )],
-        state.metrics.render(),
+        page,
     )
 }

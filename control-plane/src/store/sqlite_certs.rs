@@ -1,6 +1,6 @@
 //! The certificate store's tables in SQLite (`migrations/0003_certificates.sql`).
 
-use super::sqlite::{insert_audit, now_ms};
+use super::sqlite::insert_audit;
 use super::{CertificateMeta, Material, NewAudit, NewCertificate, StoreError};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, Transaction};
@@ -89,7 +89,6 @@ pub async fn upsert(
     .await?;
     let names =
         serde_json::to_string(&c.meta.names).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let now = now_ms();
     sqlx::query(&format!(
         "INSERT INTO certificates ({META_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET material_id = excluded.material_id,
@@ -106,8 +105,8 @@ pub async fn upsert(
     .bind(names)
     .bind(c.meta.not_before)
     .bind(c.meta.not_after)
-    .bind(now)
-    .bind(now)
+    .bind(c.meta.created_at)
+    .bind(c.meta.updated_at)
     .bind(&c.meta.updated_by)
     .execute(&mut **tx)
     .await?;
