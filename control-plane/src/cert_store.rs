@@ -13,12 +13,22 @@ use serde::Serialize;
 use std::time::SystemTime;
 
 /// A certificate as uploaded.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Upload {
     /// PEM chain, leaf first.
     pub cert_pem: String,
     /// PEM private key.
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for Upload {
+    /// Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What an upload did.
@@ -37,20 +47,22 @@ pub struct PutOutcome {
     pub dry_run: bool,
 }
 
-/// Where the newest config names `name`.
+/// Every place the newest config names `name`.
 pub fn uses(configs: &Configs, name: &str) -> Vec<String> {
-    configs
-        .current()
-        .config
-        .as_ref()
-        .map(|c| {
-            c.certificate_refs()
-                .into_iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, path)| path)
-                .collect()
-        })
-        .unwrap_or_default()
+    let cur = configs.current();
+    let Some(c) = cur.config.as_ref() else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    if c.tls.certificate == name {
+        paths.push("tls.certificate".to_owned());
+    }
+    for (i, k) in c.tls.certificates.iter().enumerate() {
+        if k.certificate == name {
+            paths.push(format!("tls.certificates[{i}].certificate"));
+        }
+    }
+    paths
 }
 
 /// Checks an upload; every problem is listed at `cert_pem`, `key_pem` or
@@ -123,6 +135,18 @@ fn check(name: &str, upload: &Upload, actor: &str) -> Result<NewCertificate, Cha
     })
 }
 
+/// A conflict means another writer's newest version names the certificate:
+/// catch up with it and answer that this change was based on a stale view.
+async fn stale_or(configs: &Configs, e: crate::store::StoreError) -> ChangeError {
+    match e {
+        crate::store::StoreError::Conflict(_) => match configs.catch_up().await {
+            Ok(current) => ChangeError::Stale { current },
+            Err(e) => e.into(),
+        },
+        other => other.into(),
+    }
+}
+
 /// Stores `upload` under `name`, creating or replacing it. When the newest
 /// config names it, the replacement is committed as a new version in the
 /// same transaction.
@@ -178,7 +202,9 @@ pub async fn put(
             changes: vec![change],
         };
         let result = outcome(None);
-        configs.store().put_certificate(new, audit).await?;
+        if let Err(e) = configs.store().put_certificate(new, audit).await {
+            return Err(stale_or(configs, e).await);
+        }
         drop(turn);
         tracing::info!(certificate = name, "certificate stored");
         return Ok(result);
@@ -238,7 +264,11 @@ pub async fn delete(configs: &Configs, req: ChangeRequest, name: &str) -> Result
             new: None,
         }],
     };
-    if configs.store().delete_certificate(name, audit).await? {
+    let deleted = match configs.store().delete_certificate(name, audit).await {
+        Ok(d) => d,
+        Err(e) => return Err(stale_or(configs, e).await),
+    };
+    if deleted {
         tracing::info!(certificate = name, "certificate removed");
         Ok(())
     } else {

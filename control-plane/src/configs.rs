@@ -206,6 +206,19 @@ impl Configs {
         self.change_in_turn(turn, req, edit, None).await
     }
 
+    /// Reloads the newest version from the database (another writer on the
+    /// same database made it) and makes it the one readers see; returns its
+    /// number.
+    pub(crate) async fn catch_up(&self) -> Result<u64, StoreError> {
+        let newest = match self.store.head().await? {
+            Some(rec) => current_of(&self.store, rec).await?,
+            None => Current::default(),
+        };
+        let v = newest.version;
+        publish(&self.current, &self.metrics, newest);
+        Ok(v)
+    }
+
     /// The writer's turn: changes to the config and to the certificate
     /// store are made one at a time.
     pub(crate) async fn turn(&self) -> OwnedMutexGuard<()> {

@@ -362,3 +362,109 @@ async fn a_config_cannot_name_a_certificate_that_expired_since_its_upload() {
     );
     assert_eq!(cp.version().await, before, "nothing committed");
 }
+
+#[tokio::test]
+async fn a_second_writer_on_the_same_database_cannot_remove_a_named_certificate() {
+    let a = start().await;
+    seed(&a).await;
+    let url = a.db_url();
+    let b = common::start_with(tempfile::tempdir().expect("dir"), Some(ADMIN), |o| {
+        o.database_url = url.clone();
+    })
+    .await;
+    let ca = TestCa::new();
+    let pair = ca.issue(&["example.com"], KeyKind::Ecdsa);
+    let r = a
+        .admin(
+            Method::PUT,
+            "/api/v1/certificates/main",
+            &upload(&pair.cert_pem, &pair.key_pem),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // B names it; A has not seen that version.
+    let r = b
+        .admin(Method::PUT, "/api/v1/config", &tls_config(false))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let named = r.json()["version"].as_u64().expect("version");
+    let r = a
+        .admin(Method::DELETE, "/api/v1/certificates/main", "")
+        .await;
+    assert_eq!(r.status, 412, "{}", r.text());
+    assert_eq!(r.json()["current_version"], named);
+    // A caught up: now it knows the certificate is in use.
+    let r = a
+        .admin(Method::DELETE, "/api/v1/certificates/main", "")
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(a.get("/api/v1/certificates/main").await.status, 200);
+    b.cp.shutdown().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn keys_no_version_served_leave_the_database() {
+    let cp = start().await;
+    seed(&cp).await;
+    let ca = TestCa::new();
+    let first = ca.issue(&["example.com"], KeyKind::Ecdsa);
+    let second = ca.issue(&["example.com"], KeyKind::Ecdsa);
+    let pool = sqlx::SqlitePool::connect(&cp.db_url()).await.expect("db");
+    let keys = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM certificate_material")
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+    };
+    for pair in [&first, &second] {
+        let r = cp
+            .admin(
+                Method::PUT,
+                "/api/v1/certificates/spare",
+                &upload(&pair.cert_pem, &pair.key_pem),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.text());
+    }
+    assert_eq!(keys().await, 1, "the replaced key was never served");
+    // Served by a version, then removed from the config: the key stays for
+    // that version; the name can go.
+    let r = cp
+        .admin(
+            Method::PUT,
+            "/api/v1/config",
+            &tls_config(false).replace("main", "spare"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = cp
+        .admin(Method::PUT, "/api/v1/config", common::base_config())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        cp.admin(Method::DELETE, "/api/v1/certificates/spare", "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(keys().await, 1, "a version served it");
+    // Never served: gone with its name.
+    let r = cp
+        .admin(
+            Method::PUT,
+            "/api/v1/certificates/unused",
+            &upload(&first.cert_pem, &first.key_pem),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(keys().await, 2);
+    assert_eq!(
+        cp.admin(Method::DELETE, "/api/v1/certificates/unused", "")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(keys().await, 1);
+    pool.close().await;
+}

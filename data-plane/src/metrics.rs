@@ -176,6 +176,20 @@ impl Metrics {
                         }
                     }
                 }
+                // The proxy's own 502/503/504: no backend to send to, or a
+                // backend that failed or timed out (never counted above).
+                "isame_lb_errors_total" => {
+                    for m in family.get_metric() {
+                        let kind = label(m, "kind");
+                        if matches!(
+                            kind.as_str(),
+                            "no_backend" | "backend_timeout" | "backend_error"
+                        ) {
+                            out.entry(label(m, "upstream")).or_default().errors +=
+                                m.get_counter().get_value() as u64;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -286,5 +300,27 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in {text}");
         }
+    }
+
+    #[test]
+    fn traffic_totals_count_backend_and_proxy_server_errors() {
+        let m = Metrics::new().expect("metrics");
+        count_request(&m, 1, "web", "http://a:1", &Method::GET, StatusCode::OK);
+        count_request(
+            &m,
+            1,
+            "web",
+            "http://a:1",
+            &Method::GET,
+            StatusCode::BAD_GATEWAY,
+        );
+        m.errors.with_label_values(&["web", "no_backend"]).inc();
+        m.errors
+            .with_label_values(&["web", "backend_timeout"])
+            .inc();
+        m.errors.with_label_values(&["web", "rate_limited"]).inc();
+        m.errors.with_label_values(&["", "no_route"]).inc();
+        let totals = m.upstream_totals();
+        assert_eq!(totals["web"].errors, 3, "a backend 502, a 503 and a 504");
     }
 }

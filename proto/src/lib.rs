@@ -15,3 +15,34 @@ pub mod pb {
 }
 
 pub use config::{Config, ConfigError, ConfigErrors};
+
+impl std::fmt::Debug for pb::StoredCertificate {
+    /// Everything but the private key, so that a logged snapshot never
+    /// carries one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCertificate")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_stored_certificate_never_prints_its_key() {
+        let c = super::pb::StoredCertificate {
+            name: "main".into(),
+            id: "abc".into(),
+            cert_pem: "CERT".into(),
+            key_pem: "SECRET KEY".into(),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("CERT") && !shown.contains("SECRET"),
+            "{shown}"
+        );
+    }
+}

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// A chain and its key, as uploaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Material {
     /// SHA-256 of the chain and the key (see [`material_id`]).
     pub id: String,
@@ -12,6 +12,17 @@ pub struct Material {
     pub cert_pem: String,
     /// PEM private key.
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for Material {
+    /// Never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Material")
+            .field("id", &self.id)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The content id of a chain and its key.

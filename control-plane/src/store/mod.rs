@@ -290,11 +290,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(CertificateMeta, String)>, StoreError>;
     /// Material by id (those that exist).
     async fn materials(&self, ids: &[String]) -> Result<Vec<Material>, StoreError>;
-    /// Stores a certificate that no config version refers to, with its
-    /// audit entry, in one transaction.
+    /// Stores a certificate that the newest version does not name, with its
+    /// audit entry, in one transaction ([`StoreError::Conflict`] when it
+    /// does: another writer's version this process has not seen).
     async fn put_certificate(&self, c: NewCertificate, audit: NewAudit) -> Result<(), StoreError>;
-    /// Removes a name (its material stays for the versions that used it);
-    /// false when there was none.
+    /// Removes a name and the material no version used (the rest stays so
+    /// that those versions can be sent again); false when there was none;
+    /// [`StoreError::Conflict`] when the newest version names it.
     async fn delete_certificate(&self, name: &str, audit: NewAudit) -> Result<bool, StoreError>;
     /// Flushes and closes the database.
     async fn close(&self);

@@ -72,12 +72,34 @@ pub async fn materials(pool: &SqlitePool, ids: &[String]) -> Result<Vec<Material
     Ok(out)
 }
 
+/// Removes material `id` when neither a name nor any version refers to it:
+/// a key that was never served leaves the database with its name. (A key
+/// some version served stays, so that the version can be sent again.)
+async fn purge_unused(tx: &mut Transaction<'_, Sqlite>, id: &str) -> Result<(), StoreError> {
+    // Ids are hex, so a substring match on the versions' JSON is exact.
+    sqlx::query(
+        "DELETE FROM certificate_material WHERE id = ?1
+           AND NOT EXISTS (SELECT 1 FROM certificates WHERE material_id = ?1)
+           AND NOT EXISTS (SELECT 1 FROM config_versions
+                           WHERE instr(certificates, '\"' || ?1 || '\"') > 0)",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Writes a certificate's material (once per content) and points its name
 /// at it.
 pub async fn upsert(
     tx: &mut Transaction<'_, Sqlite>,
     c: &NewCertificate,
 ) -> Result<(), StoreError> {
+    let replaced: Option<String> =
+        sqlx::query_scalar("SELECT material_id FROM certificates WHERE name = ?")
+            .bind(&c.meta.name)
+            .fetch_optional(&mut **tx)
+            .await?;
     sqlx::query(
         "INSERT INTO certificate_material (id, cert_pem, key_pem) VALUES (?, ?, ?)
          ON CONFLICT (id) DO NOTHING",
@@ -110,25 +132,56 @@ pub async fn upsert(
     .bind(&c.meta.updated_by)
     .execute(&mut **tx)
     .await?;
+    if let Some(old) = replaced.filter(|old| *old != c.material.id) {
+        purge_unused(tx, &old).await?;
+    }
     Ok(())
 }
 
-/// Stores a certificate with its audit entry.
+/// Refuses, with the newest version, when that version names `name`: a
+/// change to it must come with a version (another writer on the same
+/// database may have made one this process has not seen).
+async fn unused_by_head(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<(), StoreError> {
+    let head: Option<(i64, String)> = sqlx::query_as(
+        "SELECT version, certificates FROM config_versions ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some((version, certificates)) = head {
+        let named: std::collections::BTreeMap<String, String> = serde_json::from_str(&certificates)
+            .map_err(|e| StoreError::Corrupt(format!("certificates: {e}")))?;
+        if named.contains_key(name) {
+            return Err(StoreError::Conflict(u64::try_from(version).unwrap_or(0)));
+        }
+    }
+    Ok(())
+}
+
+/// Stores a certificate with its audit entry; [`StoreError::Conflict`] when
+/// the newest version names it.
 pub async fn put(
     pool: &SqlitePool,
     c: &NewCertificate,
     audit: &NewAudit,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
+    unused_by_head(&mut tx, &c.meta.name).await?;
     upsert(&mut tx, c).await?;
     insert_audit(&mut tx, audit, None).await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// Removes a name with its audit entry.
+/// Removes a name with its audit entry, and its material when no version
+/// used it; [`StoreError::Conflict`] when the newest version names it.
 pub async fn delete(pool: &SqlitePool, name: &str, audit: &NewAudit) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
+    unused_by_head(&mut tx, name).await?;
+    let material: Option<String> =
+        sqlx::query_scalar("SELECT material_id FROM certificates WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
     let gone = sqlx::query("DELETE FROM certificates WHERE name = ?")
         .bind(name)
         .execute(&mut *tx)
@@ -136,6 +189,9 @@ pub async fn delete(pool: &SqlitePool, name: &str, audit: &NewAudit) -> Result<b
         .rows_affected()
         > 0;
     if gone {
+        if let Some(id) = material {
+            purge_unused(&mut tx, &id).await?;
+        }
         insert_audit(&mut tx, audit, None).await?;
         tx.commit().await?;
     }
