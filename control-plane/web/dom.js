@@ -20,7 +20,8 @@ function setProps(el, props) {
       el.setAttribute("class", Array.isArray(value) ? value.filter(Boolean).join(" ") : value);
     } else if (key === "dataset") {
       Object.assign(el.dataset, value);
-    } else if (key === "style" || key === "innerHTML" || key === "srcdoc") {
+    } else if (key === "style" || key === "innerHTML" || key === "srcdoc" || key.toLowerCase().startsWith("on")) {
+      // Handlers are functions only; markup and inline code never come from data.
       throw new Error(`refusing to set ${key}`);
     } else {
       el.setAttribute(key, value === true ? "" : String(value));
