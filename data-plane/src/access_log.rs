@@ -2,16 +2,18 @@
 //! other log lines (`--log-format text|json`, target `isame::access`), but
 //! formatted here, into a buffer each worker thread reuses, rather than
 //! through `tracing`'s general formatter, which costs more per request than
-//! the whole proxying does (docs/BENCHMARKS.md). Finished lines go to the
-//! process's one background log writer, so they never interleave with other
-//! lines and never block a worker.
+//! the whole proxying does (docs/BENCHMARKS.md). Each worker collects its
+//! lines and hands them in batches (at 32 KiB, every 250 ms, and when the
+//! worker stops) to the process's one background log writer, so they never
+//! interleave with other lines, never block a worker, and cost one write for
+//! many requests.
 
 use isame_telemetry::{LineWriter, LogFormat};
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// One request, as logged.
 #[derive(Debug, Clone)]
@@ -47,13 +49,35 @@ struct Sink {
 
 static SINK: OnceLock<Sink> = OnceLock::new();
 
-/// Per worker thread: its clone of the writer, a reused line buffer, and
-/// the formatted second of the last timestamp.
+/// Lines waiting in a worker past this size are handed over at once.
+const BATCH_BYTES: usize = 32 * 1024;
+
+/// How often each worker hands over what it collected ([`flush_every`]).
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// Per worker thread: its clone of the writer, the lines not yet handed
+/// over, and the formatted second of the last timestamp.
 struct Local {
     writer: LineWriter,
-    line: Vec<u8>,
+    pending: Vec<u8>,
     second: u64,
     second_text: String,
+}
+
+impl Local {
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.writer.write_line(&self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+impl Drop for Local {
+    /// A worker that ends hands over its last lines.
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 thread_local! {
@@ -75,11 +99,10 @@ pub fn write(e: &Entry<'_>) {
         let mut slot = cell.borrow_mut();
         let local = slot.get_or_insert_with(|| Local {
             writer: sink.writer.clone(),
-            line: Vec::with_capacity(512),
+            pending: Vec::with_capacity(BATCH_BYTES + 1024),
             second: u64::MAX,
             second_text: String::new(),
         });
-        local.line.clear();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -90,12 +113,35 @@ pub fn write(e: &Entry<'_>) {
         }
         let micros = now.subsec_micros();
         match sink.format {
-            LogFormat::Text => text(&mut local.line, &local.second_text, micros, e),
-            LogFormat::Json => json(&mut local.line, &local.second_text, micros, e),
+            LogFormat::Text => text(&mut local.pending, &local.second_text, micros, e),
+            LogFormat::Json => json(&mut local.pending, &local.second_text, micros, e),
         }
-        let Local { writer, line, .. } = local;
-        writer.write_line(line);
+        if local.pending.len() >= BATCH_BYTES {
+            local.flush();
+        }
     });
+}
+
+/// Hands this thread's collected lines to the writer.
+pub fn flush() {
+    LOCAL.with(|cell| {
+        if let Ok(mut slot) = cell.try_borrow_mut() {
+            if let Some(local) = slot.as_mut() {
+                local.flush();
+            }
+        }
+    });
+}
+
+/// Runs on each worker: hands over its lines every [`FLUSH_EVERY`], so a
+/// quiet worker's last lines are not held back.
+pub async fn flush_every() {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        flush();
+    }
 }
 
 /// `1.234` milliseconds from nanoseconds, without floating point.

@@ -94,6 +94,7 @@ async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     let sweeper = tokio::spawn(sweep_pools(shared.clone()));
+    let log_flusher = tokio::spawn(crate::access_log::flush_every());
     let mut builder: Option<(u64, Arc<Builder>)> = None;
     loop {
         let (accepted, secure) = tokio::select! {
@@ -141,6 +142,8 @@ async fn accept_loop(
         warn!("shutdown grace period over; closing the remaining connections");
     }
     sweeper.abort();
+    log_flusher.abort();
+    crate::access_log::flush();
 }
 
 /// The HTTP/1.1 + HTTP/2 (prior knowledge) server settings of a snapshot.

@@ -240,3 +240,30 @@ async fn without_otel_settings_headers_pass_untouched_and_the_access_log_can_be_
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_access_line_is_written_even_when_the_proxy_stops_at_once() {
+    let backend = Backend::start("b").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = config(&dir, &backend);
+    let mut lb = spawn(&cfg, &[], &[]);
+    let mut client = Client::http1(lb.proxy).await.expect("connect");
+    for i in 0..50 {
+        let r = client.get(&format!("/n/{i}")).await.expect("reply");
+        assert_eq!(r.status, 200);
+    }
+    drop(client);
+    // Stopped before the periodic hand-over: the lines still come out.
+    let ok = Command::new("kill")
+        .args(["-TERM", &lb.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let status = lb.child.wait().expect("exit");
+    assert!(status.success(), "{status}");
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(line) = access_line(&lb.logs) {
+        seen.insert(line["fields"]["target"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(seen.len(), 50, "{seen:?}");
+}
