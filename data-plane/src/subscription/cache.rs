@@ -9,9 +9,7 @@
 use isame_proto::pb;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8] = b"ISAME-SNAPSHOT-1\n";
@@ -54,27 +52,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
 pub fn save(dir: &Path, snapshot: &pb::Snapshot) -> Result<(), CacheError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let payload = snapshot.encode_to_vec();
-    let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(MAGIC).map_err(io(&tmp))?;
-        f.write_all(&Sha256::digest(&payload)).map_err(io(&tmp))?;
-        f.write_all(&payload).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        let target = path(dir);
-        fs::rename(&tmp, &target).map_err(io(&target))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let target = path(dir);
+    super::private_file::replace(&target, &[MAGIC, &Sha256::digest(&payload), &payload])
+        .map_err(io(&target))
 }
 
 /// Reads the cache in `dir`: `None` when there is none.

@@ -8,9 +8,8 @@ use isame_proto::config::{ConfigError, ConfigErrors};
 use isame_proto::{pb, Config};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where pushed certificates are written.
@@ -151,34 +150,13 @@ impl CertDir {
     }
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600, unless it already
+/// Writes `bytes` to `path` (see [`super::private_file`]), unless it already
 /// holds them.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if fs::read(path).is_ok_and(|b| b == bytes) {
         return Ok(());
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    super::private_file::replace(path, &[bytes])
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 mod decode;
 mod rules;
 
+pub use rules::HOP_BY_HOP;
+
 pub(in crate::config) use decode::decode;
 pub(in crate::config) use rules::validate;
 

@@ -146,8 +146,9 @@ fn replacement_refs(to: &str, re: Option<&regex::Regex>) -> Result<(), String> {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): each connection's own, managed by
-/// the proxy in both directions.
-const HOP_BY_HOP: [&str; 9] = [
+/// the proxy in both directions. (The data plane's fast matcher is tested
+/// against this list.)
+pub const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "te",
