@@ -4,13 +4,20 @@
 #![allow(clippy::disallowed_types)]
 
 use isame_testkit::Backend;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_isame-lb");
+mod common;
+
+use common::binary::{spawn as spawn_with, Running, BIN};
+
+/// `isame-lb --config config` with nothing else set.
+fn spawn(config: &std::path::Path) -> Running {
+    spawn_with(config, &[], &[])
+}
 
 fn write_config(dir: &tempfile::TempDir, body: &str) -> std::path::PathBuf {
     let path = dir.path().join("isame.yaml");
@@ -125,56 +132,6 @@ fn invalid_config_at_start_exits_1_with_every_problem() {
         err.contains("upstreams[0].name") && err.contains("upstreams[0].backends"),
         "{err}"
     );
-}
-
-/// A running `isame-lb` process and the addresses it logged.
-struct Running {
-    child: Child,
-    proxy: SocketAddr,
-    logs: mpsc::Receiver<String>,
-}
-
-fn spawn(config: &std::path::Path) -> Running {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn isame-lb");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, logs) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let proxy = loop {
-        let line = logs
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("isame-lb logged its listeners");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "isame-lb serving" {
-            break v["fields"]["proxy"]
-                .as_str()
-                .expect("proxy addr")
-                .parse()
-                .expect("addr");
-        }
-    };
-    Running { child, proxy, logs }
 }
 
 /// Sends a signal with the shell's built-in `kill` (no procps needed).

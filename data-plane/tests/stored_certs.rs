@@ -3,44 +3,19 @@
 //! without a restart, keeps the files private, and restarts from its cache
 //! with them while the control plane is down.
 
-use http::{Method, Request};
-use http_body_util::Full;
-use isame_control_plane::app::{ControlPlane, Options as CpOptions};
-use isame_data_plane::subscription::{self, Node};
+use http::Method;
+use isame_data_plane::subscription::Node;
 use isame_testkit::tls::{Issued, KeyKind, TestCa};
 use isame_testkit::{Backend, Client, Reply};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-const TOKEN: &str = "stored-certs-test-token-0123456789abcdef";
+mod common;
 
-async fn control_plane(db: &Path) -> ControlPlane {
-    let mut o = CpOptions::new(
-        format!("sqlite://{}", db.join("cp.db").display()),
-        "127.0.0.1:0".parse().expect("addr"),
-    );
-    o.admin_token = Some(TOKEN.into());
-    ControlPlane::start(o).await.expect("control plane")
-}
-
-async fn api(cp: SocketAddr, method: Method, path: &str, body: String) -> Reply {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cp")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(bytes::Bytes::from(body)))
-        .expect("request");
-    Client::http1(cp)
-        .await
-        .expect("connect")
-        .send(req)
-        .await
-        .expect("reply")
-}
+use common::subscribe::{api, control_plane, options};
 
 async fn upload(cp: SocketAddr, name: &str, pair: &Issued) -> Reply {
     let body = serde_json::json!({"cert_pem": pair.cert_pem, "key_pem": pair.key_pem});
@@ -48,25 +23,9 @@ async fn upload(cp: SocketAddr, name: &str, pair: &Issued) -> Reply {
         cp,
         Method::PUT,
         &format!("/api/v1/certificates/{name}"),
-        body.to_string(),
+        &body.to_string(),
     )
     .await
-}
-
-fn options(cp: SocketAddr, cache: PathBuf) -> subscription::Options {
-    subscription::Options {
-        control_plane: format!("http://{cp}"),
-        node_id: "edge-1".into(),
-        token: Some(TOKEN.into()),
-        cache_dir: Some(cache),
-        labels: Vec::new(),
-        listen: Some("127.0.0.1:0".parse().expect("addr")),
-        https_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        workers: 1,
-        report_interval: Duration::from_millis(200),
-        tls: None,
-    }
 }
 
 async fn serving(node: &Node, v: u64) {
@@ -96,7 +55,7 @@ async fn a_subscribed_node_serves_rotates_and_caches_stored_certificates() {
     let backend = Backend::start("b").await;
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("dir");
-    let cp = control_plane(dir.path()).await;
+    let cp = control_plane(dir.path(), None).await;
     let main = ca.issue(&["localhost"], KeyKind::Ecdsa);
     let shop = ca.issue(&["shop.test"], KeyKind::Rsa);
     assert_eq!(upload(cp.api_addr, "main", &main).await.status, 201);
@@ -106,12 +65,12 @@ async fn a_subscribed_node_serves_rotates_and_caches_stored_certificates() {
          tls:\n  enabled: true\n  certificate: main\n  certificates:\n    - certificate: shop\n",
         backend.url()
     );
-    let r = api(cp.api_addr, Method::PUT, "/api/v1/config", config).await;
+    let r = api(cp.api_addr, Method::PUT, "/api/v1/config", &config).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v1 = r.json()["version"].as_u64().expect("version");
 
     let cache = dir.path().join("cache");
-    let node = Node::start(options(cp.grpc_addr, cache.clone()))
+    let node = Node::start(options(cp.grpc_addr, "edge-1", Some(cache.clone())))
         .await
         .expect("node");
     serving(&node, v1).await;
@@ -161,9 +120,13 @@ async fn a_subscribed_node_serves_rotates_and_caches_stored_certificates() {
     // still serves HTTPS with the renewed certificate.
     cp.shutdown().await;
     node.shutdown().await;
-    let node = Node::start(options("127.0.0.1:1".parse().expect("addr"), cache.clone()))
-        .await
-        .expect("node restarts from its cache");
+    let node = Node::start(options(
+        "127.0.0.1:1".parse().expect("addr"),
+        "edge-1",
+        Some(cache.clone()),
+    ))
+    .await
+    .expect("node restarts from its cache");
     serving(&node, v2).await;
     assert_eq!(
         presented(&node, &ca, "localhost").await,

@@ -2,67 +2,23 @@
 //! the control plane going away and coming back, the snapshot cache, and
 //! config changes under traffic.
 
-use http::{Method, Request};
-use http_body_util::Full;
+use http::Method;
 use isame_control_plane::app::{ControlPlane, Options as CpOptions};
 use isame_data_plane::subscription::{self, Node};
-use isame_testkit::{Backend, Client, Reply};
+use isame_testkit::{Backend, Client};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-const TOKEN: &str = "subscribed-test-token-0123456789abcdef";
+mod common;
 
-async fn control_plane(db: &Path, grpc: Option<SocketAddr>) -> ControlPlane {
-    let mut o = CpOptions::new(
-        format!("sqlite://{}", db.join("cp.db").display()),
-        "127.0.0.1:0".parse().expect("addr"),
-    );
-    o.admin_token = Some(TOKEN.into());
-    if let Some(g) = grpc {
-        o.grpc_listen = g;
-    }
-    ControlPlane::start(o).await.expect("control plane")
-}
-
-async fn api(cp: SocketAddr, method: Method, path: &str, body: &str) -> Reply {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "cp")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(bytes::Bytes::from(body.to_owned())))
-        .expect("request");
-    Client::http1(cp)
-        .await
-        .expect("connect")
-        .send(req)
-        .await
-        .expect("reply")
-}
+use common::subscribe::{api, control_plane, options, TOKEN};
 
 fn config(backend: &Backend) -> String {
     format!(
         "upstreams:\n  - name: web\n    backends: [{}]\nhealth:\n  enabled: false\nretry:\n  enabled: false\ncircuit_breaker:\n  enabled: false\n",
         backend.url()
     )
-}
-
-fn options(cp: SocketAddr, id: &str, cache: Option<PathBuf>) -> subscription::Options {
-    subscription::Options {
-        control_plane: format!("http://{cp}"),
-        node_id: id.into(),
-        token: Some(TOKEN.into()),
-        cache_dir: cache,
-        labels: vec![("zone".into(), "test".into())],
-        listen: Some("127.0.0.1:0".parse().expect("addr")),
-        https_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        workers: 1,
-        report_interval: Duration::from_millis(200),
-        tls: None,
-    }
 }
 
 /// Waits until the node serves version `v`; returns its proxy address.

@@ -8,82 +8,24 @@
 
 use isame_testkit::otlp::Receiver;
 use isame_testkit::{Backend, Client};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_isame-lb");
+mod common;
+
+use common::binary::spawn;
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
-struct Running {
-    child: Child,
-    proxy: SocketAddr,
-    logs: mpsc::Receiver<serde_json::Value>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(config: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn isame-lb");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, logs) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let proxy = loop {
-        let v = logs
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("isame-lb logged its listeners");
-        if v["fields"]["message"] == "isame-lb serving" {
-            break v["fields"]["proxy"]
-                .as_str()
-                .expect("proxy addr")
-                .parse()
-                .expect("addr");
-        }
-    };
-    Running { child, proxy, logs }
-}
-
 /// The next access-log line, within a few seconds.
-fn access_line(logs: &mpsc::Receiver<serde_json::Value>) -> Option<serde_json::Value> {
+fn access_line(logs: &mpsc::Receiver<String>) -> Option<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let v = logs
+        let line = logs
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["target"] == "isame::access" {
             return Some(v);
         }

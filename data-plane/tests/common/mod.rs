@@ -2,6 +2,9 @@
 //! in-process on port 0 in front of testkit backends.
 #![allow(dead_code)]
 
+pub mod binary;
+pub mod subscribe;
+
 use isame_data_plane::app::{Proxy, ProxyOptions};
 use isame_proto::config::Config;
 use isame_testkit::Backend;
