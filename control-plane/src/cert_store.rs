@@ -5,7 +5,7 @@
 //! removing one the config still names is refused.
 
 use crate::configs::{ChangeError, ChangeRequest, Configs};
-use crate::store::{material_id, CertificateMeta, Material, NewAudit, NewCertificate};
+use crate::store::{material_id, CertificateMeta, Material, NewCertificate};
 use isame_proto::certs::{self, Part};
 use isame_proto::config::{check_name, Change, ChangeOp, ConfigError};
 use isame_proto::ConfigErrors;
@@ -172,15 +172,16 @@ pub async fn put(
         }
     }
     let created = existing.is_none();
+    let dry_run = req.dry_run;
     let outcome = |version| PutOutcome {
         certificate: new.meta.clone(),
         created,
         changed: true,
         version,
-        dry_run: req.dry_run,
+        dry_run,
     };
     if uses(configs, name).is_empty() {
-        if req.dry_run {
+        if dry_run {
             return Ok(outcome(None));
         }
         let change = Change {
@@ -193,14 +194,7 @@ pub async fn put(
             old: existing.as_ref().map(|m| m.id.clone().into()),
             new: Some(new.meta.id.clone().into()),
         };
-        let audit = NewAudit {
-            actor: req.actor,
-            remote_addr: req.remote_addr,
-            action: req.action.to_owned(),
-            target: req.target,
-            message: req.message,
-            changes: vec![change],
-        };
+        let audit = req.into_audit(vec![change]);
         let result = outcome(None);
         if let Err(e) = configs.store().put_certificate(new, audit).await {
             return Err(stale_or(configs, e).await);
@@ -251,19 +245,12 @@ pub async fn delete(configs: &Configs, req: ChangeRequest, name: &str) -> Result
         .certificate(name)
         .await?
         .ok_or_else(missing)?;
-    let audit = NewAudit {
-        actor: req.actor,
-        remote_addr: req.remote_addr,
-        action: req.action.to_owned(),
-        target: req.target,
-        message: req.message,
-        changes: vec![Change {
-            op: ChangeOp::Removed,
-            path: format!("certificates[{name}]"),
-            old: Some(old.id.into()),
-            new: None,
-        }],
-    };
+    let audit = req.into_audit(vec![Change {
+        op: ChangeOp::Removed,
+        path: format!("certificates[{name}]"),
+        old: Some(old.id.into()),
+        new: None,
+    }]);
     let deleted = match configs.store().delete_certificate(name, audit).await {
         Ok(d) => d,
         Err(e) => return Err(stale_or(configs, e).await),

@@ -126,6 +126,20 @@ pub struct ChangeRequest {
     pub rollback_of: Option<u64>,
 }
 
+impl ChangeRequest {
+    /// The audit entry of this request, with what it changed.
+    pub fn into_audit(self, changes: Vec<Change>) -> NewAudit {
+        NewAudit {
+            actor: self.actor,
+            remote_addr: self.remote_addr,
+            action: self.action.to_owned(),
+            target: self.target,
+            message: self.message,
+            changes,
+        }
+    }
+}
+
 /// What a change did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Outcome {
@@ -305,14 +319,7 @@ impl Configs {
             rollback_of: req.rollback_of,
             certificates: bound.clone(),
             certificate,
-            audit: NewAudit {
-                actor: req.actor,
-                remote_addr: req.remote_addr,
-                action: req.action.to_string(),
-                target: req.target,
-                message: req.message,
-                changes: changes.clone(),
-            },
+            audit: req.into_audit(changes.clone()),
         };
         let next = Current {
             version,

@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::{base_config, call};
+use common::{base_config, call, free_addr, wait_healthy};
 use http::Method;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_isame-control-plane");
 const TOKEN: &str = "process-test-admin-token-0123456789abcdef";
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
 
 fn db_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("isame.db").display())
@@ -44,20 +39,8 @@ async fn spawn(dir: &Path, addr: SocketAddr) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut c) = isame_testkit::Client::http1(addr).await {
-            if c.get("/healthz").await.is_ok_and(|r| r.status == 200) {
-                return child;
-            }
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("control plane did not come up");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_healthy(addr, &mut child).await;
+    child
 }
 
 async fn put(

@@ -6,22 +6,16 @@
 
 mod common;
 
-use common::{base_config, call, Subscriber};
+use common::{base_config, call, free_addr, wait_healthy, Subscriber};
 use http::Method;
 use isame_testkit::otlp::Receiver;
-use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_isame-control-plane");
 const TOKEN: &str = "telemetry-test-admin-token-0123456789abcdef";
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_calls_and_pushes_are_exported_as_spans() {
@@ -47,16 +41,7 @@ async fn api_calls_and_pushes_are_exported_as_spans() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut c) = isame_testkit::Client::http1(api).await {
-            if c.get("/healthz").await.is_ok_and(|r| r.status == 200) {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "control plane did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_healthy(api, &mut child).await;
 
     let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");
     let r = call(

@@ -209,3 +209,33 @@ async fn every_access_line_is_written_even_when_the_proxy_stops_at_once() {
     }
     assert_eq!(seen.len(), 50, "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_settings_this_build_cannot_follow_leave_the_proxy_serving() {
+    let backend = Backend::start("b").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = config(&dir, &backend);
+    let lb = spawn(
+        &cfg,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+        &["--access-log", "off"],
+    );
+    let r = Client::http1(lb.proxy)
+        .await
+        .expect("connect")
+        .get("/")
+        .await
+        .expect("reply");
+    assert_eq!(r.status, 200);
+    // Not traced: the request's headers gain no traceparent.
+    assert!(r.json()["headers"]["traceparent"].is_null(), "{}", r.text());
+    let warning = lb
+        .startup
+        .iter()
+        .find(|l| l.contains("traces are not exported"))
+        .unwrap_or_else(|| panic!("no warning saying why traces are off: {:#?}", lb.startup));
+    assert!(warning.contains("http/protobuf"), "{warning}");
+}

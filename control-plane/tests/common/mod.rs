@@ -266,3 +266,28 @@ pub async fn wait_node(cp: &Cp, id: &str, ok: impl Fn(&Value) -> bool) -> Value 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A free port on 127.0.0.1 (for a process that takes its address as a flag).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Waits up to 20 s until the control-plane process `child` answers
+/// `/healthz` on `addr`; kills it and fails the test otherwise.
+pub async fn wait_healthy(addr: SocketAddr, child: &mut std::process::Child) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = isame_testkit::Client::http1(addr).await {
+            if c.get("/healthz").await.is_ok_and(|r| r.status == 200) {
+                return;
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("control plane did not come up");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -17,7 +17,9 @@ pub struct Running {
     pub child: Child,
     /// Its proxy address, as it logged it.
     pub proxy: SocketAddr,
-    /// Its stderr, one line at a time.
+    /// What it logged up to the line saying it serves.
+    pub startup: Vec<String>,
+    /// Its stderr from then on, one line at a time.
     pub logs: mpsc::Receiver<String>,
 }
 
@@ -63,11 +65,13 @@ pub fn spawn(config: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> R
         }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut startup = Vec::new();
     let proxy = loop {
         let line = logs
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("isame-lb logged its listeners");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        startup.push(line);
         if v["fields"]["message"] == "isame-lb serving" {
             break v["fields"]["proxy"]
                 .as_str()
@@ -76,5 +80,10 @@ pub fn spawn(config: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> R
                 .expect("addr");
         }
     };
-    Running { child, proxy, logs }
+    Running {
+        child,
+        proxy,
+        startup,
+        logs,
+    }
 }
