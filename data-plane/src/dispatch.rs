@@ -3,7 +3,7 @@
 
 use crate::backend::Backend;
 use crate::body::{Finish, ReqBody};
-use crate::breaker::Transition;
+use crate::breaker::{Outcome, Permit, Transition};
 use crate::clock;
 use crate::error::ProxyError;
 use crate::headers::Rewrite;
@@ -67,13 +67,15 @@ pub async fn dispatch(
     let mut attempt = 1;
     let mut now = start;
     loop {
-        let Some(bi) = choose(up, &tried, now) else {
+        let Some((bi, permit)) = choose(up, &tried, now) else {
             finish.use_backend(None);
             return Err(ProxyError::NoBackend);
         };
         tried.push(bi);
         finish.use_backend(Some(bi));
         let backend = &up.backends[bi];
+        // Held across the await: if the client goes away and this future is
+        // dropped, the permit's drop gives a half-open probe slot back.
         let sent = upstream::send(parts, rewrite, &mut body, backend, up, now, client_stall).await;
         let status = match &sent {
             Ok((head, _)) => head.status,
@@ -87,13 +89,17 @@ pub async fn dispatch(
             &parts.method,
             status,
         );
-        let failed = match &sent {
-            Ok((head, _)) => head.status.is_server_error(),
-            Err(e) => !e.client_fault(),
+        let outcome = match &sent {
+            Ok((head, _)) if head.status.is_server_error() => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            // A stalled or vanished client says nothing about the backend.
+            Err(e) if e.client_fault() => Outcome::Neutral,
+            Err(_) => Outcome::Failure,
         };
+        let failed = outcome == Outcome::Failure;
         // Success needs no time stamp: the clock is read only on failure.
         let done = if failed { clock::now_nanos() } else { now };
-        record(up, backend, !failed, done);
+        record(up, backend, permit, outcome, done);
 
         let retry = failed
             && attempt < up.retry.max_attempts
@@ -135,11 +141,11 @@ pub async fn dispatch(
     }
 }
 
-/// A backend for the next try; its breaker must let the request through.
-/// The first try asks the balancer. A retry goes to the next eligible
-/// backend after the last one tried that has not been tried yet (else any
-/// eligible one), and leaves the balancer's rotation as it was.
-fn choose(up: &UpstreamRt, tried: &[usize], now: u64) -> Option<usize> {
+/// A backend for the next try, with its breaker's permit. The first try
+/// asks the balancer. A retry goes to the next eligible backend after the
+/// last one tried that has not been tried yet (else any eligible one), and
+/// leaves the balancer's rotation as it was.
+fn choose<'a>(up: &'a UpstreamRt, tried: &[usize], now: u64) -> Option<(usize, Permit<'a>)> {
     let mut refused: Vec<usize> = Vec::new();
     let n = up.backends.len();
     for _ in 0..=n {
@@ -154,8 +160,8 @@ fn choose(up: &UpstreamRt, tried: &[usize], now: u64) -> Option<usize> {
                     .or_else(|| after.clone().find(|&i| usable(i)))?
             }
         };
-        if up.backends[pick].state.breaker.acquire(&up.breaker, now) {
-            return Some(pick);
+        if let Some(permit) = up.backends[pick].state.breaker.acquire(&up.breaker, now) {
+            return Some((pick, permit));
         }
         // Its half-open probe slots went to another request meanwhile.
         refused.push(pick);
@@ -164,8 +170,8 @@ fn choose(up: &UpstreamRt, tried: &[usize], now: u64) -> Option<usize> {
 }
 
 /// Feeds one outcome to the backend's breaker, publishing a state change.
-fn record(up: &UpstreamRt, b: &Backend, success: bool, now: u64) {
-    match b.state.breaker.record(&up.breaker, success, now) {
+fn record(up: &UpstreamRt, b: &Backend, permit: Permit<'_>, outcome: Outcome, now: u64) {
+    match permit.record(outcome, now) {
         Some(Transition::Opened) => {
             b.circuit_gauge.set(1);
             warn!(

@@ -477,3 +477,94 @@ async fn nothing_is_retried_once_the_response_has_started() {
     );
     stop(proxy).await;
 }
+
+/// The circuit state `/status` shows for the first upstream's backend `i`.
+async fn circuit(admin: std::net::SocketAddr, i: usize) -> String {
+    let s = isame_testkit::client::get(admin, "/status")
+        .await
+        .expect("status")
+        .json();
+    backend_field(&s, i, "circuit")
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_probe_whose_client_hangs_up_gives_its_slot_back() {
+    use tokio::io::AsyncWriteExt;
+    let b = Backend::start("b").await;
+    b.set_mode(Mode::Status(500));
+    let proxy = start(&config(
+        &[upstream("web", "round_robin", &[(&b, 1)])],
+        "circuit_breaker:\n  failure_threshold: 1\n  timeout: 300ms\n  half_open_requests: 1\n",
+    ));
+    let r = isame_testkit::client::get(proxy.proxy_addr, "/")
+        .await
+        .expect("request");
+    assert_eq!(r.status, 500);
+    assert_eq!(circuit(proxy.admin_addr, 0).await, "open");
+    // The half-open probe goes to a backend that does not answer, and its
+    // client gives up and hangs up.
+    b.set_mode(Mode::Hang);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.proxy_addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.hits() < 2 {
+        assert!(Instant::now() < deadline, "the probe never reached b");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(circuit(proxy.admin_addr, 0).await, "half_open");
+    drop(s);
+    // The backend recovers: it must get traffic again.
+    b.set_mode(Mode::Echo);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut served = 0;
+    for _ in 0..10 {
+        let r = isame_testkit::client::get(proxy.proxy_addr, "/")
+            .await
+            .expect("request");
+        served += usize::from(r.status == 200);
+    }
+    assert_eq!(served, 10, "the abandoned probe's slot came back");
+    assert_eq!(circuit(proxy.admin_addr, 0).await, "closed");
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn a_stalled_upload_counts_neither_for_nor_against_the_backend() {
+    let b = Backend::start("b").await;
+    b.set_mode(Mode::Status(500));
+    let proxy = start(&config(
+        &[upstream("web", "round_robin", &[(&b, 1)])],
+        "server:\n  read_timeout: 300ms\ncircuit_breaker:\n  failure_threshold: 2\n  timeout: 60s\n",
+    ));
+    let r = isame_testkit::client::get(proxy.proxy_addr, "/")
+        .await
+        .expect("request");
+    assert_eq!(r.status, 500, "first failure");
+    // A client that stops in the middle of its body: 408, the backend's fault
+    // it is not, and nor is it a success that forgives the failure before.
+    let stalled = exchange(
+        proxy.proxy_addr,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await;
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    assert_eq!(circuit(proxy.admin_addr, 0).await, "closed");
+    let r = isame_testkit::client::get(proxy.proxy_addr, "/")
+        .await
+        .expect("request");
+    assert_eq!(r.status, 500, "second failure");
+    assert_eq!(
+        circuit(proxy.admin_addr, 0).await,
+        "open",
+        "two failures in a row, the stalled upload between them counting for nothing"
+    );
+    stop(proxy).await;
+}
