@@ -24,6 +24,7 @@ pub mod dispatch;
 pub mod error;
 pub mod headers;
 pub mod health;
+pub mod host;
 pub mod listener;
 pub mod metrics;
 pub mod middleware;

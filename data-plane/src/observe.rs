@@ -69,11 +69,6 @@ pub fn start<B>(req: &http::Request<B>, client: IpAddr) -> Option<Box<Observatio
         return None;
     }
     let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-    let host = uri.authority().map(|a| a.as_str()).or_else(|| {
-        headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
     let logged = on & ACCESS_LOG != 0;
     // Kept for the access-log line only.
     let target = if logged {
@@ -103,11 +98,8 @@ pub fn start<B>(req: &http::Request<B>, client: IpAddr) -> Option<Box<Observatio
     Some(Box::new(Observation {
         method: method.clone(),
         target,
-        host: if logged {
-            host.unwrap_or("").to_owned()
-        } else {
-            String::new()
-        },
+        // Set once the host is validated (see [`Observation::host`]).
+        host: String::new(),
         client,
         status: None,
         attempts: 0,
@@ -119,6 +111,13 @@ pub fn start<B>(req: &http::Request<B>, client: IpAddr) -> Option<Box<Observatio
 }
 
 impl Observation {
+    /// The request's validated host (`host[:port]`), for the access log.
+    pub fn host(&mut self, host: &str) {
+        if SWITCHES.load(Ordering::Relaxed) & ACCESS_LOG != 0 {
+            host.clone_into(&mut self.host);
+        }
+    }
+
     /// The request was routed.
     pub fn routed(&mut self, route: Option<&str>, snap: &Arc<Snapshot>, upstream: usize) {
         if let Some(span) = self.span.as_mut().filter(|s| s.recording()) {

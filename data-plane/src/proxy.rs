@@ -7,13 +7,14 @@ use crate::body::{Finish, ProxyBody, ReqBody};
 use crate::conn_timeouts::ConnState;
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
+use crate::host::{self, RequestHost};
 use crate::middleware::{Flow, RequestParts};
 use crate::ratelimit::Decision;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
 use crate::{client_ip, clock, dispatch, observe};
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING,
 };
 use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
@@ -80,31 +81,29 @@ pub async fn handle(
         Ok(host) => host,
         Err(e) => return Ok(reply(&cx, &snap, client, None, e, finish)),
     };
-    if let (Some(port), "http") = (snap.redirect_https, cx.proto) {
-        return Ok(
-            match redirect_to_https(host.value.as_ref(), port, req.uri()) {
-                Some(resp) => {
-                    if let Some(o) = finish.observation() {
-                        o.status(resp.status());
-                    }
-                    resp.map(|()| ProxyBody::full(Bytes::new(), Some(finish)))
-                }
-                None => reply(
-                    &cx,
-                    &snap,
-                    client,
-                    None,
-                    ProxyError::BadRequest("no host to redirect to"),
-                    finish,
-                ),
-            },
-        );
+    if let (Some(o), Some(h)) = (finish.observation(), &host) {
+        o.host(h.as_str());
     }
-    let Some(found) = snap.router.pick(
-        host.value.as_ref().and_then(|h| h.to_str().ok()),
-        req.uri().path(),
-        req.headers(),
-    ) else {
+    let host_name = host.as_ref().map(RequestHost::name);
+    if let (Some(port), "http") = (snap.redirect_https, cx.proto) {
+        return Ok(match redirect_to_https(host_name, port, req.uri()) {
+            Some(resp) => {
+                if let Some(o) = finish.observation() {
+                    o.status(resp.status());
+                }
+                resp.map(|()| ProxyBody::full(Bytes::new(), Some(finish)))
+            }
+            None => reply(
+                &cx,
+                &snap,
+                client,
+                None,
+                ProxyError::BadRequest("no host to redirect to"),
+                finish,
+            ),
+        });
+    }
+    let Some(found) = snap.router.pick(host_name, req.uri().path(), req.headers()) else {
         return Ok(reply(&cx, &snap, client, None, ProxyError::NoRoute, finish));
     };
     let ui = found.upstream;
@@ -140,8 +139,8 @@ pub async fn handle(
             peer_value: &cx.peer_value,
             proto: cx.proto,
             trusted: &snap.trusted,
-            host: host.value.as_ref(),
-            host_from_target: host.from_target,
+            host: host.as_ref().map(|h| &h.value),
+            host_from_target: host.as_ref().is_some_and(|h| h.from_target),
         },
     );
     // After the forwarding plan, so that a header a middleware sets is not
@@ -155,7 +154,7 @@ pub async fn handle(
         let (p, flow) = chain.request(&mut RequestParts {
             head: &mut parts,
             scheme: cx.proto,
-            host: host.value.as_ref().and_then(|h| h.to_str().ok()),
+            host: host.as_ref().map(RequestHost::as_str),
         });
         // An answer goes back through the steps before the one that gave it.
         match flow {
@@ -259,13 +258,10 @@ fn reply(
     resp
 }
 
-/// `308 Permanent Redirect` to the same URL over HTTPS on `port`.
-fn redirect_to_https(
-    host: Option<&HeaderValue>,
-    port: u16,
-    uri: &http::Uri,
-) -> Option<Response<()>> {
-    let host = crate::route::host_without_port(host?.to_str().ok()?);
+/// `308 Permanent Redirect` to the same URL over HTTPS on `port`, for a
+/// request to the (validated) host `name`.
+fn redirect_to_https(name: Option<&str>, port: u16, uri: &http::Uri) -> Option<Response<()>> {
+    let host = name?;
     let port = if port == 443 {
         String::new()
     } else {
@@ -279,27 +275,14 @@ fn redirect_to_https(
     Some(resp)
 }
 
-/// The host a request is for.
-struct RequestHost {
-    value: Option<HeaderValue>,
-    /// Taken from the request target (absolute-form or HTTP/2 `:authority`).
-    from_target: bool,
-}
-
-/// Refuses requests the proxy must not relay, and finds the host asked for:
-/// the target's authority when there is one (it overrides `Host`), else the
-/// one `Host` header.
-fn check(req: &Request<Incoming>, snap: &Snapshot) -> Result<RequestHost, ProxyError> {
+/// Refuses requests the proxy must not relay, and finds the host asked for
+/// (see [`crate::host`]).
+fn check(req: &Request<Incoming>, snap: &Snapshot) -> Result<Option<RequestHost>, ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
     if snap.max_header_bytes < MIN_HEAD_BUFFER && head_size(req) > snap.max_header_bytes {
         return Err(ProxyError::HeadTooLarge);
-    }
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let host_header = hosts.next();
-    if hosts.next().is_some() {
-        return Err(ProxyError::BadRequest("more than one Host header"));
     }
     if let Some(te) = req.headers().get(TRANSFER_ENCODING) {
         // Only chunked framing can be re-framed for the backend; hyper has
@@ -310,16 +293,7 @@ fn check(req: &Request<Incoming>, snap: &Snapshot) -> Result<RequestHost, ProxyE
             return Err(ProxyError::NotImplemented("transfer coding not supported"));
         }
     }
-    Ok(match req.uri().authority() {
-        Some(a) => RequestHost {
-            value: HeaderValue::from_str(a.as_str()).ok(),
-            from_target: true,
-        },
-        None => RequestHost {
-            value: host_header.cloned(),
-            from_target: false,
-        },
-    })
+    host::of(req).map_err(|e| ProxyError::BadRequest(e.reason()))
 }
 
 /// Approximate size of the request head: request line plus header lines.

@@ -130,8 +130,8 @@ async fn ambiguous_requests_are_refused() {
     for (req, status) in [
         (&b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"[..], "400"),
         (b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "501"),
-        (b"GET / HTTP/1.1\r\nHost: [\r\nConnection: close\r\n\r\n", "404"),
-        (b"GET / HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n", "404"),
+        (b"GET / HTTP/1.1\r\nHost: [\r\nConnection: close\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n", "400"),
     ] {
         let raw = exchange(addr, req).await;
         assert!(
@@ -146,5 +146,97 @@ async fn ambiguous_requests_are_refused() {
         .expect("status")
         .json();
     assert_eq!(status["active_connections"], 0, "{status}");
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn hosts_that_are_not_host_and_port_get_400() {
+    let b = Backend::start("b").await;
+    let proxy = start(&config(
+        &[upstream("web", "round_robin", &[(&b, 1)])],
+        concat!(
+            "routes:\n  - name: moved\n    host: \"*.example.com\"\n    upstream: web\n    middleware:\n",
+            "      - redirect: {to: \"https://{host}/new\", status: 301}\n",
+        ),
+    ));
+    let addr = proxy.proxy_addr;
+    for req in [
+        // Userinfo in an absolute-form target, routed and forwarded before.
+        &b"GET http://user@a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"[..],
+        b"GET http://evil.test@a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n",
+        // Hosts a suffix match took for subdomains of example.com, and that
+        // a redirect would have sent a browser elsewhere with.
+        b"GET / HTTP/1.1\r\nHost: evil.test/.example.com\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: evil.test\\.example.com\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: evil.test?.example.com\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: evil.test#.example.com\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: user@a.example.com\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: evil test.example.com\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a.example.com:99999\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n",
+        // HTTP/1.1 requires a Host.
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ] {
+        let raw = exchange(addr, req).await;
+        assert!(
+            raw.starts_with("HTTP/1.1 400"),
+            "{:?} → {raw}",
+            String::from_utf8_lossy(req)
+        );
+        assert!(!raw.to_ascii_lowercase().contains("location:"), "{raw}");
+    }
+    assert_eq!(b.hits(), 0);
+    // A valid host still redirects, to itself.
+    let raw = exchange(
+        addr,
+        &b"GET / HTTP/1.1\r\nHost: Shop.example.com.:8080\r\nConnection: close\r\n\r\n"[..],
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 301"), "{raw}");
+    assert!(
+        raw.contains("location: https://Shop.example.com/new\r\n"),
+        "{raw}"
+    );
+    // HTTP/1.0 may leave Host out; such a request matches no host route.
+    let raw = exchange(addr, &b"GET / HTTP/1.0\r\n\r\n"[..]).await;
+    assert!(raw.starts_with("HTTP/1.0 404"), "{raw}");
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn http2_authorities_are_checked_the_same_way() {
+    let b = Backend::start("b").await;
+    let proxy = start(&config(&[upstream("web", "round_robin", &[(&b, 1)])], ""));
+    let addr = proxy.proxy_addr;
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(conn);
+    let send = |uri: &str, host: Option<&str>| {
+        let mut req = http::Request::get(uri);
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        req.body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request")
+    };
+    let ok = tx
+        .send_request(send("http://a.example/", None))
+        .await
+        .expect("response");
+    assert_eq!(ok.status(), 200);
+    for (uri, host) in [
+        ("http://user@a.example/", None),
+        ("http://a.example/", Some("b.example")),
+        ("http://a.example/", Some("bad/host")),
+    ] {
+        let r = tx.send_request(send(uri, host)).await.expect("response");
+        assert_eq!(r.status(), 400, "{uri} with Host {host:?}");
+    }
+    assert_eq!(b.hits(), 1);
     stop(proxy).await;
 }
