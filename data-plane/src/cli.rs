@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(long, value_name = "URL", requires = "node_id")]
     pub control_plane: Option<String>,
     /// This node's id in the fleet (with --control-plane).
-    #[arg(long, value_name = "ID", requires = "control_plane")]
+    #[arg(long, value_name = "ID", requires = "control_plane", value_parser = parse_node_id)]
     pub node_id: Option<String>,
     /// Token for the control plane.
     #[arg(long, env = "ISAME_TOKEN", hide_env_values = true, value_name = "T")]
@@ -69,6 +69,11 @@ pub struct Cli {
     pub access_log: Switch,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+fn parse_node_id(s: &str) -> Result<String, String> {
+    isame_proto::config::check_node_id(s)?;
+    Ok(s.to_owned())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

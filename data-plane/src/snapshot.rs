@@ -276,12 +276,13 @@ fn limiter(
     rl: Option<&isame_proto::config::RateLimit>,
 ) -> Option<Arc<Limiter>> {
     let rl = rl.filter(|r| r.enabled)?;
+    let settings = crate::ratelimit::Settings::from_config(rl);
     Some(
         previous
             .get(&key)
-            .filter(|l| l.same_settings(rl.requests_per_ip, rl.window_size))
+            .filter(|l| l.same_settings(settings))
             .cloned()
-            .unwrap_or_else(|| Arc::new(Limiter::new(rl.requests_per_ip, rl.window_size))),
+            .unwrap_or_else(|| Arc::new(Limiter::new(settings))),
     )
 }
 

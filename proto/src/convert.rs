@@ -54,6 +54,8 @@ fn rate_limit_to_pb(r: &RateLimit) -> pb::RateLimit {
         enabled: r.enabled,
         requests_per_ip: r.requests_per_ip,
         window_size: dur(r.window_size),
+        ipv6_prefix: (r.ipv6_prefix != crate::config::DEFAULT_IPV6_PREFIX)
+            .then_some(u32::from(r.ipv6_prefix)),
     }
 }
 
@@ -309,6 +311,12 @@ impl Reader {
             enabled: r.enabled,
             requests_per_ip: r.requests_per_ip,
             window_size: self.dur(&r.window_size, &format!("{path}.window_size")),
+            // Out of range is caught by validation, which runs next.
+            ipv6_prefix: r
+                .ipv6_prefix
+                .map_or(crate::config::DEFAULT_IPV6_PREFIX, |n| {
+                    u8::try_from(n).unwrap_or(0)
+                }),
         }
     }
 }

@@ -324,6 +324,55 @@ fn rate_limit_rules() {
         "upstreams[0].rate_limit.requests_per_ip",
         "required",
     );
+    for bad in ["0", "129"] {
+        assert_problem(
+            &rl(&format!(
+                "      requests_per_ip: 5\n      ipv6_prefix: {bad}\n"
+            )),
+            "upstreams[0].rate_limit.ipv6_prefix",
+            "must be 1 to 128",
+        );
+    }
+    assert_problem(
+        &rl("      requests_per_ip: 5\n      ipv6_prefix: 300\n"),
+        "upstreams[0].rate_limit.ipv6_prefix",
+        "from 0 to 255",
+    );
+    let c = Config::from_yaml(&rl("      requests_per_ip: 5\n")).expect("valid");
+    let limit = c.upstreams[0].rate_limit.as_ref().expect("a limit");
+    assert_eq!(limit.ipv6_prefix, 64, "clients are /64 networks by default");
+    let c = Config::from_yaml(&rl("      requests_per_ip: 5\n      ipv6_prefix: 128\n"))
+        .expect("valid");
+    assert_eq!(
+        c.upstreams[0].rate_limit.as_ref().map(|l| l.ipv6_prefix),
+        Some(128)
+    );
+}
+
+#[test]
+fn names_are_usable_as_path_segments() {
+    // `.` and `..` are resolved away by URL-normalising clients; a leading
+    // `-` reads as an option on a command line.
+    for bad in [".", "..", ".hidden", "-web", "_web"] {
+        assert_problem(
+            &BASE.replace("name: web", &format!("name: \"{bad}\"")),
+            "upstreams[0].name",
+            "must start with a letter or digit",
+        );
+        assert_problem(
+            &BASE.replace("name: all", &format!("name: \"{bad}\"")),
+            "routes[0].name",
+            "must start with a letter or digit",
+        );
+    }
+    for good in ["web", "Web-2", "api.v1", "9lives", "a_b.c-d"] {
+        let yaml = BASE
+            .replace("name: web", &format!("name: {good}"))
+            .replace("upstream: web", &format!("upstream: {good}"));
+        Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    assert!(isame_proto::config::check_node_id("..").is_err());
+    assert!(isame_proto::config::check_node_id("dp-1.example:8080").is_ok());
 }
 
 #[test]

@@ -92,15 +92,10 @@ pub struct Service(Arc<Distribution>);
 const MAX_NAME: usize = 128;
 
 fn check_hello(h: &pb::Hello) -> Result<(), Status> {
-    let id_ok = !h.node_id.is_empty()
-        && h.node_id.len() <= MAX_NAME
-        && h.node_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
-    if !id_ok {
-        return Err(Status::invalid_argument(
-            "node_id must be 1 to 128 letters, digits, '-', '_', '.' or ':'",
-        ));
+    if let Err(m) = isame_proto::config::check_node_id(&h.node_id) {
+        return Err(Status::invalid_argument(format!(
+            "node_id {m} (1 to 128 letters, digits, '-', '_', '.' or ':', starting with a letter or digit)"
+        )));
     }
     if h.labels.len() > 64
         || h.labels

@@ -178,6 +178,12 @@ fn integer(v: &Value, max: u64) -> Result<u64, String> {
     }
 }
 
+impl Decode for u8 {
+    fn read(v: &Value) -> Result<Self, String> {
+        integer(v, u64::from(u8::MAX)).map(|n| n as u8)
+    }
+}
+
 impl Decode for u16 {
     fn read(v: &Value) -> Result<Self, String> {
         integer(v, u64::from(u16::MAX)).map(|n| n as u16)
@@ -420,11 +426,17 @@ fn backend(v: &Value, path: &Path, p: &mut Problems) -> Backend {
 }
 
 fn rate_limit(v: &Value, path: &Path, p: &mut Problems) -> RateLimit {
-    let o = Obj::open(v, path, &["enabled", "requests_per_ip", "window_size"], p);
+    let o = Obj::open(
+        v,
+        path,
+        &["enabled", "requests_per_ip", "window_size", "ipv6_prefix"],
+        p,
+    );
     RateLimit {
         enabled: o.get("enabled", true, p),
         requests_per_ip: o.req("requests_per_ip", p),
         window_size: o.get("window_size", Duration::from_secs(60), p),
+        ipv6_prefix: o.get("ipv6_prefix", super::DEFAULT_IPV6_PREFIX, p),
     }
 }
 

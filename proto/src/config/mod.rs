@@ -17,7 +17,7 @@ pub mod yaml;
 pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
-pub use validate::check_name;
+pub use validate::{check_name, check_node_id};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -182,6 +182,18 @@ pub struct RateLimit {
     /// Length of the sliding window.
     #[serde(serialize_with = "duration::serialize")]
     pub window_size: Duration,
+    /// Leading bits of an IPv6 address that identify one client (1 to 128;
+    /// IPv4 clients are always their own address).
+    #[serde(skip_serializing_if = "is_default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+/// The IPv6 prefix length a client is keyed by when none is given: the /64
+/// a single host is usually assigned.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+fn is_default_ipv6_prefix(p: &u8) -> bool {
+    *p == DEFAULT_IPV6_PREFIX
 }
 
 /// Sends matching requests to an upstream (`routes[]`).

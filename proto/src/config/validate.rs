@@ -76,19 +76,37 @@ fn name(n: &str, path: &Path, p: &mut Problems) {
 }
 
 /// The rule for every name (upstreams, routes, stored certificates): 1 to
-/// 128 letters, digits, '-', '_' and '.'.
+/// 128 letters, digits, '-', '_' and '.', starting with a letter or digit.
+///
+/// Names are URL path segments (`/api/v1/upstreams/{name}`) and command
+/// arguments, so none may be `.` or `..` (which URL-normalising clients
+/// resolve away), start with `-` (read as an option) or need escaping.
 pub fn check_name(n: &str) -> Result<(), String> {
+    check_segment(n, "letters, digits, '-', '_' and '.'", |c| {
+        matches!(c, '-' | '_' | '.')
+    })
+}
+
+/// The rule for node ids: as [`check_name`], and ':' is allowed too
+/// (`host:port` ids are common).
+pub fn check_node_id(n: &str) -> Result<(), String> {
+    check_segment(n, "letters, digits, '-', '_', '.' and ':'", |c| {
+        matches!(c, '-' | '_' | '.' | ':')
+    })
+}
+
+fn check_segment(n: &str, allowed: &str, punctuation: impl Fn(char) -> bool) -> Result<(), String> {
     if n.is_empty() {
         Err("must not be empty".into())
     } else if n.len() > MAX_NAME {
         Err(format!("must be at most {MAX_NAME} characters"))
     } else if !n
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .all(|c| c.is_ascii_alphanumeric() || punctuation(c))
     {
-        Err(format!(
-            "{n:?} may only contain letters, digits, '-', '_' and '.'"
-        ))
+        Err(format!("{n:?} may only contain {allowed}"))
+    } else if !n.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        Err(format!("{n:?} must start with a letter or digit"))
     } else {
         Ok(())
     }
@@ -206,6 +224,12 @@ fn rate_limit(rl: &RateLimit, path: &Path, p: &mut Problems) {
     if rl.enabled {
         at_least_one(rl.requests_per_ip, &path.key("requests_per_ip"), p);
         positive(rl.window_size, &path.key("window_size"), p);
+    }
+    if !(1..=128).contains(&rl.ipv6_prefix) {
+        p.add(
+            &path.key("ipv6_prefix"),
+            format!("must be 1 to 128, found {}", rl.ipv6_prefix),
+        );
     }
 }
 
