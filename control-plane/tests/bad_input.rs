@@ -28,6 +28,12 @@ async fn every_kind_of_bad_body_is_a_4xx_and_changes_nothing() {
                 c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
                 e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n\
                 g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n";
+    // About 50 KB whose aliases would expand to 36 million nodes.
+    let wide = format!(
+        "a: &a [{}]\nb: [{}]\n",
+        vec!["x"; 6_000].join(","),
+        vec!["*a"; 6_000].join(",")
+    );
     let cases: Vec<Case> = vec![
         (
             "malformed YAML",
@@ -83,7 +89,23 @@ async fn every_kind_of_bad_body_is_a_4xx_and_changes_nothing() {
             "/api/v1/config",
             "application/yaml",
             bomb.as_bytes().to_vec(),
-            400,
+            413,
+        ),
+        (
+            "wide alias bomb",
+            Method::PUT,
+            "/api/v1/config",
+            "application/yaml",
+            wide.into_bytes(),
+            413,
+        ),
+        (
+            "a name that is a dot segment",
+            Method::POST,
+            "/api/v1/upstreams",
+            "application/yaml",
+            b"name: \"..\"\nbackends: [http://127.0.0.1:1]\n".to_vec(),
+            422,
         ),
         (
             "not a finite number",

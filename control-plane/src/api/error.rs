@@ -45,6 +45,9 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// 413: a YAML body that its aliases would expand beyond the limits.
+    #[error("{0}")]
+    DocumentTooLarge(String),
     /// 415: a body type the API does not read.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -99,7 +102,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::DocumentTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

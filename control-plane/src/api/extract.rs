@@ -72,7 +72,7 @@ fn parse(bytes: &[u8], format: Format) -> Result<Value, ApiError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ApiError::BadRequest(format!("request body is not UTF-8: {e}")))?;
     match format {
-        Format::Json => serde_json::from_str(text)
+        Format::Json => isame_proto::config::json::parse(text)
             .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}"))),
         Format::Yaml => {
             if text.trim().is_empty() {
@@ -80,6 +80,7 @@ fn parse(bytes: &[u8], format: Format) -> Result<Value, ApiError> {
             }
             isame_proto::config::yaml::parse(text).map_err(|e| match e {
                 YamlError::Syntax(msg) => ApiError::BadRequest(format!("malformed YAML: {msg}")),
+                YamlError::TooLarge(msg) => ApiError::DocumentTooLarge(msg),
                 YamlError::Content(errors) => ApiError::Invalid(errors),
             })
         }

@@ -9,6 +9,7 @@ mod decode;
 pub mod diff;
 pub mod duration;
 mod errors;
+pub mod json;
 pub mod middleware;
 pub mod tls_names;
 mod validate;
@@ -489,6 +490,7 @@ impl Config {
     pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
         let value = yaml::parse(text).map_err(|e| match e {
             yaml::YamlError::Syntax(msg) => ConfigErrors::one("", format!("invalid YAML: {msg}")),
+            yaml::YamlError::TooLarge(msg) => ConfigErrors::one("", msg),
             yaml::YamlError::Content(errors) => errors,
         })?;
         Self::from_value(&value)
@@ -496,8 +498,8 @@ impl Config {
 
     /// Reads a JSON document, applies defaults and validates it.
     pub fn from_json(text: &str) -> Result<Config, ConfigErrors> {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?;
+        let value =
+            json::parse(text).map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?;
         Self::from_value(&value)
     }
 
