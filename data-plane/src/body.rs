@@ -12,6 +12,7 @@ use crate::observe::Observation;
 use crate::snapshot::Snapshot;
 use crate::upstream::{ResponseBody, UpstreamError};
 use bytes::Bytes;
+use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
@@ -68,6 +69,10 @@ pub struct Finish {
     target: Option<(Arc<Snapshot>, usize, Option<usize>)>,
     /// The access-log line and span, when either is on.
     observation: Option<Box<Observation>>,
+    /// The status the client got, once it has one.
+    status: Option<StatusCode>,
+    /// The backend's body failed before its end (the client got a cut-off response).
+    cut_off: bool,
 }
 
 impl Finish {
@@ -78,6 +83,16 @@ impl Finish {
             start,
             target: None,
             observation: None,
+            status: None,
+            cut_off: false,
+        }
+    }
+
+    /// The status the client gets.
+    pub fn status(&mut self, status: StatusCode) {
+        self.status = Some(status);
+        if let Some(o) = self.observation.as_deref_mut() {
+            o.status(status);
         }
     }
 
@@ -128,6 +143,9 @@ impl Drop for Finish {
         if let Some((snap, u, b)) = self.target.take() {
             let up = &snap.upstreams[u];
             up.duration.observe(elapsed as f64 / 1e9);
+            // A client that left before an answer is a request, not an error.
+            let failed = self.cut_off || self.status.is_some_and(|s| s.is_server_error());
+            up.traffic.record(elapsed, failed);
             if let Some(b) = b {
                 up.backends[b].state.in_flight.fetch_sub(1, Relaxed);
             }
@@ -198,7 +216,9 @@ impl Body for ProxyBody {
                 drop(this.finish.take());
             }
             Poll::Ready(Some(Err(_))) => {
-                drop(this.finish.take());
+                if let Some(mut f) = this.finish.take() {
+                    f.cut_off = true;
+                }
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(o)) = (

@@ -38,4 +38,5 @@ pub mod route;
 pub mod snapshot;
 pub mod subscription;
 pub mod tls;
+pub mod traffic;
 pub mod upstream;

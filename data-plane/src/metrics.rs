@@ -5,6 +5,7 @@
 //! `{method,status}` counters are cached per worker thread, so recording a
 //! request costs a hash lookup and a few atomic adds.
 
+use crate::traffic::Traffic;
 use http::{Method, StatusCode};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -12,6 +13,7 @@ use prometheus::{
 };
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
+use std::sync::Arc;
 
 /// Latency buckets in seconds, from 250µs to 30s.
 const BUCKETS: &[f64] = &[
@@ -43,6 +45,8 @@ pub struct Metrics {
     pub circuit_open: IntGaugeVec,
     /// `isame_lb_errors_total{upstream,kind}`: requests answered by the proxy itself.
     pub errors: IntCounterVec,
+    /// Per-upstream traffic for the control plane's reports.
+    pub traffic: Arc<Traffic>,
 }
 
 impl Metrics {
@@ -133,6 +137,7 @@ impl Metrics {
             rate_limited,
             circuit_open,
             errors,
+            traffic: Arc::default(),
         })
     }
 
@@ -147,70 +152,10 @@ impl Metrics {
         out
     }
 
-    /// Per upstream since start: requests finished, those answered with a
-    /// 5xx, and the sum of their durations in milliseconds.
-    pub fn upstream_totals(&self) -> std::collections::HashMap<String, UpstreamTotals> {
-        let mut out: std::collections::HashMap<String, UpstreamTotals> = Default::default();
-        let label = |m: &prometheus::proto::Metric, name: &str| {
-            m.get_label()
-                .iter()
-                .find(|l| l.name() == name)
-                .map(|l| l.value().to_owned())
-                .unwrap_or_default()
-        };
-        for family in self.registry.gather() {
-            match family.name() {
-                "isame_lb_request_duration_seconds" => {
-                    for m in family.get_metric() {
-                        let t = out.entry(label(m, "upstream")).or_default();
-                        let h = m.get_histogram();
-                        t.requests += h.get_sample_count();
-                        t.duration_ms += (h.get_sample_sum() * 1000.0) as u64;
-                    }
-                }
-                "isame_lb_requests_total" => {
-                    for m in family.get_metric() {
-                        if label(m, "status").starts_with('5') {
-                            out.entry(label(m, "upstream")).or_default().errors +=
-                                m.get_counter().get_value() as u64;
-                        }
-                    }
-                }
-                // The proxy's own 502/503/504: no backend to send to, or a
-                // backend that failed or timed out (never counted above).
-                "isame_lb_errors_total" => {
-                    for m in family.get_metric() {
-                        let kind = label(m, "kind");
-                        if matches!(
-                            kind.as_str(),
-                            "no_backend" | "backend_timeout" | "backend_error"
-                        ) {
-                            out.entry(label(m, "upstream")).or_default().errors +=
-                                m.get_counter().get_value() as u64;
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        out
-    }
-
     /// The duration histogram of one upstream.
     pub fn upstream_duration(&self, upstream: &str) -> Histogram {
         self.duration.with_label_values(&[upstream])
     }
-}
-
-/// Traffic counters of one upstream (see [`Metrics::upstream_totals`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UpstreamTotals {
-    /// Requests finished.
-    pub requests: u64,
-    /// Of which answered with a 5xx.
-    pub errors: u64,
-    /// Sum of their durations, in milliseconds.
-    pub duration_ms: u64,
 }
 
 /// Index of a method in the per-thread counter cache; uncommon methods share `OTHER`
@@ -300,27 +245,5 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in {text}");
         }
-    }
-
-    #[test]
-    fn traffic_totals_count_backend_and_proxy_server_errors() {
-        let m = Metrics::new().expect("metrics");
-        count_request(&m, 1, "web", "http://a:1", &Method::GET, StatusCode::OK);
-        count_request(
-            &m,
-            1,
-            "web",
-            "http://a:1",
-            &Method::GET,
-            StatusCode::BAD_GATEWAY,
-        );
-        m.errors.with_label_values(&["web", "no_backend"]).inc();
-        m.errors
-            .with_label_values(&["web", "backend_timeout"])
-            .inc();
-        m.errors.with_label_values(&["web", "rate_limited"]).inc();
-        m.errors.with_label_values(&["", "no_route"]).inc();
-        let totals = m.upstream_totals();
-        assert_eq!(totals["web"].errors, 3, "a backend 502, a 503 and a 504");
     }
 }

@@ -88,9 +88,7 @@ pub async fn handle(
     if let (Some(port), "http") = (snap.redirect_https, cx.proto) {
         return Ok(match redirect_to_https(host_name, port, req.uri()) {
             Some(resp) => {
-                if let Some(o) = finish.observation() {
-                    o.status(resp.status());
-                }
+                finish.status(resp.status());
                 resp.map(|()| ProxyBody::full(Bytes::new(), Some(finish)))
             }
             None => reply(
@@ -160,9 +158,7 @@ pub async fn handle(
         match flow {
             Flow::Continue => passed = Some(p),
             Flow::Respond(resp) => {
-                if let Some(o) = finish.observation() {
-                    o.status(resp.status());
-                }
+                finish.status(resp.status());
                 let mut resp = resp.map(|b| ProxyBody::full(b, Some(finish)));
                 chain.response(p, resp.headers_mut());
                 return Ok(resp);
@@ -196,9 +192,7 @@ pub async fn handle(
     .await;
     let mut resp = match dispatched {
         Ok(d) => {
-            if let Some(o) = finish.observation() {
-                o.status(d.head.status);
-            }
+            finish.status(d.head.status);
             let mut resp = Response::new(ProxyBody::upstream(d.body, finish));
             *resp.status_mut() = d.head.status;
             *resp.headers_mut() = d.head.headers;
@@ -221,9 +215,7 @@ fn reply(
     e: ProxyError,
     mut finish: Finish,
 ) -> Response<ProxyBody> {
-    if let Some(o) = finish.observation() {
-        o.status(e.status());
-    }
+    finish.status(e.status());
     let upstream_name = upstream.map_or("", |u| snap.upstreams[u].name.as_str());
     cx.shared
         .metrics

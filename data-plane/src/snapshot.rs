@@ -43,6 +43,8 @@ pub struct UpstreamRt {
     pub response_timeout: Duration,
     /// `isame_lb_request_duration_seconds{upstream}`.
     pub duration: Histogram,
+    /// Its traffic, for the control plane's reports.
+    pub traffic: Arc<crate::traffic::Counters>,
     /// Active health checks of its backends.
     pub health: health::Settings,
     /// Its backends' circuit breakers.
@@ -187,6 +189,7 @@ impl Snapshot {
                 connect_timeout: u.connect_timeout,
                 response_timeout: u.response_timeout,
                 duration: metrics.upstream_duration(&u.name),
+                traffic: metrics.traffic.counters(&u.name),
                 health: health::Settings::from_config(config.health_of(u)),
                 breaker: breaker::Settings::from_config(config.breaker_of(u)),
                 retry: {

@@ -462,3 +462,82 @@ async fn a_node_waiting_for_its_first_config_stays_connected() {
     node.shutdown().await;
     cp.shutdown().await;
 }
+
+/// A counter of the control plane's `/metrics`, summed over its series
+/// whose line starts with `prefix`.
+async fn cp_counter(cp: SocketAddr, prefix: &str) -> u64 {
+    let text = api(cp, Method::GET, "/metrics", "").await.text();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_request_is_reported_once_however_many_tries_it_took() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    a.set_mode(isame_testkit::Mode::Status(503));
+    b.set_mode(isame_testkit::Mode::Status(503));
+    let gone = {
+        let c = Backend::start("gone").await;
+        c.url()
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = control_plane(dir.path(), None).await;
+    // Two upstreams: one whose backends answer 503 (passed through after a
+    // retry), one whose only backend refuses connections (the proxy's own
+    // 502 after a retry).
+    let yaml = format!(
+        "upstreams:\n  - name: web\n    backends: [{}, {}]\n  - name: down\n    backends: [{gone}]\n\
+         routes:\n  - name: down\n    path_prefix: /down\n    upstream: down\n  - name: web\n    path_prefix: /\n    upstream: web\n\
+         health:\n  enabled: false\ncircuit_breaker:\n  enabled: false\n\
+         retry:\n  max_attempts: 2\n  initial_backoff: 1ms\n  max_backoff: 1ms\n  budget_percent: 100\n",
+        a.url(),
+        b.url()
+    );
+    let r = api(cp.api_addr, Method::PUT, "/api/v1/config", &yaml).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let node = Node::start(options(cp.grpc_addr, "dp-1", None))
+        .await
+        .expect("node");
+    let proxy = serving(&node, 1).await;
+    let mut c = Client::http1(proxy).await.expect("connect");
+    for _ in 0..10 {
+        assert_eq!(c.get("/").await.expect("reply").status, 503);
+        assert_eq!(c.get("/down").await.expect("reply").status, 502);
+    }
+    assert_eq!(a.hits() + b.hits(), 20, "two tries each");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let requests = cp_counter(cp.api_addr, "isame_cp_upstream_requests_total").await;
+        if requests >= 20 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reports: {requests}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another report or two: nothing more may arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (upstream, want) in [("web", 10), ("down", 10)] {
+        let label = format!("{{upstream=\"{upstream}\"}}");
+        let requests = cp_counter(
+            cp.api_addr,
+            &format!("isame_cp_upstream_requests_total{label}"),
+        )
+        .await;
+        let errors = cp_counter(
+            cp.api_addr,
+            &format!("isame_cp_upstream_errors_total{label}"),
+        )
+        .await;
+        assert_eq!(
+            (requests, errors),
+            (want, want),
+            "{upstream}: one error per failed request"
+        );
+    }
+    node.shutdown().await;
+}

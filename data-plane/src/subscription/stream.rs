@@ -4,11 +4,9 @@
 
 use super::backoff::Backoff;
 use super::{cache, Inner};
-use crate::metrics::UpstreamTotals;
 use isame_proto::pb;
 use isame_proto::pb::control_message::Kind as In;
 use isame_proto::pb::node_message::Kind as Out;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +94,6 @@ async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
     info!(control_plane = %opts.control_plane, node = %opts.node_id, "subscribed");
     let mut reports = interval(opts.report_interval);
     reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_totals: HashMap<String, UpstreamTotals> = HashMap::new();
     let mut last_health: Vec<pb::BackendHealth> = Vec::new();
     let mut last_report = Instant::now();
     loop {
@@ -129,29 +126,28 @@ async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
                 };
                 let shared = p.shared().clone();
                 drop(proxy);
-                let totals = shared.metrics.upstream_totals();
+                let snap = shared.snapshot();
+                let taken = shared
+                    .metrics
+                    .traffic
+                    .take(|name| snap.upstreams.iter().any(|u| u.name == name));
                 let period = last_report.elapsed();
                 last_report = Instant::now();
                 let stats = pb::StatsReport {
-                    upstreams: totals
-                        .iter()
-                        .map(|(name, t)| {
-                            let before = last_totals.get(name).copied().unwrap_or_default();
-                            pb::UpstreamStats {
-                                upstream: name.clone(),
-                                requests: t.requests.saturating_sub(before.requests),
-                                errors: t.errors.saturating_sub(before.errors),
-                                duration_ms_sum: t.duration_ms.saturating_sub(before.duration_ms),
-                            }
+                    upstreams: taken
+                        .into_iter()
+                        .map(|(upstream, t)| pb::UpstreamStats {
+                            upstream,
+                            requests: t.requests,
+                            errors: t.errors,
+                            duration_ms_sum: t.duration_ms,
                         })
                         .collect(),
                     period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
                 };
-                last_totals = totals;
                 if tx.send(pb::NodeMessage { kind: Some(Out::Stats(stats)) }).await.is_err() {
                     return Ok(());
                 }
-                let snap = shared.snapshot();
                 let health: Vec<pb::BackendHealth> = snap
                     .upstreams
                     .iter()
