@@ -120,7 +120,10 @@ impl Snapshot {
                 }
                 budgets.insert(u.name.as_str(), u.retry.budget.clone());
                 for b in &u.backends {
-                    carried.insert((u.name.as_str(), identity(&b.target)), b.state.clone());
+                    carried.insert(
+                        (u.name.as_str(), identity(&b.target, b.tls.as_ref())),
+                        b.state.clone(),
+                    );
                 }
             }
         }
@@ -129,7 +132,7 @@ impl Snapshot {
         for (i, u) in config.upstreams.iter().enumerate() {
             let at = format!("upstreams[{i}]");
             // One TLS client setup per upstream, built when a backend needs it.
-            let mut client_tls: Option<Option<Arc<rustls::ClientConfig>>> = None;
+            let mut client_tls: Option<Option<upstream::ClientTls>> = None;
             let mut backends = Vec::with_capacity(u.backends.len());
             for (j, b) in u.backends.iter().enumerate() {
                 let path = format!("upstreams[{i}].backends[{j}].url");
@@ -158,14 +161,15 @@ impl Snapshot {
                         }
                     };
                     Some(upstream::TlsTarget {
-                        config,
+                        config: config.config,
                         server_name: name,
+                        trust: config.trust,
                     })
                 } else {
                     None
                 };
                 let state = carried
-                    .get(&(u.name.as_str(), identity(&target)))
+                    .get(&(u.name.as_str(), identity(&target, tls.as_ref())))
                     .cloned()
                     .unwrap_or_else(BackendState::new);
                 backends.push(Arc::new(Backend {
@@ -289,9 +293,17 @@ fn limiter(
     )
 }
 
-/// What makes two backends "the same" across a reload: scheme, host and port.
-fn identity(t: &Target) -> String {
-    format!("{}://{}", if t.tls { "https" } else { "http" }, t.authority)
+/// What makes two backends "the same" across a reload: everything a
+/// connection to it depends on (scheme, host and port, and for TLS the name
+/// verified and what is trusted). A backend that keeps its identity keeps
+/// its state: health, breaker, in-flight count and, through its id, its
+/// pooled connections and health probe; any change starts afresh.
+fn identity(t: &Target, tls: Option<&upstream::TlsTarget>) -> String {
+    let scheme = if t.tls { "https" } else { "http" };
+    match tls {
+        Some(tls) => format!("{scheme}://{};{}", t.authority, tls.identity()),
+        None => format!("{scheme}://{}", t.authority),
+    }
 }
 
 /// State shared by every worker and the admin side of one proxy.

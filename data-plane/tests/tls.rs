@@ -389,3 +389,53 @@ async fn https_backends_are_verified() {
     assert_eq!(imposter.hits(), 0);
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn new_trust_settings_reach_pooled_connections_and_probes() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Backend::start_tls(
+        "secure",
+        ca.issue(&["localhost", "127.0.0.1"], KeyKind::Ecdsa)
+            .server_config(),
+    )
+    .await;
+    let (good_ca, other_ca) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&good_ca, ca.cert_pem()).expect("write CA");
+    std::fs::write(&other_ca, TestCa::new().cert_pem()).expect("write CA");
+    let yaml = |ca_file: &std::path::Path| {
+        format!(
+            "upstreams:\n  - name: web\n    tls:\n      ca_file: {}\n    health:\n      enabled: true\n      interval: 100ms\n      timeout: 90ms\n      unhealthy_threshold: 1\n    backends: [\"{}\"]\n",
+            ca_file.display(),
+            b.url()
+        )
+    };
+    let proxy = start(&yaml(&good_ca));
+    let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
+    assert_eq!(c.get("/").await.expect("request").status, 200);
+    // The CA file now names a CA that did not sign the backend: the warm,
+    // already verified connection must not carry on under the new settings,
+    // and the probes must use them too.
+    proxy.apply(parse(&yaml(&other_ca))).await.expect("reload");
+    let r = c.get("/").await.expect("request");
+    assert_eq!(r.status, 502, "verified under the new CA: {}", r.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let s = isame_testkit::client::get(proxy.admin_addr, "/status")
+            .await
+            .expect("status")
+            .json();
+        if s["upstreams"][0]["backends"][0]["healthy"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "probes still trust the old CA: {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Back to the right CA: served again.
+    proxy.apply(parse(&yaml(&good_ca))).await.expect("reload");
+    assert_eq!(c.get("/").await.expect("request").status, 200);
+    stop(proxy).await;
+}

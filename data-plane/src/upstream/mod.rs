@@ -21,7 +21,7 @@ pub use conn::Conn;
 pub use decode::{Framing, Head};
 pub use encode::BodyFraming;
 pub use error::UpstreamError;
-pub use stream::{client_config, server_name, TlsTarget};
+pub use stream::{client_config, server_name, ClientTls, TlsTarget};
 
 use crate::backend::Backend;
 use crate::body::ReqBody;

@@ -20,9 +20,34 @@ pub struct TlsTarget {
     pub config: Arc<ClientConfig>,
     /// The name the backend's certificate must carry.
     pub server_name: ServerName<'static>,
+    /// What `config` trusts: a digest of the CA file's contents, or
+    /// `system` for the system's roots. Part of the backend's identity, so
+    /// that new trust settings never reuse a connection made under the old.
+    pub trust: String,
+}
+
+/// Client settings for one upstream's `https://` backends, with what they
+/// trust (see [`TlsTarget::trust`]).
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The settings.
+    pub config: Arc<ClientConfig>,
+    /// What they trust.
+    pub trust: String,
 }
 
 impl TlsTarget {
+    /// Everything a connection to the backend depends on besides its
+    /// address, for the backend's identity.
+    pub fn identity(&self) -> String {
+        let name = match &self.server_name {
+            ServerName::DnsName(n) => n.as_ref().to_owned(),
+            ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            other => format!("{other:?}"),
+        };
+        format!("sni={name};trust={}", self.trust)
+    }
+
     /// Runs the handshake over `tcp`.
     pub async fn connect(&self, tcp: TcpStream) -> io::Result<Stream> {
         let tls = tokio_rustls::TlsConnector::from(self.config.clone())
@@ -122,16 +147,15 @@ fn system_roots() -> &'static RootCertStore {
 
 /// The client settings for one upstream's `https://` backends. `at` is the
 /// config path of the upstream.
-pub fn client_config(
-    tls: Option<&UpstreamTls>,
-    at: &str,
-) -> Result<Arc<ClientConfig>, ConfigError> {
+pub fn client_config(tls: Option<&UpstreamTls>, at: &str) -> Result<ClientTls, ConfigError> {
     let ca_file = tls.map(|t| t.ca_file.as_str()).filter(|f| !f.is_empty());
+    let mut trust = "system".to_owned();
     let roots = match ca_file {
         Some(file) => {
             let path = format!("{at}.tls.ca_file");
             let pem = std::fs::read(file)
                 .map_err(|e| ConfigError::new(&path, format!("cannot read {file}: {e}")))?;
+            trust = sha256_hex(&pem);
             let mut store = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert.map_err(|e| {
@@ -167,7 +191,18 @@ pub fn client_config(
             .with_root_certificates(roots)
             .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(ClientTls {
+        config: Arc::new(config),
+        trust,
+    })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The name to verify for a backend: the configured one, else the URL's host.
