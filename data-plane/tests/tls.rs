@@ -419,7 +419,7 @@ async fn new_trust_settings_reach_pooled_connections_and_probes() {
     proxy.apply(parse(&yaml(&other_ca))).await.expect("reload");
     let r = c.get("/").await.expect("request");
     assert_eq!(r.status, 502, "verified under the new CA: {}", r.text());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let s = isame_testkit::client::get(proxy.admin_addr, "/status")
             .await
@@ -429,7 +429,7 @@ async fn new_trust_settings_reach_pooled_connections_and_probes() {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "probes still trust the old CA: {s}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
