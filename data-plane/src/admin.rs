@@ -102,6 +102,7 @@ pub fn respond(
     let snap = shared.snapshot();
     let path = req.uri().path();
     if snap.config.metrics.enabled && path == snap.config.metrics.path {
+        shared.metrics.series.prune(&shared.metrics, &snap);
         let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render())));
         r.headers_mut().insert(
             CONTENT_TYPE,

@@ -6,7 +6,7 @@ use crate::health::HealthState;
 use http::uri::Authority;
 use prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Process-wide source of backend ids; ids key per-thread caches, so they are
@@ -24,6 +24,8 @@ pub struct BackendState {
     pub health: HealthState,
     /// The circuit breaker.
     pub breaker: Breaker,
+    /// Set once the backend left the config (see [`crate::series`]).
+    retired: AtomicBool,
 }
 
 impl BackendState {
@@ -34,7 +36,18 @@ impl BackendState {
             in_flight: AtomicUsize::new(0),
             health: HealthState::default(),
             breaker: Breaker::default(),
+            retired: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the backend as gone from the config.
+    pub fn retire(&self) {
+        self.retired.store(true, Relaxed);
+    }
+
+    /// True once the backend left the config.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Relaxed)
     }
 
     /// Requests in flight.
@@ -119,6 +132,23 @@ impl Target {
             tls,
             authority,
             addr,
+        })
+    }
+}
+
+#[cfg(test)]
+impl Backend {
+    /// A backend at `url` with fresh state and unregistered gauges.
+    pub(crate) fn for_test(url: &str, weight: u32) -> Arc<Backend> {
+        Arc::new(Backend {
+            target: Target::parse(url).expect("target"),
+            url: url.to_owned(),
+            weight,
+            drain: false,
+            state: BackendState::new(),
+            healthy_gauge: IntGauge::new("h", "h").expect("gauge"),
+            circuit_gauge: IntGauge::new("c", "c").expect("gauge"),
+            tls: None,
         })
     }
 }

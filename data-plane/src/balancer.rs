@@ -90,26 +90,13 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{BackendState, Target};
     use proptest::prelude::*;
 
     fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
         weights
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                let url = format!("http://127.0.0.1:{}", 1000 + i);
-                Arc::new(Backend {
-                    target: Target::parse(&url).expect("target"),
-                    url,
-                    weight: *w,
-                    drain: false,
-                    state: BackendState::new(),
-                    healthy_gauge: prometheus::IntGauge::new("h", "h").expect("gauge"),
-                    circuit_gauge: prometheus::IntGauge::new("c", "c").expect("gauge"),
-                    tls: None,
-                })
-            })
+            .map(|(i, w)| Backend::for_test(&format!("http://127.0.0.1:{}", 1000 + i), *w))
             .collect()
     }
 

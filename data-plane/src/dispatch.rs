@@ -81,14 +81,7 @@ pub async fn dispatch(
             Ok((head, _)) => head.status,
             Err(e) => ProxyError::status_of(e),
         };
-        metrics::count_request(
-            metrics,
-            backend.state.uid,
-            &up.name,
-            &backend.url,
-            &parts.method,
-            status,
-        );
+        metrics::count_request(metrics, backend, &up.name, &parts.method, status);
         let outcome = match &sent {
             Ok((head, _)) if head.status.is_server_error() => Outcome::Failure,
             Ok(_) => Outcome::Success,

@@ -122,6 +122,17 @@ impl ProxyError {
     }
 }
 
+/// Every value of [`ProxyError::kind`] (the `kind` label of
+/// `isame_lb_errors_total`).
+pub const KINDS: [&str; 6] = [
+    "no_route",
+    "no_backend",
+    "backend_timeout",
+    "bad_request",
+    "rate_limited",
+    "backend_error",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +157,7 @@ mod tests {
             },
         ];
         for e in all {
+            assert!(KINDS.contains(&e.kind()), "{} is listed", e.kind());
             let v: serde_json::Value = serde_json::from_str(e.body()).expect("json");
             assert_eq!(v["status"], e.status().as_u16(), "{e}");
             assert!(!e.body().contains("refused"), "no internal detail leaks");

@@ -35,6 +35,7 @@ pub mod ratelimit;
 pub mod reload;
 pub mod retry;
 pub mod route;
+pub mod series;
 pub mod snapshot;
 pub mod subscription;
 pub mod tls;

@@ -241,5 +241,6 @@ async fn sweep_pools(shared: Arc<Shared>) {
             .flat_map(|u| u.backends.iter().map(|b| b.state.uid))
             .collect();
         pool::sweep(|uid| live.contains(&uid), crate::clock::now_nanos());
+        crate::metrics::sweep_cache(|uid| live.contains(&uid));
     }
 }

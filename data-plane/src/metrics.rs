@@ -5,6 +5,8 @@
 //! `{method,status}` counters are cached per worker thread, so recording a
 //! request costs a hash lookup and a few atomic adds.
 
+use crate::backend::Backend;
+use crate::series::Series;
 use crate::traffic::Traffic;
 use http::{Method, StatusCode};
 use prometheus::{
@@ -47,6 +49,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Per-upstream traffic for the control plane's reports.
     pub traffic: Arc<Traffic>,
+    /// Series of backends and upstreams that left the config.
+    pub series: Arc<Series>,
 }
 
 impl Metrics {
@@ -138,11 +142,14 @@ impl Metrics {
             circuit_open,
             errors,
             traffic: Arc::default(),
+            series: Arc::default(),
         })
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric. Counts as a scrape:
+    /// series of what left the config before it go on the next one.
     pub fn render(&self) -> Vec<u8> {
+        self.series.scraped();
         let mut out = Vec::with_capacity(8192);
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail on I/O; a failure would mean a broken metric.
@@ -179,28 +186,50 @@ thread_local! {
     static REQUEST_COUNTERS: RefCell<FxHashMap<u64, IntCounter>> = RefCell::default();
 }
 
-/// Counts one request of `backend_uid` (labels `upstream`, `backend`).
+/// Counts one request of `backend` of `upstream`.
 pub fn count_request(
     metrics: &Metrics,
-    backend_uid: u32,
+    backend: &Backend,
     upstream: &str,
-    backend: &str,
     method: &Method,
     status: StatusCode,
 ) {
     let (m, m_label) = method_label(method);
-    let key = u64::from(backend_uid) << 32 | u64::from(m) << 16 | u64::from(status.as_u16());
+    let uid = backend.state.uid;
+    let key = u64::from(uid) << 32 | u64::from(m) << 16 | u64::from(status.as_u16());
     REQUEST_COUNTERS.with(|cache| {
         let mut cache = cache.borrow_mut();
-        cache
-            .entry(key)
-            .or_insert_with(|| {
-                metrics
-                    .requests
-                    .with_label_values(&[upstream, backend, m_label, status.as_str()])
-            })
-            .inc();
+        if let Some(c) = cache.get(&key) {
+            c.inc();
+            return;
+        }
+        if backend.state.retired() {
+            // Left the config while this request ran: its series may be
+            // gone already and must not come back.
+            return;
+        }
+        let c =
+            metrics
+                .requests
+                .with_label_values(&[upstream, &backend.url, m_label, status.as_str()]);
+        metrics
+            .series
+            .note(uid, upstream, &backend.url, m_label, status.as_u16());
+        c.inc();
+        cache.insert(key, c);
     });
+}
+
+/// Drops this worker's cached counters of backends for which `live` is false.
+pub fn sweep_cache(live: impl Fn(u32) -> bool) {
+    REQUEST_COUNTERS.with(|cache| {
+        cache.borrow_mut().retain(|key, _| live((key >> 32) as u32));
+    });
+}
+
+/// Counters this worker has cached.
+pub fn cached_counters() -> usize {
+    REQUEST_COUNTERS.with(|cache| cache.borrow().len())
 }
 
 #[cfg(test)]
@@ -210,13 +239,13 @@ mod tests {
     #[test]
     fn renders_contract_names() {
         let m = Metrics::new().expect("metrics");
-        count_request(&m, 1, "web", "http://a:1", &Method::GET, StatusCode::OK);
-        count_request(&m, 1, "web", "http://a:1", &Method::GET, StatusCode::OK);
+        let a = Backend::for_test("http://a:1", 1);
+        count_request(&m, &a, "web", &Method::GET, StatusCode::OK);
+        count_request(&m, &a, "web", &Method::GET, StatusCode::OK);
         count_request(
             &m,
-            1,
+            &a,
             "web",
-            "http://a:1",
             &Method::from_bytes(b"BREW").expect("method"),
             StatusCode::OK,
         );
@@ -245,5 +274,33 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in {text}");
         }
+    }
+
+    #[test]
+    fn a_departed_backend_never_brings_its_series_back() {
+        let m = Metrics::new().expect("metrics");
+        let gone = Backend::for_test("http://gone:1", 1);
+        gone.state.retire();
+        count_request(&m, &gone, "web", &Method::GET, StatusCode::OK);
+        let text = String::from_utf8(m.render()).expect("utf8");
+        assert!(!text.contains("http://gone:1"), "{text}");
+        assert_eq!(m.series.sizes().0, 0);
+    }
+
+    #[test]
+    fn worker_caches_drop_departed_backends() {
+        let m = Metrics::new().expect("metrics");
+        let (a, b) = (
+            Backend::for_test("http://a:1", 1),
+            Backend::for_test("http://b:1", 1),
+        );
+        for s in [200, 404, 500] {
+            let s = StatusCode::from_u16(s).expect("status");
+            count_request(&m, &a, "web", &Method::GET, s);
+            count_request(&m, &b, "web", &Method::GET, s);
+        }
+        assert_eq!(cached_counters(), 6);
+        sweep_cache(|uid| uid == a.state.uid);
+        assert_eq!(cached_counters(), 3);
     }
 }

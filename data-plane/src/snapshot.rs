@@ -363,6 +363,8 @@ fn publish_gauges(m: &Metrics, previous: Option<&Snapshot>, next: &Snapshot) {
         m.rate_limited.with_label_values(&[&u.name]);
     }
     let Some(previous) = previous else { return };
+    m.series.retire(previous, next);
+    m.series.prune(m, next);
     for u in &previous.upstreams {
         for b in &u.backends {
             let still = next

@@ -284,3 +284,84 @@ async fn draining_backend_finishes_its_requests_and_takes_no_new_ones() {
     assert!(seen.contains(&"a".to_string()), "{seen:?}");
     stop(proxy).await;
 }
+
+/// The `/metrics` text of the proxy's admin port (one scrape).
+async fn scrape(admin: std::net::SocketAddr) -> String {
+    isame_testkit::client::get(admin, "/metrics")
+        .await
+        .expect("metrics")
+        .text()
+}
+
+#[tokio::test]
+async fn series_of_departed_backends_and_upstreams_go_after_a_scrape() {
+    let keep = Backend::start("keep").await;
+    let proxy = start(&config(
+        &[upstream("web", "round_robin", &[(&keep, 1)])],
+        "",
+    ));
+    let mut before: Vec<Backend> = Vec::new();
+    // Twenty rounds: each brings a new backend in its own upstream, sends
+    // it traffic, then replaces it.
+    for round in 0..20 {
+        let b = Backend::start(&format!("b{round}")).await;
+        let up = format!("churn{round}");
+        proxy
+            .apply(parse(&config(
+                &[
+                    upstream("web", "round_robin", &[(&keep, 1)]),
+                    upstream(&up, "round_robin", &[(&b, 1)]),
+                ],
+                &format!("routes:\n  - name: c\n    path_prefix: /c\n    upstream: {up}\n  - name: w\n    path_prefix: /\n    upstream: web\n"),
+            )))
+            .await
+            .expect("reload");
+        let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
+        for _ in 0..3 {
+            assert_eq!(c.get("/c").await.expect("request").status, 200);
+            assert_eq!(c.get("/").await.expect("request").status, 200);
+        }
+        let text = scrape(proxy.admin_addr).await;
+        assert!(text.contains(&format!("backend=\"{}\"", b.url())), "{text}");
+        // The backend of the round before left with the reload above: this
+        // scrape is its last. The one of two rounds ago is gone.
+        if let Some(p) = before.last() {
+            assert!(
+                text.contains(&format!("backend=\"{}\"", p.url())),
+                "round {round}: {text}"
+            );
+        }
+        if before.len() >= 2 {
+            let p = &before[before.len() - 2];
+            assert!(
+                !text.contains(&format!("backend=\"{}\"", p.url())),
+                "round {round}: {text}"
+            );
+        }
+        before.push(b);
+    }
+    proxy
+        .apply(parse(&config(
+            &[upstream("web", "round_robin", &[(&keep, 1)])],
+            "",
+        )))
+        .await
+        .expect("reload");
+    let last = scrape(proxy.admin_addr).await;
+    assert!(
+        last.contains("upstream=\"churn19\""),
+        "seen once more: {last}"
+    );
+    let text = scrape(proxy.admin_addr).await;
+    assert!(
+        !text.contains("churn"),
+        "no upstream that left keeps a series: {text}"
+    );
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("isame_lb_requests_total{"))
+        .count();
+    assert_eq!(series, 1, "only `keep`'s GET 200 remains: {text}");
+    assert!(text.contains(&format!("backend=\"{}\"", keep.url())));
+    stop(proxy).await;
+}
