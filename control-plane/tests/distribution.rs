@@ -451,3 +451,107 @@ async fn fleet_metrics_come_from_the_ledger_and_the_reports() {
     drop((a, b));
     cp.stop().await;
 }
+
+#[tokio::test]
+async fn acks_of_versions_never_sent_are_a_flood_too() {
+    let cp = start().await;
+    seed(&cp).await;
+    let mut node = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "acker")
+        .await
+        .expect("subscribe");
+    node.snapshot().await;
+    // One snapshot was sent; hundreds of ACKs answer nothing.
+    for _ in 0..500 {
+        if node
+            .to_cp
+            .send(pb::NodeMessage {
+                kind: Some(Kind::Ack(pb::Ack { version: 1 })),
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let status = loop {
+        match node.from_cp.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("closed without a status"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    wait_node(&cp, "acker", |n| {
+        n["connected"] == false && n["version"] == 1
+    })
+    .await;
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_reading_is_disconnected_and_holds_up_nobody() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cp = start_with(dir, Some(ADMIN), |o| {
+        o.distribution.send_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // About 100 KB a snapshot: the transport's buffers of a node that reads
+    // nothing fill after a few.
+    let mut big =
+        String::from("upstreams:\n  - name: web\n    backends: [http://127.0.0.1:3001]\n");
+    for u in 0..800 {
+        big.push_str(&format!(
+            "  - name: upstream-number-{u}\n    backends: [http://10.1.{}.{}:8080]\n",
+            u / 200,
+            u % 200,
+        ));
+    }
+    let r = cp.admin(Method::PUT, "/api/v1/config", &big).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stuck = Subscriber::connect_with_window(cp.cp.grpc_addr, ADMIN, "stuck", Some(65_535))
+        .await
+        .expect("stuck");
+    let mut fast = Subscriber::connect(cp.cp.grpc_addr, ADMIN, "fast")
+        .await
+        .expect("fast");
+    assert_eq!(fast.snapshot().await.version, 1);
+    wait_node(&cp, "stuck", |n| n["connected"] == true).await;
+    // Commits keep coming; `stuck` never reads, but keeps its stream open
+    // and even keeps reporting (so it never goes quiet).
+    let mut w = 2u32;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = cp
+            .admin(
+                Method::PATCH,
+                "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+                &format!("{{\"weight\": {w}}}"),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            fast.snapshot().await.version,
+            u64::from(w),
+            "the fast node keeps up"
+        );
+        let _ = stuck.to_cp.try_send(pb::NodeMessage {
+            kind: Some(Kind::Stats(pb::StatsReport::default())),
+        });
+        let n = cp.get("/api/v1/nodes/stuck").await.json();
+        if n["connected"] == false {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a node that reads nothing is never let go: {n}"
+        );
+        w += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = call(cp.addr, Method::GET, "/metrics", None, &[], "")
+        .await
+        .text();
+    assert!(m.contains("isame_cp_connected_nodes 1"), "{m}");
+    drop(stuck);
+    cp.stop().await;
+}

@@ -33,6 +33,10 @@ pub struct Options {
     pub node_timeout: Duration,
     /// How long a new stream may take to say Hello.
     pub hello_timeout: Duration,
+    /// How long a message may wait for a node to take it; a node that reads
+    /// nothing for this long is disconnected (it reconnects and gets the
+    /// newest version).
+    pub send_timeout: Duration,
 }
 
 impl Default for Options {
@@ -41,6 +45,7 @@ impl Default for Options {
             heartbeat: Duration::from_secs(5),
             node_timeout: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
         }
     }
 }

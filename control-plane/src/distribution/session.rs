@@ -14,11 +14,18 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
 /// Reports a node may send in a burst before the rate limit applies.
 const BURST: f64 = 20.0;
 /// Reports per second a node may send over time.
 const RATE: f64 = 5.0;
+
+/// Snapshots sent but not yet answered that an ACK or NACK may answer
+/// without taking from the report budget (more are not kept: a node
+/// answers each version it gets, and a flood of answers to versions it was
+/// never sent is a flood like any other).
+const ANSWERS_OWED: u32 = 8;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -27,22 +34,88 @@ enum End {
     Replaced,
     Quiet,
     Flooding,
+    /// The node stopped reading: a message could not be handed over in time.
+    Stalled,
     Error(Status),
     Gone,
     ShuttingDown,
+}
+
+/// One node's stream as this side sees it.
+struct Session {
+    d: Arc<Distribution>,
+    node: String,
+    out: mpsc::Sender<Result<pb::ControlMessage, Status>>,
+    replaced: tokio::sync::oneshot::Receiver<()>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    /// The newest version sent.
+    sent: u64,
+    /// Snapshots sent and not answered yet (at most [`ANSWERS_OWED`]).
+    owed: u32,
+}
+
+impl Session {
+    /// Hands a message to the stream. Gives up when the node does not take
+    /// it within the send timeout (it stopped reading), or when the session
+    /// is replaced or the control plane shuts down meanwhile.
+    async fn send(&mut self, msg: pb::ControlMessage) -> Result<(), End> {
+        let timeout = self.d.options.send_timeout;
+        tokio::select! {
+            biased;
+            _ = &mut self.replaced => Err(End::Replaced),
+            _ = self.closing.changed() => Err(End::ShuttingDown),
+            sent = tokio::time::timeout(timeout, self.out.send(Ok(msg))) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(End::Gone),
+                Err(_) => Err(End::Stalled),
+            },
+        }
+    }
+
+    /// Sends the version `cur` holds, if it has one.
+    async fn send_snapshot(&mut self, cur: &Arc<Current>) -> Result<(), End> {
+        let Some(snapshot) = cur.snapshot.as_ref() else {
+            return Ok(());
+        };
+        let span = tracing::info_span!(
+            "push",
+            otel.kind = "producer",
+            node = %self.node,
+            version = cur.version
+        );
+        let msg = pb::ControlMessage {
+            kind: Some(Out::Snapshot(snapshot.as_ref().clone())),
+        };
+        self.send(msg).instrument(span).await?;
+        self.sent = cur.version;
+        self.owed = (self.owed + 1).min(ANSWERS_OWED);
+        Ok(())
+    }
+
+    /// Tells the node why its stream ends, if there is room; never waits.
+    fn farewell(&self, status: Status) {
+        let _ = self.out.try_send(Err(status));
+    }
 }
 
 /// Runs one node's session until its stream ends.
 pub async fn run(
     d: Arc<Distribution>,
     node: String,
-    mut ticket: Ticket,
+    ticket: Ticket,
     mut inbound: Streaming<pb::NodeMessage>,
     out: mpsc::Sender<Result<pb::ControlMessage, Status>>,
 ) {
     let mut versions = d.configs.subscribe();
-    let mut closing = d.closing.subscribe();
-    let mut sent = 0u64;
+    let mut s = Session {
+        closing: d.closing.subscribe(),
+        d: d.clone(),
+        node,
+        out,
+        replaced: ticket.replaced,
+        sent: 0,
+        owed: 0,
+    };
     let mut heartbeat = interval_at(Instant::now() + d.options.heartbeat, d.options.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tokens = BURST;
@@ -52,28 +125,32 @@ pub async fn run(
     let mut refilled = Instant::now();
     let first = versions.borrow_and_update().clone();
     let end = 'session: {
-        if first.version > 0 && !send_snapshot(&out, &node, &first, &mut sent).await {
-            break 'session End::Gone;
+        if first.version > 0 {
+            if let Err(end) = s.send_snapshot(&first).await {
+                break 'session end;
+            }
         }
         loop {
             tokio::select! {
-                _ = &mut ticket.replaced => break 'session End::Replaced,
-                _ = closing.changed() => break 'session End::ShuttingDown,
+                _ = &mut s.replaced => break 'session End::Replaced,
+                _ = s.closing.changed() => break 'session End::ShuttingDown,
                 changed = versions.changed() => {
                     if changed.is_err() {
                         break 'session End::Gone;
                     }
                     let newest = versions.borrow_and_update().clone();
-                    if newest.version > sent && !send_snapshot(&out, &node, &newest, &mut sent).await {
-                        break 'session End::Gone;
+                    if newest.version > s.sent {
+                        if let Err(end) = s.send_snapshot(&newest).await {
+                            break 'session end;
+                        }
                     }
                 }
                 _ = heartbeat.tick() => {
                     let beat = pb::ControlMessage {
-                        kind: Some(Out::Heartbeat(pb::Heartbeat { newest_version: sent })),
+                        kind: Some(Out::Heartbeat(pb::Heartbeat { newest_version: s.sent })),
                     };
-                    if out.send(Ok(beat)).await.is_err() {
-                        break 'session End::Gone;
+                    if let Err(end) = s.send(beat).await {
+                        break 'session end;
                     }
                 }
                 () = &mut quiet => break 'session End::Quiet,
@@ -85,9 +162,12 @@ pub async fn run(
                     };
                     let now = Instant::now();
                     quiet.as_mut().reset(now + d.options.node_timeout);
-                    // ACKs and NACKs answer this side's snapshots; only what
-                    // the node sends of its own accord is rate limited.
-                    if !matches!(msg.kind, Some(In::Ack(_) | In::Nack(_))) {
+                    // An ACK or NACK that answers a snapshot this side sent
+                    // is free; anything else takes from the report budget.
+                    let answer = matches!(msg.kind, Some(In::Ack(_) | In::Nack(_)));
+                    if answer && s.owed > 0 {
+                        s.owed -= 1;
+                    } else {
                         tokens = (tokens + now.duration_since(refilled).as_secs_f64() * RATE).min(BURST);
                         refilled = now;
                         if tokens < 1.0 {
@@ -95,64 +175,35 @@ pub async fn run(
                         }
                         tokens -= 1.0;
                     }
-                    handle(&d, &node, msg);
+                    handle(&d, &s.node, msg);
                 }
             }
         }
     };
     match &end {
-        End::Flooding => {
-            let _ = out
-                .send(Err(Status::resource_exhausted(
-                    "reports arrive faster than the control plane accepts",
-                )))
-                .await;
-        }
-        End::ShuttingDown => {
-            let _ = out
-                .send(Err(Status::unavailable(
-                    "the control plane is shutting down",
-                )))
-                .await;
-        }
+        End::Flooding => s.farewell(Status::resource_exhausted(
+            "reports arrive faster than the control plane accepts",
+        )),
+        End::ShuttingDown => s.farewell(Status::unavailable("the control plane is shutting down")),
         End::Error(status) => {
-            tracing::debug!(node, %status, "the stream failed");
+            tracing::debug!(node = s.node, %status, "the stream failed");
         }
-        End::Quiet => {
-            let _ = out
-                .send(Err(Status::deadline_exceeded(
-                    "no report within the node timeout",
-                )))
-                .await;
+        End::Quiet => s.farewell(Status::deadline_exceeded(
+            "no report within the node timeout",
+        )),
+        End::Stalled => {
+            tracing::warn!(
+                node = s.node,
+                "the node stopped reading its stream; closing it"
+            );
         }
         _ => {}
     }
-    if d.registry.close(&node, ticket.session) {
+    if d.registry.close(&s.node, ticket.session) {
         d.metrics.connected_nodes.set(d.registry.len() as i64);
-        d.ledger.record(&node, NodeUpdate::Disconnected);
+        d.ledger.record(&s.node, NodeUpdate::Disconnected);
     }
-    tracing::info!(node, reason = ?end, "data plane stream ended");
-}
-
-/// Sends the version `cur` holds; false when the node is gone.
-#[tracing::instrument(name = "push", skip_all, fields(otel.kind = "producer", node = node, version = cur.version))]
-async fn send_snapshot(
-    out: &mpsc::Sender<Result<pb::ControlMessage, Status>>,
-    node: &str,
-    cur: &Arc<Current>,
-    sent: &mut u64,
-) -> bool {
-    let Some(snapshot) = cur.snapshot.as_ref() else {
-        return true;
-    };
-    let msg = pb::ControlMessage {
-        kind: Some(Out::Snapshot(snapshot.as_ref().clone())),
-    };
-    if out.send(Ok(msg)).await.is_err() {
-        return false;
-    }
-    *sent = cur.version;
-    true
+    tracing::info!(node = s.node, reason = ?end, "data plane stream ended");
 }
 
 /// Records one message from a node.
