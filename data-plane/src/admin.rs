@@ -173,6 +173,7 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
             "admin": info.admin_addr.to_string(),
         },
         "active_connections": shared.metrics.active_connections.get(),
+        "parked_connections": shared.metrics.parked_connections.get(),
         "upstreams": upstreams,
         "routes": routes,
     })

@@ -20,10 +20,50 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+/// The client's request body, as read from its connection: tells the
+/// connection once it was read to its end (an HTTP/1.1 connection is only
+/// put away between requests when nothing of the last one is left unread).
+pub struct ClientBody {
+    inner: Incoming,
+    conn: Arc<ConnState>,
+}
+
+impl ClientBody {
+    /// The body of a request on the connection `conn`.
+    pub fn new(inner: Incoming, conn: Arc<ConnState>) -> Self {
+        Self { inner, conn }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream() {
+            this.conn.body_read();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The body of a request sent to a backend.
 pub enum ReqBody {
     /// The client's body, streamed through.
-    Stream(Incoming),
+    Stream(ClientBody),
     /// A body held in memory (empty when `None`).
     Full(Option<Bytes>),
 }

@@ -56,6 +56,11 @@ pub struct ConnState {
     since: AtomicU64,
     active: AtomicU32,
     multiplexed: AtomicBool,
+    /// The last request may be followed by another on this connection: it
+    /// was HTTP/1.1 without `Connection: close`, and no answer closed it.
+    keep_alive: AtomicBool,
+    /// The last request's body has not been read to its end.
+    body_pending: AtomicBool,
 }
 
 impl ConnState {
@@ -66,17 +71,60 @@ impl ConnState {
             since: AtomicU64::new(clock::now_nanos()),
             active: AtomicU32::new(0),
             multiplexed: AtomicBool::new(false),
+            keep_alive: AtomicBool::new(false),
+            body_pending: AtomicBool::new(false),
         })
     }
 
     /// A request's headers arrived. `multiplexed` is true for HTTP/2, where
     /// bytes between requests (pings, settings) do not start a request.
-    pub fn request_started(&self, multiplexed: bool) {
+    /// `keep_alive` says whether the request lets the connection carry
+    /// another after it; `has_body`, whether it has a body to read.
+    pub fn request_started(&self, multiplexed: bool, keep_alive: bool, has_body: bool) {
         if multiplexed {
             self.multiplexed.store(true, Relaxed);
         }
+        self.keep_alive.store(keep_alive, Relaxed);
+        self.body_pending.store(has_body, Relaxed);
         self.active.fetch_add(1, Relaxed);
         self.phase.store(ACTIVE, Relaxed);
+    }
+
+    /// Part of a request head is already read (it was put back in front of
+    /// the stream): the header-read timeout runs from now.
+    pub fn head_pending(&self) {
+        if self.phase.load(Relaxed) == IDLE {
+            self.since.store(clock::now_nanos(), Relaxed);
+            self.phase.store(READING_HEAD, Relaxed);
+        }
+    }
+
+    /// The request's body was read to its end.
+    pub fn body_read(&self) {
+        self.body_pending.store(false, Relaxed);
+    }
+
+    /// The answer closes the connection (`Connection: close`).
+    pub fn closes(&self) {
+        self.keep_alive.store(false, Relaxed);
+    }
+
+    /// True when the connection has been idle between two requests for at
+    /// least `after` nanoseconds at `now`, and may carry another request: it
+    /// can be put away until the client sends again (see
+    /// [`crate::connection`]).
+    pub fn parkable(&self, now: u64, after: u64) -> bool {
+        self.phase.load(Relaxed) == IDLE
+            && self.active.load(Relaxed) == 0
+            && self.keep_alive.load(Relaxed)
+            && !self.body_pending.load(Relaxed)
+            && !self.multiplexed.load(Relaxed)
+            && now.saturating_sub(self.since.load(Relaxed)) >= after
+    }
+
+    /// When the connection went idle (clock nanoseconds), if it is idle.
+    pub fn idle_since(&self) -> Option<u64> {
+        (self.phase.load(Relaxed) == IDLE).then(|| self.since.load(Relaxed))
     }
 
     /// A response finished (or was abandoned) at `now` (from [`clock::now_nanos`]).
@@ -289,7 +337,7 @@ mod tests {
         client.write_all(b"GET").await.expect("write");
         let mut buf = [0u8; 8];
         assert_eq!(io.read(&mut buf).await.expect("data"), 3);
-        state.request_started(false);
+        state.request_started(false, true, false);
         // Waiting for a backend: no timeout applies however long it takes.
         let read = tokio::time::timeout(Duration::from_secs(300), io.read(&mut buf)).await;
         assert!(read.is_err(), "no deadline while a request is active");
@@ -309,7 +357,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         let state = ConnState::new();
         let mut io = TimedIo::new(server, state.clone(), T);
-        state.request_started(false);
+        state.request_started(false, true, false);
         state.request_finished(clock::now_nanos());
         tokio::time::sleep(Duration::from_secs(30)).await;
         client.write_all(b"GE").await.expect("write");
@@ -329,7 +377,7 @@ mod tests {
     async fn stalled_write_times_out() {
         let (_client, server) = tokio::io::duplex(16);
         let state = ConnState::new();
-        state.request_started(false);
+        state.request_started(false, true, false);
         let mut io = TimedIo::new(server, state, T);
         let start = tokio::time::Instant::now();
         let err = io.write_all(&[0u8; 1024]).await.expect_err("stall");
@@ -346,7 +394,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         let state = ConnState::new();
         let mut io = TimedIo::new(server, state.clone(), T);
-        state.request_started(true);
+        state.request_started(true, true, false);
         state.request_finished(clock::now_nanos());
         client.write_all(b"ping").await.expect("write");
         let mut buf = [0u8; 8];

@@ -3,14 +3,10 @@
 //! socket and serves its connections start to finish, so a request never
 //! hops threads and the worker's connection pool needs no locks.
 
-use crate::conn_timeouts::{ConnState, TimedIo};
+use crate::connection::{self, Builders, Serving};
 use crate::pool;
-use crate::proxy::{self, ConnCtx};
 use crate::snapshot::{Shared, Snapshot};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
@@ -19,13 +15,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 /// How often a worker closes idle backend connections that expired or whose
 /// backend left the config.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-
-type Builder = auto::Builder<TokioExecutor>;
 
 /// The sockets workers accept from.
 pub struct Listeners {
@@ -92,10 +87,10 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let sweeper = tokio::spawn(sweep_pools(shared.clone()));
     let log_flusher = tokio::spawn(crate::access_log::flush_every());
-    let mut builder: Option<(u64, Arc<Builder>)> = None;
+    let mut builders: Option<(u64, Arc<Builders>)> = None;
     loop {
         let (accepted, secure) = tokio::select! {
             biased;
@@ -118,24 +113,46 @@ async fn accept_loop(
             }
         };
         let snap = shared.snapshot();
-        let b = match &builder {
+        let b = match &builders {
             Some((generation, b)) if *generation == snap.generation => b.clone(),
             _ => {
-                let b = Arc::new(http_builder(&snap));
-                builder = Some((snap.generation, b.clone()));
+                let b = Arc::new(http_builders(&snap));
+                builders = Some((snap.generation, b.clone()));
                 b
             }
         };
-        serve(stream, peer, secure, &shared, &snap, b, graceful.watcher());
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "set_nodelay failed");
+        }
+        // The certificates in force when the connection arrived serve it.
+        let acceptor = match (secure, &snap.tls) {
+            (false, _) => None,
+            (true, Some(config)) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+            // TLS was switched off by a reload; the socket stays until restart.
+            (true, None) => continue,
+        };
+        let serving = Serving {
+            shared: shared.clone(),
+            builders: b,
+            timeouts: snap.timeouts,
+            tls: acceptor,
+            shutdown: shutdown.clone(),
+        };
+        let active = OpenConnection::new(&shared.metrics.active_connections);
+        connections.spawn(async move {
+            connection::serve(stream, peer, serving).await;
+            drop(active);
+        });
     }
     drop(plain);
     drop(tls);
-    let open = graceful.count();
+    connections.close();
+    let open = connections.len();
     let grace = shared.snapshot().config.server.shutdown_timeout;
     if open > 0 {
         info!(connections = open, grace = ?grace, "draining connections");
     }
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()
     {
@@ -146,71 +163,20 @@ async fn accept_loop(
     crate::access_log::flush();
 }
 
-/// The HTTP/1.1 + HTTP/2 (prior knowledge) server settings of a snapshot.
-fn http_builder(snap: &Snapshot) -> Builder {
-    let mut b = Builder::new(TokioExecutor::new());
-    b.http1()
+/// The HTTP/1.1 and HTTP/2 server settings of a snapshot.
+fn http_builders(snap: &Snapshot) -> Builders {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         // Header-read and idle timeouts are enforced by `TimedIo`.
         .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(snap.head_buffer());
-    b.http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(snap.max_header_bytes).unwrap_or(u32::MAX));
-    b
-}
-
-fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    secure: bool,
-    shared: &Arc<Shared>,
-    snap: &Snapshot,
-    builder: Arc<Builder>,
-    watcher: Watcher,
-) {
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!(error = %e, "set_nodelay failed");
-    }
-    // The certificates in force when the connection arrived serve it.
-    let acceptor = match (secure, &snap.tls) {
-        (false, _) => None,
-        (true, Some(config)) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
-        // TLS was switched off by a reload; the socket stays until restart.
-        (true, None) => return,
-    };
-    let state = ConnState::new();
-    // The header-read deadline also bounds the TLS handshake.
-    let io = TimedIo::new(stream, state.clone(), snap.timeouts);
-    let proto = if secure { "https" } else { "http" };
-    let cx = Arc::new(ConnCtx::new(shared.clone(), peer, proto, state));
-    let active = OpenConnection::new(&shared.metrics.active_connections);
-    tokio::spawn(async move {
-        let svc = service_fn(move |req| proxy::handle(req, cx.clone()));
-        let served = match acceptor {
-            None => {
-                watcher
-                    .watch(builder.serve_connection(TokioIo::new(io), svc))
-                    .await
-            }
-            Some(acceptor) => match acceptor.accept(io).await {
-                Ok(tls) => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(tls), svc))
-                        .await
-                }
-                Err(e) => {
-                    debug!(peer = %peer, error = %e, "TLS handshake failed");
-                    Ok(())
-                }
-            },
-        };
-        if let Err(e) = served {
-            debug!(peer = %peer, error = %e, "client connection ended with an error");
-        }
-        drop(active);
-    });
+    Builders { http1, http2 }
 }
 
 /// Counts a client connection in `isame_lb_active_connections` for as long as

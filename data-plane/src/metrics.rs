@@ -35,6 +35,9 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     /// `isame_lb_active_connections`.
     pub active_connections: IntGauge,
+    /// `isame_lb_parked_connections`: idle HTTP/1.1 connections holding no
+    /// buffers (see [`crate::connection`]).
+    pub parked_connections: IntGauge,
     /// `isame_lb_config_version`.
     pub config_version: IntGauge,
     /// `isame_lb_config_reloads_total{result}`.
@@ -83,6 +86,10 @@ impl Metrics {
             "isame_lb_active_connections",
             "Client connections currently open.",
         )?;
+        let parked_connections = IntGauge::new(
+            "isame_lb_parked_connections",
+            "Idle HTTP/1.1 client connections parked between requests (holding no buffers).",
+        )?;
         let config_version = IntGauge::new(
             "isame_lb_config_version",
             "Version of the config being served (standalone: reload generation).",
@@ -120,6 +127,7 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_healthy.clone()))?;
         registry.register(Box::new(active_connections.clone()))?;
+        registry.register(Box::new(parked_connections.clone()))?;
         registry.register(Box::new(config_version.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(retries.clone()))?;
@@ -135,6 +143,7 @@ impl Metrics {
             duration,
             upstream_healthy,
             active_connections,
+            parked_connections,
             config_version,
             config_reloads,
             retries,

@@ -3,7 +3,7 @@
 //! the middleware) → record. One snapshot is loaded when a request starts
 //! and used until its response ends.
 
-use crate::body::{Finish, ProxyBody, ReqBody};
+use crate::body::{ClientBody, Finish, ProxyBody, ReqBody};
 use crate::conn_timeouts::ConnState;
 use crate::error::ProxyError;
 use crate::headers::{self, Forwarded};
@@ -17,6 +17,7 @@ use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING,
 };
 use http::{Method, Request, Response, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -71,7 +72,11 @@ pub async fn handle(
     cx: Arc<ConnCtx>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = clock::now_nanos();
-    cx.state.request_started(req.version() == Version::HTTP_2);
+    cx.state.request_started(
+        req.version() == Version::HTTP_2,
+        keeps_alive(&req),
+        !req.body().is_end_stream(),
+    );
     let mut finish = Finish::new(cx.state.clone(), start);
     let snap = cx.shared.snapshot();
     let client = client_ip::client_ip(cx.peer.ip(), req.headers(), &snap.trusted);
@@ -185,7 +190,7 @@ pub async fn handle(
     let dispatched = dispatch::dispatch(
         up,
         &out,
-        ReqBody::Stream(body),
+        ReqBody::Stream(ClientBody::new(body, cx.state.clone())),
         &mut finish,
         &cx.shared.metrics,
     )
@@ -244,6 +249,7 @@ fn reply(
         h.insert(RATELIMIT_RESET.clone(), HeaderValue::from(secs));
     }
     if e.closes_connection() {
+        cx.state.closes();
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
@@ -286,6 +292,18 @@ fn check(req: &Request<Incoming>, snap: &Snapshot) -> Result<Option<RequestHost>
         }
     }
     host::of(req).map_err(|e| ProxyError::BadRequest(e.reason()))
+}
+
+/// True when an HTTP/1.1 request lets its connection carry another after it
+/// (no `Connection: close`). HTTP/1.0 connections are never kept idle
+/// between requests by the proxy's own choice (see [`crate::connection`]).
+fn keeps_alive(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && !req.headers().get_all(CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        })
 }
 
 /// Approximate size of the request head: request line plus header lines.

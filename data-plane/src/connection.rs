@@ -1,0 +1,308 @@
+//! One client connection, from accept to close: the TLS handshake, the
+//! choice of protocol, and what the connection holds between requests.
+//!
+//! HTTP/2 (ALPN `h2`, or the prior-knowledge preface on a plain port) is
+//! served by one hyper HTTP/2 connection for the connection's life.
+//!
+//! HTTP/1.1 is served by a hyper connection object per burst of requests.
+//! Once a keep-alive connection has been idle between requests for
+//! [`PARK_AFTER`], its object is put away: hyper hands back the socket and
+//! whatever it had read past the last request, and the connection is
+//! *parked*, holding only its socket and a few words of state (no read or
+//! write buffer, no request future) until the client sends again, when a
+//! new object takes over with those bytes put back in front. The client
+//! sees nothing of it: no header changes and no extra round trip. A
+//! connection is parked only when the last request was HTTP/1.1 without
+//! `Connection: close`, its body was read to the end and no answer closed
+//! the connection; otherwise hyper keeps it (and closes it when it must).
+//! This is what makes an idle keep-alive connection cost about a kilobyte
+//! instead of the 30-odd KiB of hyper's buffers (`bench/idle_memory.sh`).
+
+use crate::clock;
+use crate::conn_timeouts::{ConnState, TimedIo, Timeouts};
+use crate::proxy::{self, ConnCtx};
+use crate::rewind::Rewind;
+use crate::snapshot::Shared;
+use bytes::{Bytes, BytesMut};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::debug;
+
+/// How long an HTTP/1.1 connection stays idle between requests before it
+/// is parked. Connections busy with a stream of requests are never parked
+/// (which would cost a new hyper connection object per request).
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// The first bytes an HTTP/2 client with prior knowledge sends.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The HTTP server settings connections are served with (one set per
+/// config generation and worker).
+pub struct Builders {
+    /// HTTP/1.1.
+    pub http1: http1::Builder,
+    /// HTTP/2.
+    pub http2: http2::Builder<TokioExecutor>,
+}
+
+/// What a connection is served with.
+pub struct Serving {
+    /// The proxy's state.
+    pub shared: Arc<Shared>,
+    /// HTTP settings.
+    pub builders: Arc<Builders>,
+    /// Client timeouts.
+    pub timeouts: Timeouts,
+    /// The TLS settings, for a connection to the HTTPS port.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Turns true when the proxy shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Serves the connection `stream` from `peer` until it closes.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, mut s: Serving) {
+    let state = ConnState::new();
+    // The header-read deadline also bounds the TLS handshake.
+    let io = TimedIo::new(stream, state.clone(), s.timeouts);
+    let proto = if s.tls.is_some() { "https" } else { "http" };
+    let cx = Arc::new(ConnCtx::new(s.shared.clone(), peer, proto, state.clone()));
+    let svc = service_fn(move |req| Box::pin(proxy::handle(req, cx.clone())));
+    // The task of a plain HTTP/1.1 connection is sized for that path only
+    // (it is what most idle connections are): TLS and HTTP/2, whose states
+    // are larger, are boxed.
+    match s.tls.take() {
+        None => {
+            let mut io = io;
+            match until_shutdown(&mut s.shutdown, sniff(&mut io)).await {
+                None => {}
+                Some(Err(e)) => {
+                    debug!(peer = %peer, error = %e, "client connection ended before a request")
+                }
+                Some(Ok((true, prefix))) => {
+                    Box::pin(http2(Rewind::new(prefix, io), svc, &mut s)).await
+                }
+                Some(Ok((false, prefix))) => http1(io, prefix, svc, &state, &mut s).await,
+            }
+        }
+        Some(acceptor) => Box::pin(tls(io, acceptor, svc, &state, &mut s, peer)).await,
+    }
+}
+
+/// Completes the TLS handshake, then serves the protocol ALPN chose.
+async fn tls<S: Handler>(
+    io: TimedIo<TcpStream>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    svc: S,
+    state: &ConnState,
+    s: &mut Serving,
+    peer: SocketAddr,
+) {
+    match until_shutdown(&mut s.shutdown, acceptor.accept(io)).await {
+        None => {}
+        Some(Err(e)) => debug!(peer = %peer, error = %e, "TLS handshake failed"),
+        // Boxed: the stream's state moves into the task of its protocol.
+        Some(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+            http2(Box::new(tls), svc, s).await
+        }
+        Some(Ok(tls)) => http1(Box::new(tls), Bytes::new(), svc, state, s).await,
+    }
+}
+
+/// The request handler of one connection, as hyper calls it.
+trait Handler:
+    hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<crate::body::ProxyBody>,
+        Error = std::convert::Infallible,
+        Future: Unpin + Send + 'static,
+    > + Clone
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<S> Handler for S where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::body::ProxyBody>,
+            Error = std::convert::Infallible,
+            Future: Unpin + Send + 'static,
+        > + Clone
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
+/// Runs `fut` unless the proxy shuts down first.
+async fn until_shutdown<F: std::future::Future>(
+    shutdown: &mut watch::Receiver<bool>,
+    fut: F,
+) -> Option<F::Output> {
+    if *shutdown.borrow() {
+        return None;
+    }
+    tokio::select! {
+        out = fut => Some(out),
+        _ = shutdown.changed() => None,
+    }
+}
+
+/// Reads until the first bytes tell HTTP/2's preface from anything else;
+/// returns whether it is HTTP/2 and the bytes read.
+async fn sniff<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<(bool, Bytes)> {
+    let mut buf = [0u8; PREFACE.len()];
+    let mut n = 0;
+    loop {
+        let m = io.read(&mut buf[n..]).await?;
+        if m == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        n += m;
+        if buf[..n] != PREFACE[..n] {
+            return Ok((false, Bytes::copy_from_slice(&buf[..n])));
+        }
+        if n == PREFACE.len() {
+            return Ok((true, Bytes::from_static(PREFACE)));
+        }
+    }
+}
+
+/// Serves HTTP/2 on `io` until the client or the proxy ends it.
+async fn http2<T, S>(io: T, svc: S, s: &mut Serving)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Handler,
+{
+    let shutdown = &mut s.shutdown;
+    let mut conn = Box::pin(s.builders.http2.serve_connection(TokioIo::new(io), svc));
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    let ended = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = ended {
+        debug!(error = %e, "HTTP/2 client connection ended with an error");
+    }
+}
+
+/// Serves HTTP/1.1 on `io` (whose first bytes, already read, are
+/// `leftover`), parking it between bursts of requests.
+async fn http1<T, S>(mut io: T, mut leftover: Bytes, svc: S, state: &ConnState, h: &mut Serving)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Handler,
+{
+    let park_after = u64::try_from(PARK_AFTER.as_nanos()).unwrap_or(u64::MAX);
+    loop {
+        if leftover.is_empty() {
+            // Parked: the next request's first byte wakes the connection.
+            // The idle timeout still applies (inside `TimedIo`).
+            let _parked = Parked::new(&h.shared.metrics.parked_connections);
+            let mut byte = [0u8; 1];
+            match until_shutdown(&mut h.shutdown, io.read(&mut byte)).await {
+                Some(Ok(1)) => leftover = Bytes::copy_from_slice(&byte),
+                Some(Ok(_)) | None => return,
+                Some(Err(e)) => {
+                    debug!(error = %e, "parked client connection closed");
+                    return;
+                }
+            }
+        }
+        // The start of a request: it must complete within the header-read
+        // timeout, and the connection is not parked again before it has.
+        state.head_pending();
+        let mut conn = Box::new(
+            h.builders
+                .http1
+                .serve_connection(TokioIo::new(Rewind::new(leftover, io)), svc.clone()),
+        );
+        let mut draining = *h.shutdown.borrow();
+        if draining {
+            Pin::new(&mut *conn).graceful_shutdown();
+        }
+        let mut parking = false;
+        let ended = loop {
+            let now = clock::now_nanos();
+            let wake = state
+                .idle_since()
+                .map_or(now, |since| since.max(now.saturating_sub(park_after)))
+                .saturating_add(park_after);
+            tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                _ = h.shutdown.changed(), if !draining => {
+                    draining = true;
+                    Pin::new(&mut *conn).graceful_shutdown();
+                }
+                () = tokio::time::sleep_until(clock::instant_at(wake)), if !parking && !draining => {
+                    if state.parkable(clock::now_nanos(), park_after) {
+                        parking = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                }
+            }
+        };
+        let parts = conn.into_parts();
+        let (rewound, unread) = parts.io.into_inner().into_parts();
+        io = rewound;
+        // Copied out: an empty or short view would keep hyper's whole read
+        // buffer alive while the connection is parked.
+        leftover = join(&parts.read_buf, &unread);
+        let park = match &ended {
+            Ok(()) => parking && !draining && state.parkable(clock::now_nanos(), 0),
+            Err(e) => {
+                debug!(error = %e, "client connection ended with an error");
+                false
+            }
+        };
+        if !park {
+            let _ = io.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Counts a connection in `isame_lb_parked_connections` while it is parked.
+struct Parked<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Parked<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `a` then `b`, in a buffer of their own.
+fn join(a: &[u8], b: &[u8]) -> Bytes {
+    if a.is_empty() && b.is_empty() {
+        return Bytes::new();
+    }
+    let mut both = BytesMut::with_capacity(a.len() + b.len());
+    both.extend_from_slice(a);
+    both.extend_from_slice(b);
+    both.freeze()
+}
