@@ -120,20 +120,25 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
 
 /// The upstream names of the newest version, kept per version: traffic
 /// reports are counted only for these, so a node cannot create metric
-/// series at will.
+/// series at will, and the series of an upstream that left the config go
+/// with it.
 #[derive(Debug, Default)]
 pub struct KnownUpstreams(Mutex<(u64, Arc<HashSet<String>>)>);
 
 impl KnownUpstreams {
-    /// The names of `cur`'s upstreams.
-    pub fn of(&self, cur: &Current) -> Arc<HashSet<String>> {
+    /// The names of `cur`'s upstreams; `left` is called with each name the
+    /// previous version had and `cur` has not.
+    pub fn of(&self, cur: &Current, mut left: impl FnMut(&str)) -> Arc<HashSet<String>> {
         let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if cached.0 != cur.version || (cur.version == 0 && cached.1.is_empty()) {
-            let names = cur
+            let names: HashSet<String> = cur
                 .config
                 .iter()
                 .flat_map(|c| c.upstreams.iter().map(|u| u.name.clone()))
                 .collect();
+            for gone in cached.1.difference(&names) {
+                left(gone);
+            }
             *cached = (cur.version, Arc::new(names));
         }
         cached.1.clone()

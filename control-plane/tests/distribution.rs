@@ -448,6 +448,38 @@ async fn fleet_metrics_come_from_the_ledger_and_the_reports() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(!page.contains("made-up"), "{page}");
+    // `web` leaves the config: its fleet series go with it, at the next
+    // report.
+    let r = cp
+        .admin(
+            Method::PUT,
+            "/api/v1/config",
+            "upstreams:\n  - name: api\n    backends: [http://127.0.0.1:4001]\nhealth:\n  enabled: false\n",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    a.send(Kind::Stats(pb::StatsReport {
+        upstreams: vec![pb::UpstreamStats {
+            upstream: "api".into(),
+            requests: 1,
+            errors: 0,
+            duration_ms_sum: 1,
+        }],
+        period_ms: 5_000,
+    }))
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = call(cp.addr, Method::GET, "/metrics", None, &[], "")
+            .await
+            .text();
+        if series(&page, "isame_cp_upstream_requests_total{upstream=\"api\"}") == 1.0 {
+            assert!(!page.contains("upstream=\"web\"}"), "{page}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop((a, b));
     cp.stop().await;
 }

@@ -278,8 +278,12 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
 /// Adds a node's traffic report to the fleet's counters, for the upstreams
 /// the newest config has (a report cannot create series of its own).
 fn count_traffic(d: &Distribution, s: &pb::StatsReport) {
-    let known = d.known.of(&d.configs.current());
     let m = &d.metrics;
+    let known = d.known.of(&d.configs.current(), |gone| {
+        let _ = m.upstream_requests.remove_label_values(&[gone]);
+        let _ = m.upstream_errors.remove_label_values(&[gone]);
+        let _ = m.upstream_seconds.remove_label_values(&[gone]);
+    });
     for u in &s.upstreams {
         if u.requests == 0 || !known.contains(&u.upstream) {
             continue;
