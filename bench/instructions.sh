@@ -15,6 +15,7 @@
 #   BENCH_RUST_LOG  the log level (default warn), e.g. info for the access log
 #   BENCH_LB_ARGS   extra isame-lb flags
 #   BENCH_NO_BUILD  use the release binaries as they are
+#   ISAME_LB        measure another isame-lb build (e.g. an older commit's)
 # OTEL_* variables in the environment reach isame-lb (tracing on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +49,7 @@ ${EXTRA_YAML:-}
 CONF
 read -r -a EXTRA <<< "${BENCH_LB_ARGS:-}"
 RUST_LOG=${BENCH_RUST_LOG:-warn} valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
-    ./target/release/isame-lb --config "$WORK/isame.yaml" --listen 127.0.0.1:18091 \
+    "${ISAME_LB:-./target/release/isame-lb}" --config "$WORK/isame.yaml" --listen 127.0.0.1:18091 \
     --admin-listen 127.0.0.1:18092 --workers 1 "${EXTRA[@]}" 2>"$WORK/valgrind.log" &
 VG=$!
 PIDS+=($VG)

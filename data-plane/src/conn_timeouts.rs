@@ -24,6 +24,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+/// How long an HTTP/1.1 connection stays idle between requests before it
+/// is parked (see [`crate::connection`]). Connections busy with a stream of
+/// requests are never parked.
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
 const READING_HEAD: u8 = 0;
 const ACTIVE: u8 = 1;
 const IDLE: u8 = 2;
@@ -41,7 +46,13 @@ pub struct Timeouts {
 
 impl Timeouts {
     fn granularity(&self) -> u64 {
-        nanos(self.header_read.min(self.idle).min(self.write_stall)).max(1_000_000)
+        nanos(
+            self.header_read
+                .min(self.idle)
+                .min(self.write_stall)
+                .min(PARK_AFTER),
+        )
+        .max(1_000_000)
     }
 }
 
@@ -61,6 +72,10 @@ pub struct ConnState {
     keep_alive: AtomicBool,
     /// The last request's body has not been read to its end.
     body_pending: AtomicBool,
+    /// The connection has been idle for [`PARK_AFTER`] and may be parked.
+    park_due: AtomicBool,
+    /// The connection is being parked: its socket must stay open.
+    parking: AtomicBool,
 }
 
 impl ConnState {
@@ -73,6 +88,8 @@ impl ConnState {
             multiplexed: AtomicBool::new(false),
             keep_alive: AtomicBool::new(false),
             body_pending: AtomicBool::new(false),
+            park_due: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
         })
     }
 
@@ -122,9 +139,28 @@ impl ConnState {
             && now.saturating_sub(self.since.load(Relaxed)) >= after
     }
 
-    /// When the connection went idle (clock nanoseconds), if it is idle.
-    pub fn idle_since(&self) -> Option<u64> {
-        (self.phase.load(Relaxed) == IDLE).then(|| self.since.load(Relaxed))
+    /// When the connection may be parked (clock nanoseconds), if it is
+    /// idle and may carry another request.
+    fn park_at(&self) -> Option<u64> {
+        self.parkable(u64::MAX, 0)
+            .then(|| self.since.load(Relaxed).saturating_add(nanos(PARK_AFTER)))
+    }
+
+    /// Marks the connection as being parked (its socket then survives the
+    /// shutdown of its HTTP connection object), or no longer.
+    pub fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Relaxed);
+    }
+
+    /// True while the connection is being parked.
+    pub fn parking(&self) -> bool {
+        self.parking.load(Relaxed)
+    }
+
+    /// True (once) when the connection's I/O found it idle for
+    /// [`PARK_AFTER`]: the connection's driver may now park it.
+    pub fn take_park_due(&self) -> bool {
+        self.park_due.load(Relaxed) && self.park_due.swap(false, Relaxed)
     }
 
     /// A response finished (or was abandoned) at `now` (from [`clock::now_nanos`]).
@@ -228,6 +264,15 @@ impl<T> TimedIo<T> {
                     return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, what));
                 }
                 next = next.min(at);
+            }
+            // Parking is no failure: it is flagged for the connection's
+            // driver, which looks once this poll returns.
+            if let Some(at) = self.state.park_at() {
+                if at <= now {
+                    self.state.park_due.store(true, Relaxed);
+                } else {
+                    next = next.min(at);
+                }
             }
             self.timer.as_mut().reset(clock::instant_at(next));
         }

@@ -6,8 +6,11 @@
 //!
 //! HTTP/1.1 is served by a hyper connection object per burst of requests.
 //! Once a keep-alive connection has been idle between requests for
-//! [`PARK_AFTER`], its object is put away: hyper hands back the socket and
-//! whatever it had read past the last request, and the connection is
+//! [`PARK_AFTER`], its object is ended (`graceful_shutdown`, which closes an
+//! idle hyper connection without writing anything; the socket's shutdown
+//! is held back, see [`Rewind`]) and taken apart (`into_parts`): the socket
+//! and whatever hyper had read past the last request come back, and the
+//! connection is
 //! *parked*, holding only its socket and a few words of state (no read or
 //! write buffer, no request future) until the client sends again, when a
 //! new object takes over with those bytes put back in front. The client
@@ -27,19 +30,16 @@ use bytes::{Bytes, BytesMut};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::debug;
 
-/// How long an HTTP/1.1 connection stays idle between requests before it
-/// is parked. Connections busy with a stream of requests are never parked
-/// (which would cost a new hyper connection object per request).
-pub const PARK_AFTER: Duration = Duration::from_secs(1);
+pub use crate::conn_timeouts::PARK_AFTER;
 
 /// The first bytes an HTTP/2 client with prior knowledge sends.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -74,7 +74,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, mut s: Serving) {
     let io = TimedIo::new(stream, state.clone(), s.timeouts);
     let proto = if s.tls.is_some() { "https" } else { "http" };
     let cx = Arc::new(ConnCtx::new(s.shared.clone(), peer, proto, state.clone()));
-    let svc = service_fn(move |req| Box::pin(proxy::handle(req, cx.clone())));
+    // hyper keeps the request future in a box of its own per connection
+    // object (reused by each request of a burst, freed when parked).
+    let svc = service_fn(move |req| proxy::handle(req, cx.clone()));
     // The task of a plain HTTP/1.1 connection is sized for that path only
     // (it is what most idle connections are): TLS and HTTP/2, whose states
     // are larger, are boxed.
@@ -101,7 +103,7 @@ async fn tls<S: Handler>(
     io: TimedIo<TcpStream>,
     acceptor: tokio_rustls::TlsAcceptor,
     svc: S,
-    state: &ConnState,
+    state: &Arc<ConnState>,
     s: &mut Serving,
     peer: SocketAddr,
 ) {
@@ -122,7 +124,7 @@ trait Handler:
         http::Request<hyper::body::Incoming>,
         Response = http::Response<crate::body::ProxyBody>,
         Error = std::convert::Infallible,
-        Future: Unpin + Send + 'static,
+        Future: Send + 'static,
     > + Clone
     + Unpin
     + Send
@@ -135,7 +137,7 @@ impl<S> Handler for S where
             http::Request<hyper::body::Incoming>,
             Response = http::Response<crate::body::ProxyBody>,
             Error = std::convert::Infallible,
-            Future: Unpin + Send + 'static,
+            Future: Send + 'static,
         > + Clone
         + Unpin
         + Send
@@ -183,21 +185,18 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
 {
-    let shutdown = &mut s.shutdown;
     let mut conn = Box::pin(s.builders.http2.serve_connection(TokioIo::new(io), svc));
-    let mut draining = *shutdown.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
-    let ended = loop {
-        tokio::select! {
-            r = conn.as_mut() => break r,
-            _ = shutdown.changed(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
+    let mut draining = false;
+    // As for HTTP/1.1: the shutdown flag is looked at whenever hyper
+    // yields, and the connection's timer wakes an idle one within a second.
+    let ended = std::future::poll_fn(|cx| {
+        if !draining && s.shared.draining() {
+            draining = true;
+            conn.as_mut().graceful_shutdown();
         }
-    };
+        conn.as_mut().poll(cx)
+    })
+    .await;
     if let Err(e) = ended {
         debug!(error = %e, "HTTP/2 client connection ended with an error");
     }
@@ -205,8 +204,13 @@ where
 
 /// Serves HTTP/1.1 on `io` (whose first bytes, already read, are
 /// `leftover`), parking it between bursts of requests.
-async fn http1<T, S>(mut io: T, mut leftover: Bytes, svc: S, state: &ConnState, h: &mut Serving)
-where
+async fn http1<T, S>(
+    mut io: T,
+    mut leftover: Bytes,
+    svc: S,
+    state: &Arc<ConnState>,
+    h: &mut Serving,
+) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
 {
@@ -229,37 +233,41 @@ where
         // The start of a request: it must complete within the header-read
         // timeout, and the connection is not parked again before it has.
         state.head_pending();
+        let io_again = Rewind::parkable(leftover, io, state.clone());
         let mut conn = Box::new(
             h.builders
                 .http1
-                .serve_connection(TokioIo::new(Rewind::new(leftover, io)), svc.clone()),
+                .serve_connection(TokioIo::new(io_again), svc.clone()),
         );
-        let mut draining = *h.shutdown.borrow();
-        if draining {
-            Pin::new(&mut *conn).graceful_shutdown();
-        }
         let mut parking = false;
-        let ended = loop {
-            let now = clock::now_nanos();
-            let wake = state
-                .idle_since()
-                .map_or(now, |since| since.max(now.saturating_sub(park_after)))
-                .saturating_add(park_after);
-            tokio::select! {
-                biased;
-                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-                _ = h.shutdown.changed(), if !draining => {
-                    draining = true;
-                    Pin::new(&mut *conn).graceful_shutdown();
-                }
-                () = tokio::time::sleep_until(clock::instant_at(wake)), if !parking && !draining => {
-                    if state.parkable(clock::now_nanos(), park_after) {
-                        parking = true;
-                        Pin::new(&mut *conn).graceful_shutdown();
-                    }
-                }
+        let mut draining = false;
+        // Two flags are looked at each time hyper yields, both plain
+        // atomics: the proxy shutting down (the connection object then ends
+        // gracefully), and the connection's own timer (in `TimedIo`) having
+        // found it idle long enough to park. The timer also wakes an idle
+        // connection within a second of a shutdown. Nothing is polled here
+        // per request besides hyper.
+        let ended = std::future::poll_fn(|cx| loop {
+            if !draining && h.shared.draining() {
+                draining = true;
+                Pin::new(&mut *conn).graceful_shutdown();
             }
-        };
+            let r = Pin::new(&mut *conn).poll(cx);
+            if r.is_ready()
+                || parking
+                || draining
+                || !state.take_park_due()
+                || !state.parkable(clock::now_nanos(), park_after)
+            {
+                return r;
+            }
+            parking = true;
+            // The connection object ends; its socket does not (see `Rewind`).
+            state.set_parking(true);
+            Pin::new(&mut *conn).graceful_shutdown();
+        })
+        .await;
+        state.set_parking(false);
         let parts = conn.into_parts();
         let (rewound, unread) = parts.io.into_inner().into_parts();
         io = rewound;
@@ -274,6 +282,8 @@ where
             }
         };
         if !park {
+            // hyper has shut it down already, unless it was being parked or
+            // failed; a second shutdown is harmless.
             let _ = io.shutdown().await;
             return;
         }

@@ -86,12 +86,15 @@ pub async fn checkout(
     if let Some(c) = take_idle(uid, now) {
         return Ok(c);
     }
-    Conn::connect(
+    // Boxed: opening a connection (a TLS handshake's state among it) is
+    // rare under keep-alive, and inline it would make every request's
+    // future, which is allocated per request, that much larger.
+    Box::pin(Conn::connect(
         uid,
         &backend.target,
         backend.tls.as_ref(),
         upstream.connect_timeout,
         upstream.response_timeout,
-    )
+    ))
     .await
 }

@@ -1,11 +1,14 @@
 //! A client stream with bytes already read put back in front: what was read
 //! to tell HTTP/2 from HTTP/1.1, or what one HTTP/1.1 connection object had
 //! read beyond its last request when it was put away, is read again by the
-//! next.
+//! next. While its connection is being parked, shutting it down does
+//! nothing, so that the socket outlives the connection object.
 
+use crate::conn_timeouts::ConnState;
 use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -13,12 +16,28 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Rewind<T> {
     prefix: Bytes,
     inner: T,
+    /// The connection, when it may be parked (see [`ConnState::parking`]).
+    conn: Option<Arc<ConnState>>,
 }
 
 impl<T> Rewind<T> {
     /// Reads `prefix`, then `inner`.
     pub fn new(prefix: Bytes, inner: T) -> Self {
-        Self { prefix, inner }
+        Self {
+            prefix,
+            inner,
+            conn: None,
+        }
+    }
+
+    /// The same, for a connection that may be parked: while `conn` is
+    /// being parked, a shutdown leaves `inner` open.
+    pub fn parkable(prefix: Bytes, inner: T, conn: Arc<ConnState>) -> Self {
+        Self {
+            prefix,
+            inner,
+            conn: Some(conn),
+        }
     }
 
     /// The stream and what is left of the prefix.
@@ -70,7 +89,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.conn.as_ref().is_some_and(|c| c.parking()) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 

@@ -216,3 +216,34 @@ async fn parked_connections_still_time_out_and_end_at_shutdown() {
     );
     assert!(closed_within(&mut s, Duration::from_secs(1)).await);
 }
+
+#[tokio::test]
+async fn parked_tls_connections_carry_on_without_a_new_handshake() {
+    use isame_testkit::tls::{KeyKind, TestCa};
+    let b = Backend::start("b").await;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca
+        .issue(&["localhost"], KeyKind::Ecdsa)
+        .write(dir.path(), "site");
+    let proxy = start(&config(
+        &[upstream("web", "round_robin", &[(&b, 1)])],
+        &format!(
+            "tls:\n  enabled: true\n  cert_file: {}\n  key_file: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    ));
+    let https = proxy.https_addr.expect("https");
+    let (mut c, _) =
+        isame_testkit::Client::https(https, "localhost", ca.client_config(&[b"http/1.1"]))
+            .await
+            .expect("connect");
+    for _ in 0..3 {
+        let r = c.get("/").await.expect("the same TLS connection answers");
+        assert_eq!(r.status, 200);
+        parked_becomes(proxy.admin_addr, 1).await;
+    }
+    assert_eq!(b.hits(), 3);
+    stop(proxy).await;
+}
