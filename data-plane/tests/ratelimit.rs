@@ -144,3 +144,47 @@ async fn counts_carry_over_a_reload_that_keeps_the_limit() {
     assert_eq!(c.get("/").await.expect("request").status, 200);
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn ipv6_clients_are_counted_per_prefix() {
+    let b = Backend::start("b").await;
+    // The test's loopback peer is a trusted proxy, so X-Forwarded-For
+    // names the client.
+    let yaml = |prefix: &str| {
+        format!(
+            "trusted_proxies: [\"127.0.0.1/32\"]\nupstreams:\n  - name: web\n    rate_limit:\n      requests_per_ip: 1\n      window_size: 60s\n{prefix}    backends: [\"{}\"]\n",
+            b.url()
+        )
+    };
+    let proxy = start(&yaml(""));
+    let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
+    let status = |r: isame_testkit::Reply| r.status.as_u16();
+    let ask = |ip: &'static str| get_as("/", Some(ip));
+    assert_eq!(
+        status(c.send(ask("2001:db8:1:2::1")).await.expect("r")),
+        200
+    );
+    assert_eq!(
+        status(c.send(ask("2001:db8:1:2:abcd::99")).await.expect("r")),
+        429,
+        "another address of the same /64 is the same client"
+    );
+    assert_eq!(
+        status(c.send(ask("2001:db8:1:3::1")).await.expect("r")),
+        200,
+        "another /64"
+    );
+    stop(proxy).await;
+    let proxy = start(&yaml("      ipv6_prefix: 128\n"));
+    let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
+    assert_eq!(
+        status(c.send(ask("2001:db8:1:2::1")).await.expect("r")),
+        200
+    );
+    assert_eq!(
+        status(c.send(ask("2001:db8:1:2:abcd::99")).await.expect("r")),
+        200,
+        "with /128 every address is a client"
+    );
+    stop(proxy).await;
+}
