@@ -58,6 +58,17 @@ async fn document_matches_the_routes() {
         "bearer"
     );
     let paths = doc["paths"].as_object().expect("paths");
+    // Names in paths say their grammar (the one validation applies).
+    for path in [
+        "/api/v1/upstreams/{name}",
+        "/api/v1/routes/{name}",
+        "/api/v1/certificates/{name}",
+        "/api/v1/nodes/{id}",
+    ] {
+        let param = &paths[path]["get"]["parameters"][0];
+        let pattern = param["schema"]["pattern"].as_str().unwrap_or("");
+        assert!(pattern.starts_with("^[A-Za-z0-9]"), "{path}: {param}");
+    }
     for (method, path) in CONTRACT {
         assert!(
             paths.get(*path).and_then(|p| p.get(*method)).is_some(),
