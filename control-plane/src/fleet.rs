@@ -126,11 +126,18 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
 pub struct KnownUpstreams(Mutex<(u64, Arc<HashSet<String>>)>);
 
 impl KnownUpstreams {
-    /// The names of `cur`'s upstreams; `left` is called with each name the
-    /// previous version had and `cur` has not.
-    pub fn of(&self, cur: &Current, mut left: impl FnMut(&str)) -> Arc<HashSet<String>> {
+    /// Runs `f` on the names of the newest known version's upstreams, under
+    /// the set's lock. When `cur` is newer than the set, the set moves to it
+    /// first and `left` is called with each name it no longer has (an
+    /// older `cur`, read before a commit, never moves it back).
+    pub fn with<R>(
+        &self,
+        cur: &Current,
+        mut left: impl FnMut(&str),
+        f: impl FnOnce(&HashSet<String>) -> R,
+    ) -> R {
         let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if cached.0 != cur.version || (cur.version == 0 && cached.1.is_empty()) {
+        if cur.version > cached.0 || (cur.version == 0 && cached.1.is_empty()) {
             let names: HashSet<String> = cur
                 .config
                 .iter()
@@ -141,6 +148,6 @@ impl KnownUpstreams {
             }
             *cached = (cur.version, Arc::new(names));
         }
-        cached.1.clone()
+        f(&cached.1)
     }
 }

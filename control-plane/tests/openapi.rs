@@ -67,7 +67,7 @@ async fn document_matches_the_routes() {
     ] {
         let param = &paths[path]["get"]["parameters"][0];
         let pattern = param["schema"]["pattern"].as_str().unwrap_or("");
-        assert!(pattern.starts_with("^[A-Za-z0-9]"), "{path}: {param}");
+        assert!(pattern.starts_with("^[A-Za-z0-9_]"), "{path}: {param}");
     }
     for (method, path) in CONTRACT {
         assert!(

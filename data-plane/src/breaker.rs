@@ -16,7 +16,10 @@
 //! function takes the current time, so the state machine is tested without
 //! sleeping.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed},
+};
 use std::time::Duration;
 
 const CLOSED: u64 = 0;
@@ -122,7 +125,8 @@ impl Breaker {
         if !s.enabled {
             return true;
         }
-        let w = self.word.load(Relaxed);
+        // Acquire: a transition to OPEN publishes its `opened_at`.
+        let w = self.word.load(Acquire);
         match phase(w) {
             CLOSED => true,
             OPEN => now.saturating_sub(self.opened_at.load(Relaxed)) >= s.open_for,
@@ -144,7 +148,7 @@ impl Breaker {
             return Some(permit(0, false));
         }
         loop {
-            let w = self.word.load(Relaxed);
+            let w = self.word.load(Acquire);
             let (want, probe) = match phase(w) {
                 CLOSED => return Some(permit(epoch(w), false)),
                 OPEN => {
@@ -162,7 +166,7 @@ impl Breaker {
             };
             if self
                 .word
-                .compare_exchange_weak(w, want, Relaxed, Relaxed)
+                .compare_exchange_weak(w, want, AcqRel, Relaxed)
                 .is_ok()
             {
                 return Some(permit(epoch(want), probe));
@@ -187,9 +191,10 @@ impl Breaker {
     fn transition(&self, mut w: u64, to: u64) -> bool {
         let (from_epoch, from_phase) = (epoch(w), phase(w));
         loop {
+            // Release: `opened_at`, stored before, is seen with the new phase.
             match self
                 .word
-                .compare_exchange_weak(w, next(w, to, 0), Relaxed, Relaxed)
+                .compare_exchange_weak(w, next(w, to, 0), AcqRel, Acquire)
             {
                 Ok(_) => return true,
                 Err(now) if epoch(now) == from_epoch && phase(now) == from_phase => w = now,

@@ -46,13 +46,7 @@ pub struct Timeouts {
 
 impl Timeouts {
     fn granularity(&self) -> u64 {
-        nanos(
-            self.header_read
-                .min(self.idle)
-                .min(self.write_stall)
-                .min(PARK_AFTER),
-        )
-        .max(1_000_000)
+        nanos(self.header_read.min(self.idle).min(self.write_stall)).max(1_000_000)
     }
 }
 
@@ -76,6 +70,8 @@ pub struct ConnState {
     park_due: AtomicBool,
     /// The connection is being parked: its socket must stay open.
     parking: AtomicBool,
+    /// The connection is parked (waiting for its client's next byte).
+    parked: AtomicBool,
 }
 
 impl ConnState {
@@ -90,6 +86,7 @@ impl ConnState {
             body_pending: AtomicBool::new(false),
             park_due: AtomicBool::new(false),
             parking: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
         })
     }
 
@@ -142,7 +139,7 @@ impl ConnState {
     /// When the connection may be parked (clock nanoseconds), if it is
     /// idle and may carry another request.
     fn park_at(&self) -> Option<u64> {
-        self.parkable(u64::MAX, 0)
+        (!self.parked.load(Relaxed) && self.parkable(u64::MAX, 0))
             .then(|| self.since.load(Relaxed).saturating_add(nanos(PARK_AFTER)))
     }
 
@@ -150,6 +147,24 @@ impl ConnState {
     /// shutdown of its HTTP connection object), or no longer.
     pub fn set_parking(&self, parking: bool) {
         self.parking.store(parking, Relaxed);
+    }
+
+    /// Marks the connection as parked, or no longer.
+    pub fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Relaxed);
+    }
+
+    /// Marks the connection as HTTP/2 (never parked).
+    pub fn set_multiplexed(&self) {
+        self.multiplexed.store(true, Relaxed);
+    }
+
+    /// True while the connection may be parked later: it is not HTTP/2 and
+    /// not parked. Its timer then ticks at least every [`PARK_AFTER`], to
+    /// notice in time when it went idle; the timers of HTTP/2 and parked
+    /// connections tick only as often as their timeouts need.
+    fn may_park(&self) -> bool {
+        !self.multiplexed.load(Relaxed) && !self.parked.load(Relaxed)
     }
 
     /// True while the connection is being parked.
@@ -200,7 +215,9 @@ pub struct TimedIo<T> {
 impl<T> TimedIo<T> {
     /// Wraps `inner`; the header-read clock starts now.
     pub fn new(inner: T, state: Arc<ConnState>, timeouts: Timeouts) -> Self {
-        let first = clock::now_nanos() + timeouts.granularity();
+        // A new connection may be parked after its first request: its
+        // timer ticks at the parking pace from the start.
+        let first = clock::now_nanos() + timeouts.granularity().min(nanos(PARK_AFTER));
         Self {
             inner,
             state,
@@ -258,7 +275,11 @@ impl<T> TimedIo<T> {
             }
             self.registered = None;
             let now = clock::now_nanos();
-            let mut next = now.saturating_add(self.timeouts.granularity());
+            let mut step = self.timeouts.granularity();
+            if self.state.may_park() {
+                step = step.min(nanos(PARK_AFTER));
+            }
+            let mut next = now.saturating_add(step);
             if let Some((at, what)) = self.deadline() {
                 if at <= now {
                     return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, what));
@@ -447,5 +468,43 @@ mod tests {
         let err = io.read(&mut buf).await.expect_err("idle timeout");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(err.to_string(), "idle keep-alive connection");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_is_flagged_for_parking_once() {
+        let (_client, server) = tokio::io::duplex(64);
+        let state = ConnState::new();
+        let mut io = TimedIo::new(server, state.clone(), T);
+        state.request_started(false, true, false);
+        state.request_finished(clock::now_nanos());
+        let mut buf = [0u8; 8];
+        // Nothing arrives: the read waits, and the timer flags the park.
+        let read = tokio::time::timeout(PARK_AFTER * 2, io.read(&mut buf)).await;
+        assert!(read.is_err(), "no error, no data");
+        assert!(state.take_park_due(), "flagged after {PARK_AFTER:?} idle");
+        assert!(!state.take_park_due(), "taken once");
+        // Parked: no longer flagged, however long it waits (until the
+        // idle timeout).
+        state.set_parked(true);
+        let read = tokio::time::timeout(Duration::from_secs(30), io.read(&mut buf)).await;
+        assert!(read.is_err());
+        assert!(!state.take_park_due());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_that_must_close_or_hold_a_body_are_not_flagged() {
+        for (keep_alive, body) in [(false, false), (true, true)] {
+            let (_client, server) = tokio::io::duplex(64);
+            let state = ConnState::new();
+            let mut io = TimedIo::new(server, state.clone(), T);
+            state.request_started(false, keep_alive, body);
+            state.request_finished(clock::now_nanos());
+            let mut buf = [0u8; 8];
+            let _ = tokio::time::timeout(PARK_AFTER * 3, io.read(&mut buf)).await;
+            assert!(
+                !state.take_park_due(),
+                "keep-alive {keep_alive}, body {body}"
+            );
+        }
     }
 }

@@ -89,7 +89,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, mut s: Serving) {
                     debug!(peer = %peer, error = %e, "client connection ended before a request")
                 }
                 Some(Ok((true, prefix))) => {
-                    Box::pin(http2(Rewind::new(prefix, io), svc, &mut s)).await
+                    Box::pin(http2(Rewind::new(prefix, io), svc, &state, &mut s)).await
                 }
                 Some(Ok((false, prefix))) => http1(io, prefix, svc, &state, &mut s).await,
             }
@@ -111,10 +111,24 @@ async fn tls<S: Handler>(
         None => {}
         Some(Err(e)) => debug!(peer = %peer, error = %e, "TLS handshake failed"),
         // Boxed: the stream's state moves into the task of its protocol.
-        Some(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-            http2(Box::new(tls), svc, s).await
-        }
-        Some(Ok(tls)) => http1(Box::new(tls), Bytes::new(), svc, state, s).await,
+        Some(Ok(tls)) => match tls.get_ref().1.alpn_protocol() {
+            Some(b"h2") => http2(Box::new(tls), svc, state, s).await,
+            Some(_) => http1(Box::new(tls), Bytes::new(), svc, state, s).await,
+            // No ALPN: the first bytes tell, as on the plain port.
+            None => {
+                let mut tls = Box::new(tls);
+                match until_shutdown(&mut s.shutdown, sniff(&mut tls)).await {
+                    None => {}
+                    Some(Err(e)) => {
+                        debug!(peer = %peer, error = %e, "client connection ended before a request")
+                    }
+                    Some(Ok((true, prefix))) => {
+                        http2(Rewind::new(prefix, tls), svc, state, s).await
+                    }
+                    Some(Ok((false, prefix))) => http1(tls, prefix, svc, state, s).await,
+                }
+            }
+        },
     }
 }
 
@@ -180,23 +194,29 @@ async fn sniff<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<(bool, Bytes
 }
 
 /// Serves HTTP/2 on `io` until the client or the proxy ends it.
-async fn http2<T, S>(io: T, svc: S, s: &mut Serving)
+async fn http2<T, S>(io: T, svc: S, state: &ConnState, s: &mut Serving)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
 {
+    state.set_multiplexed();
     let mut conn = Box::pin(s.builders.http2.serve_connection(TokioIo::new(io), svc));
-    let mut draining = false;
-    // As for HTTP/1.1: the shutdown flag is looked at whenever hyper
-    // yields, and the connection's timer wakes an idle one within a second.
-    let ended = std::future::poll_fn(|cx| {
-        if !draining && s.shared.draining() {
-            draining = true;
-            conn.as_mut().graceful_shutdown();
+    // An idle HTTP/2 connection is never parked and its timer ticks only as
+    // often as its timeouts need, so the shutdown signal is waited on here
+    // (hyper then sends GOAWAY at once).
+    let mut draining = *s.shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    let ended = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = s.shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
-        conn.as_mut().poll(cx)
-    })
-    .await;
+    };
     if let Err(e) = ended {
         debug!(error = %e, "HTTP/2 client connection ended with an error");
     }
@@ -219,16 +239,23 @@ async fn http1<T, S>(
         if leftover.is_empty() {
             // Parked: the next request's first byte wakes the connection.
             // The idle timeout still applies (inside `TimedIo`).
-            let _parked = Parked::new(&h.shared.metrics.parked_connections);
+            let parked = Parked::new(&h.shared.metrics.parked_connections, state);
             let mut byte = [0u8; 1];
             match until_shutdown(&mut h.shutdown, io.read(&mut byte)).await {
                 Some(Ok(1)) => leftover = Bytes::copy_from_slice(&byte),
-                Some(Ok(_)) | None => return,
+                // The client closed, or the proxy shuts down: close properly
+                // (a TLS close_notify, a FIN), as hyper would have.
+                Some(Ok(_)) | None => {
+                    drop(parked);
+                    let _ = io.shutdown().await;
+                    return;
+                }
                 Some(Err(e)) => {
                     debug!(error = %e, "parked client connection closed");
                     return;
                 }
             }
+            drop(parked);
         }
         // The start of a request: it must complete within the header-read
         // timeout, and the connection is not parked again before it has.
@@ -290,18 +317,21 @@ async fn http1<T, S>(
     }
 }
 
-/// Counts a connection in `isame_lb_parked_connections` while it is parked.
-struct Parked<'a>(&'a prometheus::IntGauge);
+/// A connection parked: counted in `isame_lb_parked_connections`, and its
+/// timer no longer ticks for a park to come (see [`ConnState::set_parked`]).
+struct Parked<'a>(&'a prometheus::IntGauge, &'a ConnState);
 
 impl<'a> Parked<'a> {
-    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+    fn new(gauge: &'a prometheus::IntGauge, state: &'a ConnState) -> Self {
         gauge.inc();
-        Self(gauge)
+        state.set_parked(true);
+        Self(gauge, state)
     }
 }
 
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
+        self.1.set_parked(false);
         self.0.dec();
     }
 }

@@ -145,7 +145,8 @@ pub fn parse(s: &[u8]) -> Result<usize, HostError> {
     Ok(name_len)
 }
 
-/// RFC 3986 reg-name (IPv4 addresses are reg-names too), not empty.
+/// RFC 3986 reg-name (IPv4 addresses are reg-names too), not empty, with
+/// no escaped control characters.
 fn check_reg_name(name: &[u8]) -> Result<(), HostError> {
     if name.is_empty() {
         return Err(HostError::Invalid);
@@ -157,7 +158,13 @@ fn check_reg_name(name: &[u8]) -> Result<(), HostError> {
             b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
             b'%' => {
                 let hex = name.get(i + 1..i + 3).ok_or(HostError::Invalid)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                let byte = std::str::from_utf8(hex)
+                    .ok()
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(HostError::Invalid)?;
+                // No escaped control characters (`%00`, `%0A`, ...).
+                if byte < 0x20 || byte == 0x7f {
                     return Err(HostError::Invalid);
                 }
                 i += 2;
@@ -235,6 +242,9 @@ mod tests {
             "[127.0.0.1]",
             "a%2.example",
             "a%zz.example",
+            "a%00.example",
+            "a%0d%0a.example",
+            "a%7F.example",
             "caf\u{e9}.example",
             "a\"b",
             "<a>",

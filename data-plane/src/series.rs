@@ -135,8 +135,20 @@ impl Series {
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&uid);
                     let Some(c) = created else { continue };
-                    if has_backend(current, &c.upstream, &c.backend) {
-                        // The same labels serve a backend of the new config.
+                    if let Some(uid) = uid_of(current, &c.upstream, &c.backend) {
+                        // The same labels serve a backend of the new config
+                        // (its identity changed, not its URL): the series
+                        // stay, and become that backend's to remove.
+                        let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+                        created
+                            .entry(uid)
+                            .or_insert_with(|| Created {
+                                upstream: c.upstream.clone(),
+                                backend: c.backend.clone(),
+                                combos: FxHashSet::default(),
+                            })
+                            .combos
+                            .extend(c.combos);
                         continue;
                     }
                     for (method, status) in c.combos {
@@ -173,8 +185,12 @@ impl Series {
     }
 }
 
-fn has_backend(s: &Snapshot, upstream: &str, url: &str) -> bool {
+/// The id of the backend `url` of `upstream` in `s`, if it has one.
+fn uid_of(s: &Snapshot, upstream: &str, url: &str) -> Option<u32> {
     s.upstreams
         .iter()
-        .any(|u| u.name == upstream && u.backends.iter().any(|b| b.url == url))
+        .filter(|u| u.name == upstream)
+        .flat_map(|u| &u.backends)
+        .find(|b| b.url == url)
+        .map(|b| b.state.uid)
 }

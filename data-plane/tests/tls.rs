@@ -439,3 +439,67 @@ async fn new_trust_settings_reach_pooled_connections_and_probes() {
     assert_eq!(c.get("/").await.expect("request").status, 200);
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn without_alpn_the_first_bytes_choose_the_protocol() {
+    let b = Backend::start("b").await;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca
+        .issue(&["localhost"], KeyKind::Ecdsa)
+        .write(dir.path(), "site");
+    let proxy = start(&config(
+        &[upstream("web", "round_robin", &[(&b, 1)])],
+        &tls_config(&cert, &key, ""),
+    ));
+    let https = proxy.https_addr.expect("https");
+    let tls = || async {
+        let stream = tokio::net::TcpStream::connect(https)
+            .await
+            .expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let s = tokio_rustls::TlsConnector::from(ca.client_config(&[]))
+            .connect(name, stream)
+            .await
+            .expect("handshake");
+        assert_eq!(s.get_ref().1.alpn_protocol(), None, "no ALPN offered");
+        hyper_util::rt::TokioIo::new(s)
+    };
+    // HTTP/2 with prior knowledge.
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), tls().await)
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let r = tx
+        .send_request(
+            http::Request::get("https://localhost/")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("h2 response");
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, http::Version::HTTP_2)
+    );
+    // HTTP/1.1.
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(tls().await)
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    let r = tx
+        .send_request(
+            http::Request::get("/")
+                .header("host", "localhost")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("h1 response");
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, http::Version::HTTP_11)
+    );
+    stop(proxy).await;
+}

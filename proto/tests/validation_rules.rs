@@ -353,19 +353,19 @@ fn rate_limit_rules() {
 fn names_are_usable_as_path_segments() {
     // `.` and `..` are resolved away by URL-normalising clients; a leading
     // `-` reads as an option on a command line.
-    for bad in [".", "..", ".hidden", "-web", "_web"] {
+    for bad in [".", "..", ".hidden", "-web"] {
         assert_problem(
             &BASE.replace("name: web", &format!("name: \"{bad}\"")),
             "upstreams[0].name",
-            "must start with a letter or digit",
+            "must start with a letter, a digit or '_'",
         );
         assert_problem(
             &BASE.replace("name: all", &format!("name: \"{bad}\"")),
             "routes[0].name",
-            "must start with a letter or digit",
+            "must start with a letter, a digit or '_'",
         );
     }
-    for good in ["web", "Web-2", "api.v1", "9lives", "a_b.c-d"] {
+    for good in ["web", "Web-2", "api.v1", "9lives", "a_b.c-d", "_internal"] {
         let yaml = BASE
             .replace("name: web", &format!("name: {good}"))
             .replace("upstream: web", &format!("upstream: {good}"));

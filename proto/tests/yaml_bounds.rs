@@ -133,6 +133,26 @@ fn alias_bombs_of_every_size_stop_early() {
         report("long scalar aliased", &text),
         Err(YamlError::TooLarge(_))
     ));
+    // Anchors nested in one another, each keeping a copy of what it holds
+    // for its aliases: 1.4 million nodes in the innermost level (within the
+    // budget), held once more per level if the copies were not counted.
+    let mut text = String::new();
+    for depth in 0..120 {
+        text.push_str(&"  ".repeat(depth));
+        text.push_str(&format!("- &a{depth}\n"));
+    }
+    let indent = "  ".repeat(120);
+    let line = format!("[{}0]", "0,".repeat(200_000));
+    for _ in 0..7 {
+        text.push_str(&indent);
+        text.push_str("- ");
+        text.push_str(&line);
+        text.push('\n');
+    }
+    assert!(matches!(
+        report("nested anchors", &text),
+        Err(YamlError::TooLarge(_))
+    ));
 }
 
 #[test]

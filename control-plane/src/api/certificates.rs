@@ -105,7 +105,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 
 /// One stored certificate, with its PEM chain.
 #[utoipa::path(get, path = "/certificates/{name}", tag = "certificates",
-    params(("name" = String, Path, description = "Certificate name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    params(("name" = String, Path, description = "Certificate name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")),
     responses((status = 200, description = "The certificate", body = CertificateBody),
         (status = 404, description = "No such certificate", body = ErrorBody)))]
 pub async fn get_one(
@@ -157,7 +157,7 @@ fn upload_of(body: Value) -> Result<Upload, ChangeError> {
 /// Stores a certificate and its key under `name` (creating or replacing).
 /// Replacing one the config names creates a config version.
 #[utoipa::path(put, path = "/certificates/{name}", tag = "certificates",
-    params(("name" = String, Path, description = "Certificate name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), WriteParams),
+    params(("name" = String, Path, description = "Certificate name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"), WriteParams),
     request_body(description = "`{cert_pem, key_pem}`",
         content((CertificateUpload = "application/json"), (CertificateUpload = "application/yaml"))),
     responses(
@@ -192,7 +192,7 @@ pub async fn put(
 
 /// Removes a certificate (refused while the config names it).
 #[utoipa::path(delete, path = "/certificates/{name}", tag = "certificates",
-    params(("name" = String, Path, description = "Certificate name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), WriteParams),
+    params(("name" = String, Path, description = "Certificate name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"), WriteParams),
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such certificate", body = ErrorBody),

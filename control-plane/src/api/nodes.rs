@@ -41,7 +41,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 
 /// One data plane.
 #[utoipa::path(get, path = "/nodes/{id}", tag = "nodes",
-    params(("id" = String, Path, description = "Node id: 1 to 128 letters, digits, `-`, `_`, `.` and `:`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")),
+    params(("id" = String, Path, description = "Node id: 1 to 128 letters, digits, `-`, `_`, `.` and `:`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,127}$")),
     responses((status = 200, description = "The node", body = Resource),
         (status = 404, description = "No such node", body = ErrorBody)))]
 pub async fn get_one(

@@ -45,7 +45,7 @@ pub async fn create(
 
 /// One route.
 #[utoipa::path(get, path = "/routes/{name}", tag = "routes",
-    params(("name" = String, Path, description = "Route name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    params(("name" = String, Path, description = "Route name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")),
     responses((status = 200, description = "The route", body = Resource),
         (status = 404, description = "No such route", body = ErrorBody)))]
 pub async fn get_one(
@@ -65,7 +65,7 @@ pub async fn get_one(
 
 /// Creates (at the end of the match order) or replaces (in place) a route.
 #[utoipa::path(put, path = "/routes/{name}", tag = "routes",
-    params(("name" = String, Path, description = "Route name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), WriteParams),
+    params(("name" = String, Path, description = "Route name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"), WriteParams),
     request_body(description = "The route", content((Resource = "application/json"), (Resource = "application/yaml"))),
     responses(
         (status = 200, description = "Replaced", body = ApplyResult),
@@ -85,7 +85,7 @@ pub async fn put(
 
 /// Removes a route.
 #[utoipa::path(delete, path = "/routes/{name}", tag = "routes",
-    params(("name" = String, Path, description = "Route name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), WriteParams),
+    params(("name" = String, Path, description = "Route name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"), WriteParams),
     responses(
         (status = 200, description = "Removed", body = ApplyResult),
         (status = 404, description = "No such route", body = ErrorBody),

@@ -52,7 +52,7 @@ pub async fn create(
 
 /// One upstream.
 #[utoipa::path(get, path = "/upstreams/{name}", tag = "upstreams",
-    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")),
+    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")),
     responses((status = 200, description = "The upstream", body = Resource),
         (status = 404, description = "No such upstream", body = ErrorBody)))]
 pub async fn get_one(
@@ -72,7 +72,7 @@ pub async fn get_one(
 
 /// Creates or replaces an upstream.
 #[utoipa::path(put, path = "/upstreams/{name}", tag = "upstreams",
-    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), WriteParams),
+    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"), WriteParams),
     request_body(description = "The upstream", content((Resource = "application/json"), (Resource = "application/yaml"))),
     responses(
         (status = 200, description = "Replaced", body = ApplyResult),
@@ -101,7 +101,7 @@ pub async fn put(
 
 /// Removes an upstream (refused while a route sends traffic to it).
 #[utoipa::path(delete, path = "/upstreams/{name}", tag = "upstreams",
-    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), WriteParams),
+    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"), WriteParams),
     responses(
         (status = 200, description = "Removed", body = ApplyResult),
         (status = 404, description = "No such upstream", body = ErrorBody),
@@ -158,7 +158,7 @@ fn backend_index(backends: &[Value], upstream: &str, id: &str) -> Result<usize, 
 
 /// Adds a backend to an upstream.
 #[utoipa::path(post, path = "/upstreams/{name}/backends", tag = "upstreams",
-    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"), WriteParams),
+    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"), WriteParams),
     request_body(description = "`{url, weight, drain}` or just the URL", content((Resource = "application/json"), (Resource = "application/yaml"))),
     responses(
         (status = 201, description = "Added", body = ApplyResult),
@@ -205,7 +205,7 @@ pub async fn add_backend(
 
 /// Changes a backend's `weight` or `drain` (a JSON merge patch of the backend).
 #[utoipa::path(patch, path = "/upstreams/{name}/backends/{backend}", tag = "upstreams",
-    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"),
         ("backend" = String, Path, description = "Backend URL (percent-encoded) or its host:port"),
         WriteParams),
     request_body(description = "Fields to change, e.g. `{\"weight\": 5}` or `{\"drain\": true}`", content((Resource = "application/json"), (Resource = "application/yaml"))),
@@ -260,7 +260,7 @@ pub async fn patch_backend(
 
 /// Removes a backend (drain it first so that nothing in flight is cut off).
 #[utoipa::path(delete, path = "/upstreams/{name}/backends/{backend}", tag = "upstreams",
-    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+    params(("name" = String, Path, description = "Upstream name: 1 to 128 letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`", pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"),
         ("backend" = String, Path, description = "Backend URL (percent-encoded) or its host:port"),
         WriteParams),
     responses(

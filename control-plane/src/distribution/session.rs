@@ -146,6 +146,11 @@ pub async fn run(
                     }
                 }
                 _ = heartbeat.tick() => {
+                    // A heartbeat only matters on a quiet stream: behind a
+                    // message still queued it would just take a slot.
+                    if s.out.capacity() < s.out.max_capacity() {
+                        continue;
+                    }
                     let beat = pb::ControlMessage {
                         kind: Some(Out::Heartbeat(pb::Heartbeat { newest_version: s.sent })),
                     };
@@ -279,11 +284,25 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
 /// the newest config has (a report cannot create series of its own).
 fn count_traffic(d: &Distribution, s: &pb::StatsReport) {
     let m = &d.metrics;
-    let known = d.known.of(&d.configs.current(), |gone| {
-        let _ = m.upstream_requests.remove_label_values(&[gone]);
-        let _ = m.upstream_errors.remove_label_values(&[gone]);
-        let _ = m.upstream_seconds.remove_label_values(&[gone]);
-    });
+    // Under the known set's lock: a series removed as its upstream leaves
+    // cannot be brought back by a report counted at the same time.
+    d.known.with(
+        &d.configs.current(),
+        |gone| {
+            let _ = m.upstream_requests.remove_label_values(&[gone]);
+            let _ = m.upstream_errors.remove_label_values(&[gone]);
+            let _ = m.upstream_seconds.remove_label_values(&[gone]);
+        },
+        |known| count_known(m, s, known),
+    );
+}
+
+/// Adds the report's figures of the `known` upstreams to the fleet counters.
+fn count_known(
+    m: &crate::metrics::Metrics,
+    s: &pb::StatsReport,
+    known: &std::collections::HashSet<String>,
+) {
     for u in &s.upstreams {
         if u.requests == 0 || !known.contains(&u.upstream) {
             continue;

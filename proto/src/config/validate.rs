@@ -76,7 +76,8 @@ fn name(n: &str, path: &Path, p: &mut Problems) {
 }
 
 /// The rule for every name (upstreams, routes, stored certificates): 1 to
-/// 128 letters, digits, '-', '_' and '.', starting with a letter or digit.
+/// 128 letters, digits, '-', '_' and '.', starting with a letter, a digit
+/// or '_'.
 ///
 /// Names are URL path segments (`/api/v1/upstreams/{name}`) and command
 /// arguments, so none may be `.` or `..` (which URL-normalising clients
@@ -105,8 +106,8 @@ fn check_segment(n: &str, allowed: &str, punctuation: impl Fn(char) -> bool) -> 
         .all(|c| c.is_ascii_alphanumeric() || punctuation(c))
     {
         Err(format!("{n:?} may only contain {allowed}"))
-    } else if !n.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        Err(format!("{n:?} must start with a letter or digit"))
+    } else if !n.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        Err(format!("{n:?} must start with a letter, a digit or '_'"))
     } else {
         Ok(())
     }

@@ -144,8 +144,8 @@ pub fn parse_with(text: &str, limits: &Limits) -> Result<Value, YamlError> {
         let mut r = read.get();
         if r.cut {
             return Err(YamlError::TooLarge(format!(
-                "a flow collection ([...] or {{...}}) is longer than {} bytes; \
-                 write it in block style, or send the document as JSON",
+                "a single scalar or flow collection ([...] or {{...}}) is longer than {} bytes; \
+                 write long lists in block style, or send the document as JSON",
                 limits.look_ahead
             )));
         }
@@ -299,7 +299,7 @@ impl Builder {
                     None => Value::String(text),
                 };
                 if anchor != 0 {
-                    self.remember(anchor, &value, 1, value.as_str().map_or(0, str::len));
+                    self.remember(anchor, &value, 1, value.as_str().map_or(0, str::len))?;
                 }
                 self.deliver(value)?;
             }
@@ -360,12 +360,22 @@ impl Builder {
         if frame.anchor != 0 {
             let (nodes, bytes) = self.budget.used();
             let (n0, b0) = frame.used_at_open;
-            self.remember(frame.anchor, &value, nodes - n0, bytes - b0);
+            self.remember(frame.anchor, &value, nodes - n0, bytes - b0)?;
         }
         self.deliver(value)
     }
 
-    fn remember(&mut self, anchor: usize, value: &Value, nodes: usize, bytes: usize) {
+    /// Keeps a copy of an anchored node for its aliases. The copy is charged
+    /// like the node itself: anchors nested in one another would otherwise
+    /// keep the same subtree once per level, outside the budget.
+    fn remember(
+        &mut self,
+        anchor: usize,
+        value: &Value,
+        nodes: usize,
+        bytes: usize,
+    ) -> Result<(), YamlError> {
+        self.budget.take(nodes, bytes)?;
         self.anchors.insert(
             anchor,
             Anchored {
@@ -374,6 +384,7 @@ impl Builder {
                 bytes,
             },
         );
+        Ok(())
     }
 
     /// Puts a finished node where it belongs: the root, the next item of a
