@@ -11,6 +11,7 @@ pub mod duration;
 mod errors;
 pub mod json;
 pub mod middleware;
+mod scalar;
 pub mod tls_names;
 mod validate;
 pub mod yaml;
