@@ -5,7 +5,7 @@
 use crate::configs::Current;
 use crate::store::NodeRecord;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// A connected node whose last NACK is for a version newer than it runs.
 #[derive(Debug, Clone)]
@@ -123,7 +123,7 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
 /// series at will, and the series of an upstream that left the config go
 /// with it.
 #[derive(Debug, Default)]
-pub struct KnownUpstreams(Mutex<(u64, Arc<HashSet<String>>)>);
+pub struct KnownUpstreams(Mutex<(u64, HashSet<String>)>);
 
 impl KnownUpstreams {
     /// Runs `f` on the names of the newest known version's upstreams, under
@@ -146,7 +146,7 @@ impl KnownUpstreams {
             for gone in cached.1.difference(&names) {
                 left(gone);
             }
-            *cached = (cur.version, Arc::new(names));
+            *cached = (cur.version, names);
         }
         f(&cached.1)
     }

@@ -254,19 +254,7 @@ async fn a_slow_node_gets_the_newest_version_and_holds_up_nobody() {
     let cp = start().await;
     // Snapshots large enough (about 100 KB each) that the transport's buffers
     // fill up well before thirty of them are sent.
-    let mut big =
-        String::from("upstreams:\n  - name: web\n    backends: [http://127.0.0.1:3001]\n");
-    for u in 0..800 {
-        big.push_str(&format!(
-            "  - name: upstream-number-{u}\n    backends: [http://10.1.{}.{}:8080, http://10.2.{}.{}:8080]\n",
-            u / 200,
-            u % 200,
-            u / 200,
-            u % 200
-        ));
-    }
-    let r = cp.admin(Method::PUT, "/api/v1/config", &big).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    apply_big_config(&cp).await;
     let mut slow = Subscriber::connect_with_window(cp.cp.grpc_addr, ADMIN, "slow", Some(65_535))
         .await
         .expect("slow");
@@ -327,28 +315,49 @@ async fn acks_are_never_rate_limited_but_report_floods_are() {
     })
     .await;
     // A node that floods reports is cut off.
-    for _ in 0..200 {
-        if node
-            .to_cp
-            .send(pb::NodeMessage {
-                kind: Some(Kind::Stats(pb::StatsReport::default())),
-            })
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    let status = loop {
-        match node.from_cp.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("closed without a status"),
-            Err(s) => break s,
-        }
-    };
+    let status = flood(&mut node, Kind::Stats(pb::StatsReport::default()), 200).await;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
     wait_node(&cp, "busy", |n| n["connected"] == false).await;
     cp.stop().await;
+}
+
+/// Applies a config of 800 upstreams (about 100 KB a snapshot), so that
+/// the transport's buffers of a node that reads nothing fill after a few
+/// snapshots; its `web` upstream has the backend 127.0.0.1:3001.
+async fn apply_big_config(cp: &Cp) {
+    let mut big =
+        String::from("upstreams:\n  - name: web\n    backends: [http://127.0.0.1:3001]\n");
+    for u in 0..800 {
+        big.push_str(&format!(
+            "  - name: upstream-number-{u}\n    backends: [http://10.1.{}.{}:8080, http://10.2.{}.{}:8080]\n",
+            u / 200,
+            u % 200,
+            u / 200,
+            u % 200
+        ));
+    }
+    let r = cp.admin(Method::PUT, "/api/v1/config", &big).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Sends `kind` up to `n` times (until the stream refuses more), then
+/// returns the status the control plane ended the stream with.
+async fn flood(node: &mut Subscriber, kind: Kind, n: usize) -> tonic::Status {
+    for _ in 0..n {
+        let msg = pb::NodeMessage {
+            kind: Some(kind.clone()),
+        };
+        if node.to_cp.send(msg).await.is_err() {
+            break;
+        }
+    }
+    loop {
+        match node.from_cp.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("closed without a status"),
+            Err(s) => return s,
+        }
+    }
 }
 
 /// The value of one series in a Prometheus text page (0 when absent).
@@ -493,25 +502,7 @@ async fn acks_of_versions_never_sent_are_a_flood_too() {
         .expect("subscribe");
     node.snapshot().await;
     // One snapshot was sent; hundreds of ACKs answer nothing.
-    for _ in 0..500 {
-        if node
-            .to_cp
-            .send(pb::NodeMessage {
-                kind: Some(Kind::Ack(pb::Ack { version: 1 })),
-            })
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    let status = loop {
-        match node.from_cp.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("closed without a status"),
-            Err(s) => break s,
-        }
-    };
+    let status = flood(&mut node, Kind::Ack(pb::Ack { version: 1 }), 500).await;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
     wait_node(&cp, "acker", |n| {
         n["connected"] == false && n["version"] == 1
@@ -529,17 +520,7 @@ async fn a_node_that_stops_reading_is_disconnected_and_holds_up_nobody() {
     .await;
     // About 100 KB a snapshot: the transport's buffers of a node that reads
     // nothing fill after a few.
-    let mut big =
-        String::from("upstreams:\n  - name: web\n    backends: [http://127.0.0.1:3001]\n");
-    for u in 0..800 {
-        big.push_str(&format!(
-            "  - name: upstream-number-{u}\n    backends: [http://10.1.{}.{}:8080]\n",
-            u / 200,
-            u % 200,
-        ));
-    }
-    let r = cp.admin(Method::PUT, "/api/v1/config", &big).await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    apply_big_config(&cp).await;
     let stuck = Subscriber::connect_with_window(cp.cp.grpc_addr, ADMIN, "stuck", Some(65_535))
         .await
         .expect("stuck");

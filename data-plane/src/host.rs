@@ -15,18 +15,15 @@ use std::net::Ipv6Addr;
 
 /// Why a request's host is refused (the client gets 400 with this text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.reason())]
 pub enum HostError {
     /// More than one `Host` header.
-    #[error("more than one Host header")]
     Repeated,
     /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
-    #[error("missing Host header")]
     Missing,
     /// Not `host[:port]`.
-    #[error("invalid host")]
     Invalid,
     /// HTTP/2 `:authority` and `Host` name different hosts.
-    #[error("Host header differs from the request's authority")]
     Conflict,
 }
 

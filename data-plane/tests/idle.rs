@@ -219,21 +219,8 @@ async fn parked_connections_still_time_out_and_end_at_shutdown() {
 
 #[tokio::test]
 async fn parked_tls_connections_carry_on_without_a_new_handshake() {
-    use isame_testkit::tls::{KeyKind, TestCa};
     let b = Backend::start("b").await;
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = ca
-        .issue(&["localhost"], KeyKind::Ecdsa)
-        .write(dir.path(), "site");
-    let proxy = start(&config(
-        &[upstream("web", "round_robin", &[(&b, 1)])],
-        &format!(
-            "tls:\n  enabled: true\n  cert_file: {}\n  key_file: {}\n",
-            cert.display(),
-            key.display()
-        ),
-    ));
+    let (proxy, ca, _dir) = start_tls(&b);
     let https = proxy.https_addr.expect("https");
     let (mut c, _) =
         isame_testkit::Client::https(https, "localhost", ca.client_config(&[b"http/1.1"]))

@@ -5,16 +5,7 @@ mod common;
 use common::*;
 use isame_testkit::tls::{KeyKind, TestCa};
 use isame_testkit::{Backend, Client};
-use std::path::Path;
 use std::sync::Arc;
-
-fn tls_config(cert: &Path, key: &Path, extra: &str) -> String {
-    format!(
-        "tls:\n  enabled: true\n  cert_file: {}\n  key_file: {}\n{extra}",
-        cert.display(),
-        key.display()
-    )
-}
 
 async fn https_get(
     addr: std::net::SocketAddr,
@@ -443,15 +434,7 @@ async fn new_trust_settings_reach_pooled_connections_and_probes() {
 #[tokio::test]
 async fn without_alpn_the_first_bytes_choose_the_protocol() {
     let b = Backend::start("b").await;
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = ca
-        .issue(&["localhost"], KeyKind::Ecdsa)
-        .write(dir.path(), "site");
-    let proxy = start(&config(
-        &[upstream("web", "round_robin", &[(&b, 1)])],
-        &tls_config(&cert, &key, ""),
-    ));
+    let (proxy, ca, _dir) = start_tls(&b);
     let https = proxy.https_addr.expect("https");
     let tls = || async {
         let stream = tokio::net::TcpStream::connect(https)

@@ -10,7 +10,7 @@ use isame_proto::config::Config;
 use isame_testkit::Backend;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A YAML upstream block listing `backends` with the given weights.
@@ -36,6 +36,33 @@ fn quiet(yaml: &str) -> String {
         .filter(|s| !yaml.lines().any(|l| l.starts_with(&format!("{s}:"))))
         .map(|s| format!("{s}:\n  enabled: false\n"))
         .collect()
+}
+
+/// The `tls` section terminating TLS with this certificate and key, then
+/// `extra` (more top-level YAML).
+pub fn tls_config(cert: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        "tls:\n  enabled: true\n  cert_file: {}\n  key_file: {}\n{extra}",
+        cert.display(),
+        key.display()
+    )
+}
+
+/// Starts a proxy in front of `b` that terminates TLS for `localhost` with
+/// a certificate of a new test CA; returns it, the CA (for clients) and the
+/// directory holding the certificate files.
+pub fn start_tls(b: &Backend) -> (Proxy, isame_testkit::tls::TestCa, tempfile::TempDir) {
+    use isame_testkit::tls::{KeyKind, TestCa};
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca
+        .issue(&["localhost"], KeyKind::Ecdsa)
+        .write(dir.path(), "site");
+    let proxy = start(&config(
+        &[upstream("web", "round_robin", &[(b, 1)])],
+        &tls_config(&cert, &key, ""),
+    ));
+    (proxy, ca, dir)
 }
 
 /// Parses YAML that the test knows to be valid (see [`config`] for what is
