@@ -532,6 +532,15 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        // Fold the WAL into the main file while nothing else writes: the
+        // close of the last connection would do it too, but only when no
+        // other connection of the pool is still closing at that moment.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
+        }
         self.pool.close().await;
     }
 }
