@@ -2,10 +2,7 @@
 //! needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = [
-        "proto/isame/v1/config.proto",
-        "proto/isame/v1/discovery.proto",
-    ];
+    let protos = ["proto/isame/v1/discovery.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -82,6 +82,8 @@ async fn subscriber(
         build_version: "bench".into(),
         labels: Default::default(),
         cached_version: 0,
+        schema_digest: isame_proto::config::schema::digest().into(),
+        config_fields: isame_proto::config::schema::fields().to_vec(),
     };
     let _ = tx
         .send(pb::NodeMessage {

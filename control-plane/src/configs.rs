@@ -33,13 +33,23 @@ pub struct Current {
     pub committed_at: Option<tokio::time::Instant>,
     /// The stored certificates it names: name → material id.
     pub certificates: BTreeMap<String, String>,
+    /// The config fields it uses (`upstreams[].backends[].weight`), which
+    /// a node must know to be sent it.
+    pub fields_used: Arc<[String]>,
+}
+
+/// The config fields the document `doc` uses.
+fn fields_used(doc: &serde_json::Value) -> Arc<[String]> {
+    isame_proto::config::schema::paths::used(isame_proto::config::schema::this_build(), doc)
+        .into_iter()
+        .collect()
 }
 
 /// The wire form of a version, with the certificates it names.
 fn snapshot_of(
     version: u64,
     hash: &str,
-    config: &Config,
+    json: &str,
     bound: &BTreeMap<String, String>,
     materials: &[Material],
 ) -> Result<Arc<pb::Snapshot>, StoreError> {
@@ -62,7 +72,7 @@ fn snapshot_of(
     Ok(Arc::new(pb::Snapshot {
         version,
         hash: hash.to_owned(),
-        config: Some(pb::Config::from(config)),
+        config_json: json.to_owned(),
         certificates,
     }))
 }
@@ -321,9 +331,11 @@ impl Configs {
             certificate,
             audit: req.into_audit(changes.clone()),
         };
+        let used = fields_used(&serde_json::to_value(&*model).map_err(unserializable)?);
         let next = Current {
             version,
-            snapshot: Some(snapshot_of(version, &hash, &model, &bound, &materials)?),
+            fields_used: used,
+            snapshot: Some(snapshot_of(version, &hash, &text, &bound, &materials)?),
             config: Some(model),
             hash,
             json: Bytes::from(text),
@@ -457,10 +469,11 @@ async fn current_of(
     };
     Ok(Current {
         version: rec.version,
+        fields_used: fields_used(&doc),
         snapshot: Some(snapshot_of(
             rec.version,
             &rec.hash,
-            &config,
+            &rec.config,
             &rec.certificates,
             &materials,
         )?),

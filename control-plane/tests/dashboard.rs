@@ -302,11 +302,8 @@ impl FakeNode {
 }
 
 async fn apply(s: &Subscriber, snap: &pb::Snapshot, refuse: Option<&str>, unhealthy: &[&str]) {
-    let upstreams = snap
-        .config
-        .as_ref()
-        .map(|c| c.upstreams.as_slice())
-        .unwrap_or_default();
+    let config = isame_proto::Config::from_json(&snap.config_json).expect("a valid config");
+    let upstreams = config.upstreams.as_slice();
     let bad = refuse.and_then(|r| {
         upstreams.iter().find_map(|u| {
             let i = u.backends.iter().position(|b| b.url == r)?;

@@ -20,8 +20,7 @@ async fn snapshots_acks_and_the_ledger() {
     let s = node.snapshot().await;
     assert_eq!(s.version, 1, "the newest version comes at once");
     assert_eq!(s.hash, cp.get("/api/v1/versions/1").await.json()["hash"]);
-    let config =
-        isame_proto::convert::config_from_pb(s.config.as_ref().expect("config")).expect("valid");
+    let config = isame_proto::Config::from_json(&s.config_json).expect("valid");
     assert_eq!(config.upstreams[0].name, "web");
     node.ack(1).await;
     let n = wait_node(&cp, "dp-1", |n| n["version"] == 1).await;
@@ -566,5 +565,56 @@ async fn a_node_that_stops_reading_is_disconnected_and_holds_up_nobody() {
         .text();
     assert!(m.contains("isame_cp_connected_nodes 1"), "{m}");
     drop(stuck);
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_too_old_for_a_field_is_not_sent_the_version_and_is_told_why() {
+    let cp = start().await;
+    seed(&cp).await;
+    // A build that predates `drain`: every version it can read reaches it.
+    let older: Vec<String> = isame_proto::config::schema::fields()
+        .iter()
+        .filter(|f| *f != "upstreams[].backends[].drain")
+        .cloned()
+        .collect();
+    let mut node = Subscriber::connect_reading(cp.cp.grpc_addr, ADMIN, "old-1", None, older)
+        .await
+        .expect("subscribe");
+    assert_eq!(node.snapshot().await.version, 1);
+    node.ack(1).await;
+
+    // Version 2 drains a backend: the node would not understand it.
+    cp.admin(
+        Method::PATCH,
+        "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+        r#"{"drain": true}"#,
+    )
+    .await;
+    let n = wait_node(&cp, "old-1", |n| n["last_nack"]["version"] == 2).await;
+    assert_eq!(n["last_nack"]["by"], "control-plane");
+    assert_eq!(
+        n["last_nack"]["errors"][0]["path"],
+        "upstreams[].backends[].drain"
+    );
+    let message = n["last_nack"]["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("");
+    assert!(message.contains("upgrade"), "{message}");
+    assert_eq!(n["version"], 1, "it keeps serving what it has");
+    let fleet = cp.get("/api/v1/fleet").await.json();
+    assert_eq!(fleet["nodes"]["nacked"][0]["id"], "old-1", "{fleet}");
+
+    // Version 3 no longer uses the field: it is sent.
+    cp.admin(
+        Method::PATCH,
+        "/api/v1/upstreams/web/backends/127.0.0.1:3001",
+        r#"{"drain": false}"#,
+    )
+    .await;
+    let s = tokio::time::timeout(Duration::from_secs(10), node.snapshot())
+        .await
+        .expect("version 3 in time");
+    assert_eq!(s.version, 3, "version 2 was never sent");
     cp.stop().await;
 }

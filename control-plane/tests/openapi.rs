@@ -12,6 +12,7 @@ use http::Method;
 const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/config"),
     ("put", "/api/v1/config"),
+    ("get", "/api/v1/schema"),
     ("get", "/api/v1/upstreams"),
     ("post", "/api/v1/upstreams"),
     ("get", "/api/v1/upstreams/{name}"),
@@ -45,6 +46,10 @@ const CONTRACT: &[(&str, &str)] = &[
 async fn document_matches_the_routes() {
     let cp = start().await;
     seed(&cp).await;
+    let r = call(cp.addr, Method::GET, "/api/v1/schema", None, &[], "").await;
+    assert_eq!(r.status, 200, "the config schema needs no token");
+    assert_eq!(r.headers["content-type"], "application/schema+json");
+    assert_eq!(r.json(), isame_proto::config::schema::document());
     let r = call(cp.addr, Method::GET, "/api/v1/openapi.json", None, &[], "").await;
     assert_eq!(r.status, 200, "the document needs no token");
     let doc = r.json();
@@ -128,8 +133,24 @@ async fn document_matches_the_routes() {
 
 #[test]
 fn document_is_generated_without_a_server() {
-    let doc = isame_control_plane::api::openapi_document();
-    let json = serde_json::to_value(&doc).expect("serializes");
+    let json = isame_control_plane::api::openapi_document();
     assert!(json["paths"]["/api/v1/config"]["put"]["requestBody"].is_object());
+    // Config documents are described by the config model's own schema.
+    assert_eq!(
+        json["paths"]["/api/v1/config"]["put"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/Config"
+    );
+    assert_eq!(
+        json["paths"]["/api/v1/upstreams/{name}/backends"]["post"]["requestBody"]["content"]
+            ["application/yaml"]["schema"]["$ref"],
+        "#/components/schemas/Backend"
+    );
+    let config = &json["components"]["schemas"]["Config"];
+    assert_eq!(config["additionalProperties"], false);
+    assert_eq!(
+        config["properties"]["upstreams"]["items"]["$ref"],
+        "#/components/schemas/Upstream"
+    );
     assert!(json["paths"]["/api/v1/config"]["put"]["responses"]["422"].is_object());
 }

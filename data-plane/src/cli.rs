@@ -99,6 +99,12 @@ pub enum Command {
         /// The YAML file to check.
         file: PathBuf,
     },
+    /// Print the JSON Schema of a config file (for editors and CI checks).
+    Schema {
+        /// Print the configuration reference (Markdown) instead.
+        #[arg(long)]
+        reference: bool,
+    },
 }
 
 /// On or off.

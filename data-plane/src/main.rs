@@ -21,6 +21,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Validate { file }) => validate(file),
+        Some(Command::Schema { reference }) => {
+            use isame_proto::config::schema;
+            if *reference {
+                println!("{}", schema::reference::markdown(schema::this_build()));
+            } else {
+                print!("{}", schema::document_text());
+            }
+            ExitCode::SUCCESS
+        }
         None => {
             let format = match cli.log_format {
                 LogFormat::Text => isame_telemetry::LogFormat::Text,

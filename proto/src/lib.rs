@@ -1,12 +1,11 @@
 //! Isame's shared contract: the protobuf messages that travel between the
-//! control plane and data planes, and the declarative config model (YAML/JSON
-//! schema, validation, conversion to and from protobuf). No I/O lives here.
+//! control plane and data planes, and the declarative config model (its
+//! reader, JSON Schema, validation and diff). No I/O lives here.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "certs")]
 pub mod certs;
 pub mod config;
-pub mod convert;
 
 /// Generated protobuf and gRPC code for `isame.v1`.
 pub mod pb {

@@ -1,27 +1,23 @@
-//! Property tests: every valid config survives YAML and protobuf round trips
-//! unchanged, and no input makes the reader panic.
+//! Property tests: every valid config survives the YAML and canonical JSON
+//! round trips unchanged, and no input makes the reader panic.
 
 mod common;
 
 use common::config;
 use isame_proto::config::*;
-use isame_proto::convert::config_from_pb;
-use isame_proto::pb;
 use proptest::prelude::*;
-use prost::Message;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
-    fn yaml_model_proto_model_is_identity(c in config()) {
+    fn yaml_and_canonical_json_read_back_the_same(c in config()) {
         prop_assert_eq!(c.validate(), Ok(()));
         let yaml = c.to_yaml().expect("serializes");
         let from_yaml = Config::from_yaml(&yaml).map_err(|e| TestCaseError::fail(format!("{e}\n{yaml}")))?;
         prop_assert_eq!(&from_yaml, &c);
-        let wire = pb::Config::from(&from_yaml).encode_to_vec();
-        let decoded = pb::Config::decode(wire.as_slice()).expect("decodes");
-        prop_assert_eq!(config_from_pb(&decoded), Ok(c));
+        let json = serde_json::to_string(&from_yaml).expect("serializes");
+        prop_assert_eq!(Config::from_json(&json), Ok(c));
     }
 
     #[test]
@@ -46,30 +42,59 @@ proptest! {
 }
 
 #[test]
-fn proto_with_missing_sections_is_refused_with_paths() {
-    let errs = config_from_pb(&pb::Config::default()).unwrap_err();
+fn an_unknown_field_anywhere_is_named_with_its_path() {
+    let doc = serde_json::json!({
+        "upstreams": [{"name": "a", "backends": [{"url": "http://127.0.0.1:1", "priority": 2}]}],
+        "routes": [{"name": "r", "upstream": "a", "middleware": [{"redirect": {"to": "/x", "code": 301}}]}],
+    });
+    let errs = Config::from_value(&doc).unwrap_err();
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    assert!(paths.contains(&"server"), "{paths:?}");
-    assert!(paths.contains(&"health"), "{paths:?}");
+    assert_eq!(
+        paths,
+        [
+            "upstreams[0].backends[0].priority",
+            "routes[0].middleware[0].redirect.code"
+        ],
+        "{errs}"
+    );
+    assert!(
+        errs.0[0]
+            .message
+            .contains("expected one of: url, weight, drain"),
+        "{errs}"
+    );
 }
 
 #[test]
-fn proto_is_validated_like_yaml() {
-    let c = Config::from_yaml("upstreams:\n  - name: a\n    backends: [\"http://127.0.0.1:1\"]\n")
-        .expect("valid");
-    let mut wire = pb::Config::from(&c);
-    wire.upstreams[0].backends[0].weight = 0;
-    wire.upstreams[0].algorithm = 99;
-    let errs = config_from_pb(&wire).unwrap_err();
-    assert!(
-        errs.iter().any(|e| e.path == "upstreams[0].algorithm"),
-        "{errs}"
+fn bounds_declared_on_a_field_are_enforced_with_its_path() {
+    let doc = serde_json::json!({
+        "server": {"port": 0, "max_header_bytes": 10},
+        "upstreams": [{"name": "a", "backends": [{"url": "http://127.0.0.1:1", "weight": 1001}],
+                       "rate_limit": {"requests_per_ip": 1, "ipv6_prefix": 129}}],
+    });
+    let errs = Config::from_value(&doc).unwrap_err();
+    let found: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [
+            "server.port: must be between 1 and 65535, found 0",
+            "server.max_header_bytes: must be between 1024 and 67108864, found 10",
+            "upstreams[0].backends[0].weight: must be between 1 and 1000, found 1001",
+            "upstreams[0].rate_limit.ipv6_prefix: must be between 1 and 128, found 129",
+        ]
     );
-    wire.upstreams[0].algorithm = pb::Algorithm::RoundRobin as i32;
-    let errs = config_from_pb(&wire).unwrap_err();
-    assert!(
-        errs.iter()
-            .any(|e| e.path == "upstreams[0].backends[0].weight"),
-        "{errs}"
+}
+
+#[test]
+fn an_upstream_section_inherits_the_fields_it_leaves_out() {
+    let c = Config::from_yaml(
+        "health: {interval: 7s, path: /ping}\nretry: {max_attempts: 5}\nupstreams:\n  - name: a\n    backends: [\"http://127.0.0.1:1\"]\n    health: {path: /ready}\n    retry: {}\n",
+    )
+    .expect("valid");
+    let h = c.upstreams[0].health.as_ref().expect("own health");
+    assert_eq!((h.interval.as_secs(), h.path.as_str()), (7, "/ready"));
+    assert_eq!(
+        c.upstreams[0].retry.as_ref().map(|r| r.max_attempts),
+        Some(5)
     );
 }

@@ -4,71 +4,9 @@
 use isame_proto::config::{Algorithm, Config};
 use std::time::Duration;
 
-const SEED_SHAPED: &str = r#"
-version: "2.1.0"
-service: "storefront-lb"
+mod common;
 
-server:
-  port: 8081
-  https_port: 8444
-  read_timeout: "10s"
-  write_timeout: "20s"
-  idle_timeout: "90s"
-  max_header_bytes: 65536
-
-upstreams:
-  - name: "web"
-    algorithm: "weighted_round_robin"
-    backends:
-      - url: "http://127.0.0.1:4001"
-        weight: 5
-      - url: "http://127.0.0.1:4002"
-        weight: 1
-    rate_limit:
-      enabled: true
-      requests_per_ip: 50
-      window_size: "30s"
-  - name: "api"
-    algorithm: "least_connections"
-    backends:
-      - url: "http://api-a.internal:9000"
-        weight: 1
-      - url: "https://api-b.internal"
-        weight: 1
-
-health:
-  enabled: true
-  interval: "10s"
-  timeout: "2s"
-  path: "/healthz"
-  unhealthy_threshold: 4
-  healthy_threshold: 1
-
-metrics:
-  enabled: true
-  port: 9191
-  path: "/prom"
-
-circuit_breaker:
-  enabled: true
-  failure_threshold: 7
-  timeout: "45s"
-
-retry:
-  enabled: true
-  max_attempts: 2
-  initial_backoff: "50ms"
-  max_backoff: "1s"
-
-tls:
-  enabled: false
-  cert_file: "certs/site.pem"
-  key_file: "certs/site.key"
-  min_version: "1.2"
-  cipher_suites:
-    - "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
-    - "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
-"#;
+use common::SEED_SHAPED;
 
 #[test]
 fn seed_shaped_file_loads_with_its_values() {

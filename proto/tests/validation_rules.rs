@@ -193,7 +193,7 @@ fn server_rules() {
 #[test]
 fn upstream_rules() {
     assert_problem("upstreams: []\n", "upstreams", "at least one upstream");
-    assert_problem("{}", "upstreams", "at least one upstream");
+    assert_problem("{}", "upstreams", "required field is missing");
     assert_problem(
         &BASE.replace("name: web", "name: \"\""),
         "upstreams[0].name",
@@ -330,7 +330,7 @@ fn rate_limit_rules() {
                 "      requests_per_ip: 5\n      ipv6_prefix: {bad}\n"
             )),
             "upstreams[0].rate_limit.ipv6_prefix",
-            "must be 1 to 128",
+            "must be between 1 and 128",
         );
     }
     assert_problem(

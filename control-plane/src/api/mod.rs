@@ -80,13 +80,13 @@ fn api() -> OpenApiRouter<AppState> {
         ))
 }
 
-/// The OpenAPI document of the whole API.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of the whole API, as `/api/v1/openapi.json` serves it.
+pub fn openapi_document() -> serde_json::Value {
     let (_, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .nest("/api/v1", api())
         .split_for_parts();
     openapi::complete_operations(&mut doc);
-    doc
+    openapi::with_config_schema(&doc)
 }
 
 /// The whole HTTP application.
@@ -101,7 +101,7 @@ pub fn router(state: AppState) -> Router {
         )
         .split_for_parts();
     openapi::complete_operations(&mut doc);
-    let doc = Arc::new(doc);
+    let doc = Arc::new(openapi::with_config_schema(&doc));
     api.route(
         "/api/v1/openapi.json",
         get(move || {
@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(doc.as_ref().clone()) }
         }),
     )
+    .route("/api/v1/schema", get(openapi::schema))
     .route("/healthz", get(ops::healthz))
     .route("/readyz", get(ops::readyz))
     .route("/metrics", get(ops::metrics))

@@ -189,3 +189,96 @@ pub fn complete_operations(doc: &mut utoipa::openapi::OpenApi) {
         }
     }
 }
+
+/// Operations whose JSON bodies are documents of the config model: the
+/// model's own schemas stand in for the generic object there.
+/// (method, path, schema, in the request body or in the 200 response).
+const MODEL_BODIES: &[(&str, &str, &str, Body)] = &[
+    ("put", "/api/v1/config", "Config", Body::Request),
+    ("get", "/api/v1/config", "Config", Body::Response),
+    ("post", "/api/v1/upstreams", "Upstream", Body::Request),
+    ("put", "/api/v1/upstreams/{name}", "Upstream", Body::Request),
+    (
+        "get",
+        "/api/v1/upstreams/{name}",
+        "Upstream",
+        Body::Response,
+    ),
+    (
+        "post",
+        "/api/v1/upstreams/{name}/backends",
+        "Backend",
+        Body::Request,
+    ),
+    ("post", "/api/v1/routes", "Route", Body::Request),
+    ("put", "/api/v1/routes/{name}", "Route", Body::Request),
+    ("get", "/api/v1/routes/{name}", "Route", Body::Response),
+];
+
+#[derive(Clone, Copy)]
+enum Body {
+    Request,
+    Response,
+}
+
+/// The served document: the generated one with the config model's JSON
+/// Schema in `components.schemas`, referenced by the bodies that carry
+/// config documents, and `GET /api/v1/schema`.
+pub fn with_config_schema(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let mut v = serde_json::to_value(doc).unwrap_or_else(|_| json!({}));
+    if let Some(schemas) = v
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        schemas.extend(isame_proto::config::schema::components());
+    }
+    for (method, path, name, body) in MODEL_BODIES {
+        let Some(op) = v
+            .get_mut("paths")
+            .and_then(|p| p.get_mut(*path))
+            .and_then(|p| p.get_mut(*method))
+        else {
+            continue;
+        };
+        let content = match body {
+            Body::Request => op.pointer_mut("/requestBody/content"),
+            Body::Response => op.pointer_mut("/responses/200/content"),
+        };
+        if let Some(Value::Object(content)) = content {
+            for (media, c) in content.iter_mut() {
+                // A YAML body is text to the document; its parsed form is the same schema.
+                if media.ends_with("json") || matches!(body, Body::Request) {
+                    c["schema"] = json!({"$ref": format!("#/components/schemas/{name}")});
+                }
+            }
+        }
+    }
+    if let Some(paths) = v.get_mut("paths").and_then(Value::as_object_mut) {
+        paths.insert(
+            "/api/v1/schema".into(),
+            json!({"get": {
+                "tags": ["config"],
+                "summary": "The JSON Schema of a config document",
+                "description": "Generated from the config model; editors can use it (`# yaml-language-server: $schema=URL`). Needs no token.",
+                "operationId": "schema",
+                "security": [],
+                "responses": {"200": {
+                    "description": "A JSON Schema (draft 2020-12)",
+                    "content": {"application/schema+json": {"schema": {"type": "object"}}},
+                }},
+            }}),
+        );
+    }
+    v
+}
+
+/// `GET /api/v1/schema`: the published JSON Schema.
+pub async fn schema() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/schema+json")],
+        isame_proto::config::schema::document_text(),
+    )
+        .into_response()
+}

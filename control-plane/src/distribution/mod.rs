@@ -193,7 +193,8 @@ impl ConfigDiscovery for Service {
             "data plane connected"
         );
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(session::run(d, node, ticket, inbound, tx));
+        let reads = session::NodeSchema::of(&hello);
+        tokio::spawn(session::run(d, node, ticket, reads, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

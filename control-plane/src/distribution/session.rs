@@ -10,6 +10,7 @@ use isame_proto::pb;
 use isame_proto::pb::control_message::Kind as Out;
 use isame_proto::pb::node_message::Kind as In;
 use serde_json::json;
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
@@ -52,7 +53,44 @@ struct Session {
     sent: u64,
     /// Snapshots sent and not answered yet (at most [`ANSWERS_OWED`]).
     owed: u32,
+    /// What the node said it can read, when that may differ from this
+    /// build (`None`: the same schema, or a node that did not say).
+    reads: Option<NodeSchema>,
 }
+
+/// The config fields a node can read, from its Hello.
+#[derive(Debug)]
+pub struct NodeSchema {
+    /// Its build, named in the explanation.
+    pub build: String,
+    /// Every field path it reads.
+    pub fields: HashSet<String>,
+}
+
+impl NodeSchema {
+    /// What the node's Hello says, when it reads configs differently from
+    /// this build (a node with this build's schema, or one that sent no
+    /// field list, gets every version).
+    pub fn of(hello: &pb::Hello) -> Option<NodeSchema> {
+        if hello.config_fields.is_empty()
+            || hello.schema_digest == isame_proto::config::schema::digest()
+        {
+            return None;
+        }
+        Some(NodeSchema {
+            build: hello.build_version.clone(),
+            fields: hello
+                .config_fields
+                .iter()
+                .take(MAX_FIELDS)
+                .map(|f| f.chars().take(256).collect())
+                .collect(),
+        })
+    }
+}
+
+/// Most field paths kept from one Hello (this build has a few hundred).
+const MAX_FIELDS: usize = 10_000;
 
 impl Session {
     /// Hands a message to the stream. Gives up when the node does not take
@@ -72,11 +110,53 @@ impl Session {
         }
     }
 
-    /// Sends the version `cur` holds, if it has one.
+    /// Sends the version `cur` holds, if it has one and the node can read it.
     async fn send_snapshot(&mut self, cur: &Arc<Current>) -> Result<(), End> {
         let Some(snapshot) = cur.snapshot.as_ref() else {
             return Ok(());
         };
+        if let Some(reads) = &self.reads {
+            let unknown: Vec<&String> = cur
+                .fields_used
+                .iter()
+                .filter(|f| !reads.fields.contains(*f))
+                .collect();
+            if !unknown.is_empty() {
+                // Sending it would only be refused: the node keeps what it
+                // serves, and the ledger says why it is behind.
+                tracing::warn!(
+                    node = %self.node,
+                    version = cur.version,
+                    build = %reads.build,
+                    fields = ?unknown,
+                    "not sent: the node cannot read fields this version uses"
+                );
+                self.sent = cur.version;
+                let errors: Vec<_> = unknown
+                    .iter()
+                    .take(100)
+                    .map(|f| {
+                        json!({
+                            "path": f,
+                            "message": format!(
+                                "isame-lb {} on this node does not know this field; upgrade it to serve version {}",
+                                reads.build, cur.version
+                            ),
+                        })
+                    })
+                    .collect();
+                self.d.ledger.record(
+                    &self.node,
+                    NodeUpdate::Nack(json!({
+                        "version": cur.version,
+                        "errors": errors,
+                        "at": crate::api::rfc3339(crate::store::sqlite::now_ms()),
+                        "by": "control-plane",
+                    })),
+                );
+                return Ok(());
+            }
+        }
         let span = tracing::info_span!(
             "push",
             otel.kind = "producer",
@@ -103,6 +183,7 @@ pub async fn run(
     d: Arc<Distribution>,
     node: String,
     ticket: Ticket,
+    reads: Option<NodeSchema>,
     mut inbound: Streaming<pb::NodeMessage>,
     out: mpsc::Sender<Result<pb::ControlMessage, Status>>,
 ) {
@@ -115,6 +196,7 @@ pub async fn run(
         replaced: ticket.replaced,
         sent: 0,
         owed: 0,
+        reads,
     };
     let mut heartbeat = interval_at(Instant::now() + d.options.heartbeat, d.options.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);

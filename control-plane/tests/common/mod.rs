@@ -185,6 +185,30 @@ impl Subscriber {
         node_id: &str,
         window: Option<u32>,
     ) -> Result<Subscriber, tonic::Status> {
+        Self::connect_reading(
+            addr,
+            token,
+            node_id,
+            window,
+            isame_proto::config::schema::fields().to_vec(),
+        )
+        .await
+    }
+
+    /// The same, for a node that says it reads only `fields` (a build
+    /// older than this one).
+    pub async fn connect_reading(
+        addr: SocketAddr,
+        token: &str,
+        node_id: &str,
+        window: Option<u32>,
+        fields: Vec<String>,
+    ) -> Result<Subscriber, tonic::Status> {
+        let digest = if fields == isame_proto::config::schema::fields() {
+            isame_proto::config::schema::digest().to_owned()
+        } else {
+            "an-older-schema".to_owned()
+        };
         use isame_proto::pb;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("endpoint")
@@ -202,6 +226,8 @@ impl Subscriber {
                 build_version: "test".into(),
                 labels: [("zone".to_string(), "a".to_string())].into(),
                 cached_version: 0,
+                schema_digest: digest,
+                config_fields: fields,
             })),
         })
         .await

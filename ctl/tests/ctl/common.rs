@@ -230,6 +230,8 @@ impl Cp {
                     build_version: "test".into(),
                     labels: [("zone".to_string(), "a".to_string())].into(),
                     cached_version: 0,
+                    schema_digest: isame_proto::config::schema::digest().into(),
+                    config_fields: isame_proto::config::schema::fields().to_vec(),
                 })),
             })
             .await

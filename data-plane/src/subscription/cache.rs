@@ -95,10 +95,7 @@ mod tests {
         pb::Snapshot {
             version,
             hash: "abc".into(),
-            config: Some(pb::Config {
-                service: "cached".into(),
-                ..Default::default()
-            }),
+            config_json: r#"{"service": "cached"}"#.into(),
             certificates: Vec::new(),
         }
     }

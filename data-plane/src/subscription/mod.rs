@@ -17,8 +17,8 @@ mod waiting;
 use crate::app::{Proxy, ProxyOptions, StartError};
 use crate::reload::ReloadError;
 use isame_proto::config::ConfigErrors;
-use isame_proto::convert::config_from_pb;
 use isame_proto::pb;
+use isame_proto::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -265,11 +265,15 @@ impl Inner {
     /// Checks, compiles and swaps in `snapshot` (starting the proxy on the
     /// first one). Nothing changes when it fails.
     async fn install(&self, snapshot: &pb::Snapshot) -> Result<(), ConfigErrors> {
-        let pb_config = snapshot
-            .config
-            .as_ref()
-            .ok_or_else(|| ConfigErrors::one("", "the snapshot carries no config"))?;
-        let mut config = config_from_pb(pb_config)?;
+        if snapshot.config_json.is_empty() {
+            return Err(ConfigErrors::one(
+                "",
+                "the snapshot carries no config_json (the control plane predates this node's wire format)",
+            ));
+        }
+        // The same strict reader as `isame-lb validate`: a field this build
+        // does not know is refused with its path, never dropped.
+        let mut config = Config::from_json(&snapshot.config_json)?;
         let mut proxy = self.proxy.lock().await;
         let cert_files = self
             .certs

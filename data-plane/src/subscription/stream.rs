@@ -76,6 +76,8 @@ async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
         build_version: env!("CARGO_PKG_VERSION").into(),
         labels: opts.labels.iter().cloned().collect(),
         cached_version: inner.state.version.load(Ordering::SeqCst),
+        schema_digest: isame_proto::config::schema::digest().into(),
+        config_fields: isame_proto::config::schema::fields().to_vec(),
     };
     let _ = tx
         .send(pb::NodeMessage {

@@ -5,13 +5,14 @@
 //! Reading ([`Config::from_yaml`], [`Config::from_json`]) applies defaults and
 //! runs every validation rule, returning every problem at once with its path.
 
-mod decode;
 pub mod diff;
 pub mod duration;
 mod errors;
+pub(crate) mod field;
 pub mod json;
 pub mod middleware;
 mod scalar;
+pub mod schema;
 pub mod tls_names;
 mod validate;
 pub mod yaml;
@@ -19,153 +20,166 @@ pub mod yaml;
 pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
-pub use validate::{check_name, check_node_id};
+pub use validate::{check_name, check_node_id, NAME_PATTERN};
 
+use field::forms::{header_map, label, statuses, tls_version};
 use ipnet::IpNet;
+use isame_config_derive::Config;
 use serde::Serialize;
 use std::net::IpAddr;
 use std::time::Duration;
 
 /// A complete, validated Isame configuration with every default filled in.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Config)]
 pub struct Config {
-    /// Free-form version label of this file (the seed's `version`).
+    /// Free-form label of this file, shown in `/status`.
+    #[config(with = label, default = "1".into())]
     pub version: String,
-    /// Service name, used in logs and `/status`.
+    /// Service name, shown in logs and `/status`.
+    #[config(with = label, default = "isame-lb".into())]
     pub service: String,
     /// Client-facing listener settings.
     pub server: Server,
-    /// Named groups of backends.
+    /// Named groups of backends; at least one.
+    #[config(required)]
     pub upstreams: Vec<Upstream>,
-    /// Request matching, in order; the first match wins. Empty: everything goes
-    /// to the first upstream.
+    /// Request matching, tried in order; the first match wins. None: everything
+    /// goes to the first upstream.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
-    /// Peers whose `X-Forwarded-For` is believed.
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_proxies: Vec<IpNet>,
-    /// Active health checks.
+    /// Active health checks of every upstream's backends.
+    #[config(shared)]
     pub health: Health,
     /// The admin listener (`/metrics`, `/health`, `/ready`, `/status`).
     pub metrics: Metrics,
     /// Per-backend circuit breaker.
+    #[config(shared)]
     pub circuit_breaker: CircuitBreaker,
     /// Retry policy.
+    #[config(shared)]
     pub retry: Retry,
     /// TLS termination.
     pub tls: Tls,
 }
 
-/// Client-facing listener settings (`server:`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Client-facing listener settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Config)]
 pub struct Server {
     /// Address the proxy listeners bind to.
+    #[config(default = IpAddr::from([0, 0, 0, 0]))]
     pub address: IpAddr,
     /// Plain HTTP port.
+    #[config(default = 8080, min = 1, max = 65535)]
     pub port: u16,
-    /// HTTPS port, used when `tls.enabled`.
+    /// HTTPS port, used when `tls.enabled`; differs from `port`.
+    #[config(default = 8443, min = 1, max = 65535)]
     pub https_port: u16,
-    /// Longest time a client may take to send a request's headers.
+    /// A request's headers must arrive within this (from its first byte, or
+    /// from accept); also the longest pause in a request body (408 after).
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(15))]
     pub read_timeout: Duration,
     /// Longest time a write to the client may stall before the connection is closed.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(15))]
     pub write_timeout: Duration,
-    /// Longest time a keep-alive connection may sit idle between requests.
+    /// A keep-alive connection with no request in flight closes after this.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(60))]
     pub idle_timeout: Duration,
     /// Largest request head (request line and headers) accepted; larger gets 431.
+    #[config(default = 1 << 20, min = 1024, max = 67108864)]
     pub max_header_bytes: u32,
-    /// On shutdown, how long in-flight requests may take to finish.
+    /// On SIGTERM, how long requests in flight may take to finish.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(30))]
     pub shutdown_timeout: Duration,
 }
 
 /// How an upstream spreads requests over its backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Config)]
 #[serde(rename_all = "snake_case")]
+#[config(what = "algorithm")]
 pub enum Algorithm {
     /// Each backend in turn.
+    #[config(default)]
     RoundRobin,
-    /// Smooth weighted round robin (nginx's): interleaved, never bursts.
+    /// Smooth weighted round robin (nginx's): shares follow `weight`,
+    /// interleaved, never in bursts.
     WeightedRoundRobin,
     /// The backend with the fewest requests in flight; ties rotate.
     LeastConnections,
 }
 
-impl Algorithm {
-    /// Every algorithm with its config name.
-    pub const ALL: [(&'static str, Algorithm); 3] = [
-        ("round_robin", Algorithm::RoundRobin),
-        ("weighted_round_robin", Algorithm::WeightedRoundRobin),
-        ("least_connections", Algorithm::LeastConnections),
-    ];
-
-    /// The config name, e.g. `round_robin`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::RoundRobin => "round_robin",
-            Algorithm::WeightedRoundRobin => "weighted_round_robin",
-            Algorithm::LeastConnections => "least_connections",
-        }
-    }
-}
-
-/// A named group of backends (`upstreams[]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A named group of backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Config)]
 pub struct Upstream {
-    /// Unique name, referenced by routes and shown in metrics.
+    /// Unique name, referenced by routes and shown in metrics: 1 to 128
+    /// letters, digits, `-`, `_` and `.`, starting with a letter, a digit or `_`.
+    #[config(required, pattern = NAME_PATTERN)]
     pub name: String,
     /// Balancing algorithm.
     pub algorithm: Algorithm,
-    /// The servers requests go to.
+    /// The servers requests go to; at least one.
+    #[config(required)]
     pub backends: Vec<Backend>,
     /// Per-client rate limit for this upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
     /// Longest time to open a connection to a backend.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(5))]
     pub connect_timeout: Duration,
-    /// Longest time from sending a request to a backend to its response headers.
+    /// From the request being sent (its last body byte) to the response
+    /// headers, and the longest stall while a backend reads a body or sends
+    /// one (504 after).
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(30))]
     pub response_timeout: Duration,
-    /// Health checks of this upstream's backends, when they differ from the
-    /// global `health` (fields left out come from it).
+    /// This upstream's own health checks.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[config(inherit)]
     pub health: Option<Health>,
-    /// This upstream's circuit breaker, when it differs from the global one.
+    /// This upstream's own circuit breaker.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[config(inherit)]
     pub circuit_breaker: Option<CircuitBreaker>,
-    /// This upstream's retry policy, when it differs from the global one.
+    /// This upstream's own retry policy.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[config(inherit)]
     pub retry: Option<Retry>,
     /// How `https://` backends are verified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
 }
 
-/// Verification of `https://` backends (`upstreams[].tls`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Verification of `https://` backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct UpstreamTls {
-    /// PEM file of the CA(s) that sign the backends' certificates; empty:
-    /// the system's roots.
+    /// PEM file of the CAs that sign the backends' certificates; empty: the
+    /// system's roots.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub ca_file: String,
-    /// Name checked against the backends' certificates; empty: each
-    /// backend URL's host.
+    /// Name the backends' certificates must carry; empty: each backend URL's host.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub server_name: String,
 }
 
-/// One server of an upstream (`upstreams[].backends[]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One server of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
+#[config(shorthand = url)]
 pub struct Backend {
-    /// `http://host:port` or `https://host:port`.
+    /// `http://host:port` or `https://host:port`, without a path.
+    #[config(required)]
     pub url: String,
-    /// Share of traffic under `weighted_round_robin` (1 to 1000).
+    /// Share of traffic under `weighted_round_robin`.
+    #[config(default = 1, min = 1, max = 1000)]
     pub weight: u32,
-    /// Draining: takes no new requests; those in flight finish. Set before
-    /// removing a backend so that nothing is cut off.
+    /// Draining: takes no new requests; those in flight finish. Set it
+    /// before removing a backend so that nothing is cut off.
     #[serde(skip_serializing_if = "is_false")]
     pub drain: bool,
 }
@@ -175,18 +189,22 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// Sliding-window limit per client IP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct RateLimit {
     /// Whether the limit applies.
+    #[config(default = true)]
     pub enabled: bool,
-    /// Requests allowed per client IP in one window.
+    /// Requests allowed per client in one window.
+    #[config(required)]
     pub requests_per_ip: u32,
     /// Length of the sliding window.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(60))]
     pub window_size: Duration,
-    /// Leading bits of an IPv6 address that identify one client (1 to 128;
-    /// IPv4 clients are always their own address).
+    /// Leading bits of an IPv6 address that identify one client (IPv4
+    /// clients are always their own address).
     #[serde(skip_serializing_if = "is_default_ipv6_prefix")]
+    #[config(default = DEFAULT_IPV6_PREFIX, min = 1, max = 128)]
     pub ipv6_prefix: u8,
 }
 
@@ -198,26 +216,30 @@ fn is_default_ipv6_prefix(p: &u8) -> bool {
     *p == DEFAULT_IPV6_PREFIX
 }
 
-/// Sends matching requests to an upstream (`routes[]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Sends matching requests to an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct Route {
-    /// Unique name.
+    /// Unique name (the rules of upstream names).
+    #[config(required, pattern = NAME_PATTERN)]
     pub name: String,
-    /// Host to match, exact (`api.example.com`) or wildcard (`*.example.com`);
-    /// case-insensitive, port ignored.
+    /// Host to match, exact (`api.example.com`) or wildcard
+    /// (`*.example.com`: any subdomain); case-insensitive, port ignored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Path prefix to match on segment boundaries: `/api` matches `/api` and
-    /// `/api/x`, not `/apix`. A prefix ending in `/` matches as written.
+    /// `/api/x`, not `/apix`; `/` matches everything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
-    /// Headers that must all be present with exactly these values.
+    /// Headers that must all be present with exactly these values (names
+    /// case-insensitive).
     #[serde(
         skip_serializing_if = "Vec::is_empty",
         serialize_with = "serialize_headers"
     )]
+    #[config(with = header_map)]
     pub headers: Vec<HeaderMatch>,
     /// Name of the upstream that serves matching requests.
+    #[config(required, pattern = NAME_PATTERN)]
     pub upstream: String,
     /// Per-client rate limit for requests this route matches.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -228,14 +250,8 @@ pub struct Route {
     pub middleware: Vec<Middleware>,
 }
 
-/// One header a route requires.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HeaderMatch {
-    /// Header name (case-insensitive).
-    pub name: String,
-    /// Exact value.
-    pub value: String,
-}
+/// One header a route requires: its name and exact value.
+pub type HeaderMatch = HeaderField;
 
 fn serialize_headers<S: serde::Serializer>(h: &[HeaderMatch], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
@@ -246,79 +262,102 @@ fn serialize_headers<S: serde::Serializer>(h: &[HeaderMatch], s: S) -> Result<S:
     map.end()
 }
 
-/// Active health checks (`health:`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Active health checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct Health {
     /// Whether backends are probed.
+    #[config(default = true)]
     pub enabled: bool,
     /// Time between probes of one backend.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(30))]
     pub interval: Duration,
-    /// Longest time one probe may take.
+    /// Longest time one probe may take; at most `interval`.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(5))]
     pub timeout: Duration,
     /// Path probed on each backend.
+    #[config(default = "/health".into())]
     pub path: String,
-    /// Consecutive failures that mark a backend unhealthy.
+    /// Failed probes in a row that take a backend out.
+    #[config(default = 3)]
     pub unhealthy_threshold: u32,
-    /// Consecutive successes that mark a backend healthy again.
+    /// Good probes in a row that bring it back.
+    #[config(default = 2)]
     pub healthy_threshold: u32,
     /// Statuses that count as healthy: codes (`"204"`), ranges
     /// (`"200-399"`) or classes (`"2xx"`).
+    #[config(with = statuses, default = vec!["200-399".into()])]
     pub expected_statuses: Vec<String>,
 }
 
-/// The admin listener (`metrics:`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct Metrics {
-    /// Whether `/metrics` is served.
+    /// Whether `/metrics` is served (`/health`, `/ready` and `/status` always are).
+    #[config(default = true)]
     pub enabled: bool,
-    /// Address of the admin listener; loopback unless set.
+    /// Address of the admin listener.
+    #[config(default = IpAddr::from([127, 0, 0, 1]))]
     pub address: IpAddr,
-    /// Port of the admin listener.
+    /// Port of the admin listener; differs from the proxy's ports.
+    #[config(default = 9090, min = 1, max = 65535)]
     pub port: u16,
     /// Path of the Prometheus endpoint.
+    #[config(default = "/metrics".into())]
     pub path: String,
 }
 
-/// Per-backend circuit breaker (`circuit_breaker:`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Per-backend circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct CircuitBreaker {
     /// Whether breakers are used.
+    #[config(default = true)]
     pub enabled: bool,
-    /// Consecutive failures that open the circuit.
+    /// Consecutive failures (connect errors, timeouts, 5xx) that open the circuit.
+    #[config(default = 5)]
     pub failure_threshold: u32,
     /// How long an open circuit stays open before probing.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(60))]
     pub timeout: Duration,
     /// Requests let through to probe a half-open circuit.
+    #[config(default = 1)]
     pub half_open_requests: u32,
 }
 
-/// Retry policy (`retry:`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Retry policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct Retry {
     /// Whether failed requests may be retried.
+    #[config(default = true)]
     pub enabled: bool,
-    /// Tries in all, the first included.
+    /// Tries in all, the first included (1 to 10).
+    #[config(default = 3)]
     pub max_attempts: u32,
     /// Backoff before the first retry.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_millis(100))]
     pub initial_backoff: Duration,
-    /// Upper bound of the backoff.
+    /// Upper bound of the backoff; at least `initial_backoff`.
     #[serde(serialize_with = "duration::serialize")]
+    #[config(default = Duration::from_secs(2))]
     pub max_backoff: Duration,
-    /// Retries may add at most this share of recent requests, in percent.
+    /// Retries may add at most this share of the last 10 s of requests, in
+    /// percent (0 to 100)...
+    #[config(default = 20)]
     pub budget_percent: u32,
-    /// ...but at least this many retries per second are always allowed.
+    /// ...plus this many retries per second.
+    #[config(default = 10)]
     pub budget_min_per_second: u32,
     /// Request bodies up to this size are kept so they can be sent again;
-    /// larger ones stream and are not retried once sent.
+    /// larger ones stream and are not retried once sent (at most 16 MiB).
+    #[config(default = 64 * 1024)]
     pub max_body_bytes: u32,
 }
 
-/// TLS termination (`tls:`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// TLS termination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct Tls {
     /// Whether the HTTPS listener runs.
     pub enabled: bool,
@@ -326,25 +365,28 @@ pub struct Tls {
     /// instead of `cert_file` and `key_file` (subscribed data planes only).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub certificate: String,
-    /// PEM certificate chain.
+    /// PEM certificate chain; required when enabled, unless `certificate`.
     pub cert_file: String,
-    /// PEM private key.
+    /// PEM private key; required when enabled, unless `certificate`.
     pub key_file: String,
-    /// Oldest protocol version accepted: `"1.2"` or `"1.3"`.
+    /// Oldest protocol version accepted.
+    #[config(with = tls_version, default = "1.2".into())]
     pub min_version: String,
-    /// Allowed cipher suites by their IANA/Go names; empty means the safe defaults.
+    /// Allowed cipher suites by their IANA or Go names (e.g.
+    /// `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`); empty: the safe defaults.
+    /// Legacy CBC, RC4 and 3DES suites are refused.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
     /// More certificates, chosen by the name the client asks for (SNI);
     /// `cert_file` is the default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<Certificate>,
-    /// Answer plain HTTP requests with a redirect to HTTPS.
+    /// Answer plain HTTP requests with 308 to the same URL over HTTPS.
     pub redirect_http: bool,
 }
 
-/// A certificate and its key (`tls.certificates[]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A certificate and its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct Certificate {
     /// Name of a certificate in the control plane's certificate store, used
     /// instead of `cert_file` and `key_file` (subscribed data planes only).
@@ -374,101 +416,6 @@ impl Config {
         }
         refs
     }
-}
-
-impl Default for Server {
-    fn default() -> Self {
-        Self {
-            address: IpAddr::from([0, 0, 0, 0]),
-            port: 8080,
-            https_port: 8443,
-            read_timeout: Duration::from_secs(15),
-            write_timeout: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(60),
-            max_header_bytes: 1 << 20,
-            shutdown_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(5),
-            path: "/health".into(),
-            unhealthy_threshold: 3,
-            healthy_threshold: 2,
-            expected_statuses: vec!["200-399".into()],
-        }
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            address: IpAddr::from([127, 0, 0, 1]),
-            port: 9090,
-            path: "/metrics".into(),
-        }
-    }
-}
-
-impl Default for CircuitBreaker {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            failure_threshold: 5,
-            timeout: Duration::from_secs(60),
-            half_open_requests: 1,
-        }
-    }
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            budget_percent: 20,
-            budget_min_per_second: 10,
-            max_body_bytes: 64 * 1024,
-        }
-    }
-}
-
-impl Default for Tls {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            certificate: String::new(),
-            cert_file: String::new(),
-            key_file: String::new(),
-            min_version: "1.2".into(),
-            cipher_suites: Vec::new(),
-            certificates: Vec::new(),
-            redirect_http: false,
-        }
-    }
-}
-
-/// Defaults of fields that have no section struct of their own.
-pub mod defaults {
-    use std::time::Duration;
-    /// Default `connect_timeout`.
-    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-    /// Default `response_timeout`.
-    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-    /// Default backend weight.
-    pub const WEIGHT: u32 = 1;
-    /// Default service name.
-    pub const SERVICE: &str = "isame-lb";
-    /// Default version label.
-    pub const VERSION: &str = "1";
 }
 
 impl Config {
@@ -519,7 +466,16 @@ impl Config {
     /// documents that were valid when they were stored and must still be
     /// shown after the rules changed; new input goes through [`Config::from_value`].
     pub fn from_value_lenient(value: &serde_json::Value) -> (Config, ConfigErrors) {
-        let (config, mut problems) = decode::decode(value);
+        let mut r = field::Reader::default();
+        let config = field::read_section(
+            value,
+            &errors::Path::root(),
+            &mut r,
+            &Config::default(),
+            None,
+        )
+        .unwrap_or_default();
+        let mut problems = r.problems;
         let decode_paths: Vec<String> = problems.0.iter().map(|p| p.path.clone()).collect();
         let mut rules = errors::Problems::default();
         validate::validate(&config, &mut rules);

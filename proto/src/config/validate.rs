@@ -1,4 +1,6 @@
-//! The rules a decoded [`Config`] must satisfy, each reported with its path.
+//! The rules a decoded [`Config`] must satisfy beyond what each field
+//! declares (types, bounds, required fields): rules across fields and
+//! formats of their own, each reported with its path.
 //! Every rule runs; nothing stops at the first problem.
 
 use super::errors::{Path, Problems};
@@ -7,14 +9,10 @@ use std::collections::HashSet;
 
 /// Longest name of an upstream or route.
 const MAX_NAME: usize = 128;
-/// Largest backend weight.
-pub const MAX_WEIGHT: u32 = 1000;
 /// Most tries a retry policy may make.
 pub const MAX_ATTEMPTS: u32 = 10;
 /// Largest request body kept in memory for retries.
 pub const MAX_RETRY_BODY: u32 = 16 << 20;
-/// Bounds of `server.max_header_bytes`.
-const HEADER_BYTES: (u32, u32) = (1024, 64 << 20);
 
 pub(super) fn validate(c: &Config, p: &mut Problems) {
     let root = Path::root();
@@ -57,12 +55,6 @@ fn positive(d: Duration, path: &Path, p: &mut Problems) {
     }
 }
 
-fn port(n: u16, path: &Path, p: &mut Problems) {
-    if n == 0 {
-        p.add(path, "must be between 1 and 65535");
-    }
-}
-
 fn at_least_one(n: u32, path: &Path, p: &mut Problems) {
     if n == 0 {
         p.add(path, "must be at least 1");
@@ -74,6 +66,10 @@ fn name(n: &str, path: &Path, p: &mut Problems) {
         p.add(path, message);
     }
 }
+
+/// [`check_name`] as a regular expression (for the JSON Schema and the
+/// API's path parameters).
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$";
 
 /// The rule for every name (upstreams, routes, stored certificates): 1 to
 /// 128 letters, digits, '-', '_' and '.', starting with a letter, a digit
@@ -157,21 +153,12 @@ fn url_path(s: &str, path: &Path, p: &mut Problems) {
 }
 
 fn server(s: &Server, tls: &Tls, path: &Path, p: &mut Problems) {
-    port(s.port, &path.key("port"), p);
-    port(s.https_port, &path.key("https_port"), p);
     if tls.enabled && s.https_port == s.port && s.port != 0 {
         p.add(&path.key("https_port"), "must differ from server.port");
     }
     positive(s.read_timeout, &path.key("read_timeout"), p);
     positive(s.write_timeout, &path.key("write_timeout"), p);
     positive(s.idle_timeout, &path.key("idle_timeout"), p);
-    let (lo, hi) = HEADER_BYTES;
-    if !(lo..=hi).contains(&s.max_header_bytes) {
-        p.add(
-            &path.key("max_header_bytes"),
-            format!("must be between {lo} and {hi}"),
-        );
-    }
 }
 
 fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
@@ -186,12 +173,6 @@ fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
             if !seen.insert(key) {
                 p.add(&bpath.key("url"), format!("duplicate backend {:?}", b.url));
             }
-        }
-        if !(1..=MAX_WEIGHT).contains(&b.weight) {
-            p.add(
-                &bpath.key("weight"),
-                format!("must be between 1 and {MAX_WEIGHT}"),
-            );
         }
     }
     if let Some(rl) = &u.rate_limit {
@@ -225,12 +206,6 @@ fn rate_limit(rl: &RateLimit, path: &Path, p: &mut Problems) {
     if rl.enabled {
         at_least_one(rl.requests_per_ip, &path.key("requests_per_ip"), p);
         positive(rl.window_size, &path.key("window_size"), p);
-    }
-    if !(1..=128).contains(&rl.ipv6_prefix) {
-        p.add(
-            &path.key("ipv6_prefix"),
-            format!("must be 1 to 128, found {}", rl.ipv6_prefix),
-        );
     }
 }
 
@@ -374,7 +349,6 @@ fn health(h: &Health, path: &Path, p: &mut Problems) {
 }
 
 fn metrics(m: &Metrics, s: &Server, tls: &Tls, path: &Path, p: &mut Problems) {
-    port(m.port, &path.key("port"), p);
     if m.port != 0 && (m.port == s.port || tls.enabled && m.port == s.https_port) {
         p.add(&path.key("port"), "must differ from the proxy's ports");
     }

@@ -1,5 +1,7 @@
 //! Shared by the property tests: a proptest strategy for arbitrary valid
-//! [`Config`]s, every optional section and keyed list exercised.
+//! [`Config`]s, every optional section and keyed list exercised; and the
+//! original plan's file.
+#![allow(dead_code)]
 
 use isame_proto::config::*;
 use proptest::prelude::*;
@@ -269,3 +271,70 @@ pub fn config() -> impl Strategy<Value = Config> {
             },
         )
 }
+
+/// A file in the original plan's shape, every section written out.
+pub const SEED_SHAPED: &str = r#"
+version: "2.1.0"
+service: "storefront-lb"
+
+server:
+  port: 8081
+  https_port: 8444
+  read_timeout: "10s"
+  write_timeout: "20s"
+  idle_timeout: "90s"
+  max_header_bytes: 65536
+
+upstreams:
+  - name: "web"
+    algorithm: "weighted_round_robin"
+    backends:
+      - url: "http://127.0.0.1:4001"
+        weight: 5
+      - url: "http://127.0.0.1:4002"
+        weight: 1
+    rate_limit:
+      enabled: true
+      requests_per_ip: 50
+      window_size: "30s"
+  - name: "api"
+    algorithm: "least_connections"
+    backends:
+      - url: "http://api-a.internal:9000"
+        weight: 1
+      - url: "https://api-b.internal"
+        weight: 1
+
+health:
+  enabled: true
+  interval: "10s"
+  timeout: "2s"
+  path: "/healthz"
+  unhealthy_threshold: 4
+  healthy_threshold: 1
+
+metrics:
+  enabled: true
+  port: 9191
+  path: "/prom"
+
+circuit_breaker:
+  enabled: true
+  failure_threshold: 7
+  timeout: "45s"
+
+retry:
+  enabled: true
+  max_attempts: 2
+  initial_backoff: "50ms"
+  max_backoff: "1s"
+
+tls:
+  enabled: false
+  cert_file: "certs/site.pem"
+  key_file: "certs/site.key"
+  min_version: "1.2"
+  cipher_suites:
+    - "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    - "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+"#;

@@ -1,6 +1,6 @@
-//! Per-route middleware (`routes[].middleware`): the model here, how an item
-//! is read from YAML/JSON in `decode.rs`, and the rules it must satisfy in
-//! `rules.rs`.
+//! Per-route middleware (`routes[].middleware`): the model here (read from
+//! YAML/JSON by what `#[derive(Config)]` writes), and the rules it must
+//! satisfy in `rules.rs`.
 //!
 //! Each item is a mapping with exactly one key naming the middleware:
 //!
@@ -17,19 +17,20 @@
 //! ([`path_regex`], [`redirect_template`]) live here too, so the rules and
 //! the behaviour cannot drift apart.
 
-mod decode;
 mod rules;
 
 pub use rules::HOP_BY_HOP;
 
-pub(in crate::config) use decode::decode;
 pub(in crate::config) use rules::validate;
 
+use crate::config::field::forms::header_map;
+use isame_config_derive::Config;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-/// One step a route applies to its requests or responses (`routes[].middleware[]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One step a route applies to its requests or responses.
+#[derive(Debug, Clone, PartialEq, Eq, Config)]
+#[config(what = "middleware", example = "strip_prefix: /api")]
 pub enum Middleware {
     /// Removes this path prefix, on segment boundaries: `/api` turns
     /// `/api/users` into `/users` and `/api` into `/`.
@@ -37,6 +38,7 @@ pub enum Middleware {
     /// Replaces the path when a regular expression matches it.
     RewritePath(RewritePath),
     /// Changes the request headers sent to the backend.
+    #[config(default)]
     RequestHeaders(HeaderEdits),
     /// Changes the response headers sent to the client.
     ResponseHeaders(HeaderEdits),
@@ -47,30 +49,36 @@ pub enum Middleware {
 /// `rewrite_path`: like nginx's `rewrite`, when `from` matches the path
 /// (anywhere in it, unless anchored with `^` and `$`) the whole path becomes
 /// `to`, with `$1`, `${1}` or `${name}` replaced by the captured groups.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct RewritePath {
-    /// A regular expression (Rust `regex` syntax) matched against the path.
+    /// A regular expression (Rust `regex` syntax, at most 1024 bytes and
+    /// 1 MiB compiled) matched against the path.
+    #[config(required)]
     pub from: String,
-    /// The new path; `$$` writes a literal `$`.
+    /// The new path, starting with `/`: `$1`, `${1}` and `${name}` are the
+    /// captured groups, `$$` a literal `$`.
+    #[config(required)]
     pub to: String,
 }
 
 /// `request_headers` / `response_headers`: headers removed, set (replacing
 /// every value) and added (beside existing values). A header name appears in
 /// at most one of the three.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct HeaderEdits {
-    /// Headers given exactly this value.
+    /// Headers given exactly this value (every value replaced).
     #[serde(
         skip_serializing_if = "Vec::is_empty",
         serialize_with = "serialize_fields"
     )]
+    #[config(with = header_map)]
     pub set: Vec<HeaderField>,
-    /// Headers given this value in addition to any they have.
+    /// Headers given this value beside any they have.
     #[serde(
         skip_serializing_if = "Vec::is_empty",
         serialize_with = "serialize_fields"
     )]
+    #[config(with = header_map)]
     pub add: Vec<HeaderField>,
     /// Headers removed, every value.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -87,12 +95,15 @@ pub struct HeaderField {
 }
 
 /// `redirect`: the client gets `status` with `Location: to`, placeholders
-/// filled in (see [`Placeholder`]); the backend is not called.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// filled in; the backend is not called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 pub struct Redirect {
-    /// Where to: an absolute `http(s)://` URL or a path, with placeholders.
+    /// Where to: an absolute `http(s)://` URL or a path, with placeholders
+    /// (`{scheme}`, `{host}`, `{path}`, `{query}`, `{?query}`, `{uri}`).
+    #[config(required)]
     pub to: String,
     /// 301, 302, 303, 307 or 308.
+    #[config(default = DEFAULT_REDIRECT_STATUS)]
     pub status: u16,
 }
 
@@ -104,28 +115,6 @@ pub const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
 pub const MAX_REGEX_LEN: usize = 1024;
 /// Largest compiled `rewrite_path.from` (the `regex` crate's size limit).
 pub const MAX_REGEX_SIZE: usize = 1 << 20;
-
-impl Middleware {
-    /// Every middleware by its config name, in the order the docs list them.
-    pub const NAMES: [&'static str; 5] = [
-        "strip_prefix",
-        "rewrite_path",
-        "request_headers",
-        "response_headers",
-        "redirect",
-    ];
-
-    /// The config name, e.g. `strip_prefix`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Middleware::StripPrefix(_) => "strip_prefix",
-            Middleware::RewritePath(_) => "rewrite_path",
-            Middleware::RequestHeaders(_) => "request_headers",
-            Middleware::ResponseHeaders(_) => "response_headers",
-            Middleware::Redirect(_) => "redirect",
-        }
-    }
-}
 
 // By hand: serde's derive would write YAML tags (`!strip_prefix /api`),
 // which the reader refuses; a one-key mapping reads back as written.
