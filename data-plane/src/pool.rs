@@ -10,10 +10,7 @@ use crate::snapshot::UpstreamRt;
 use crate::upstream::{Conn, UpstreamError};
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::time::Duration;
 
-/// How long a connection may sit idle in the pool before it is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most idle connections kept per backend per worker.
 pub const MAX_IDLE_PER_BACKEND: usize = 256;
 
@@ -26,8 +23,9 @@ thread_local! {
     static IDLE: RefCell<FxHashMap<u32, Vec<Idle>>> = RefCell::default();
 }
 
-fn expired(since: u64, now: u64) -> bool {
-    now.saturating_sub(since) >= IDLE_TIMEOUT.as_nanos() as u64
+/// Past its upstream's `keepalive_timeout`.
+fn expired(c: &Idle, now: u64) -> bool {
+    now.saturating_sub(c.since) >= c.conn.keepalive
 }
 
 /// A live idle connection to backend `uid`, most recently used first.
@@ -36,7 +34,7 @@ fn take_idle(uid: u32, now: u64) -> Option<Box<Conn>> {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&uid)?;
         while let Some(mut c) = list.pop() {
-            if !expired(c.since, now) && !c.conn.is_stale() {
+            if !expired(&c, now) && !c.conn.is_stale() {
                 return Some(c.conn);
             }
         }
@@ -44,8 +42,12 @@ fn take_idle(uid: u32, now: u64) -> Option<Box<Conn>> {
     })
 }
 
-/// Returns a connection whose response finished at `now`, for the next request.
+/// Returns a connection whose response finished at `now`, for the next
+/// request (unless its upstream keeps no idle connections).
 pub fn checkin(conn: Box<Conn>, now: u64) {
+    if conn.keepalive == 0 {
+        return;
+    }
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(conn.uid).or_default();
@@ -65,7 +67,7 @@ pub fn sweep(keep: impl Fn(u32) -> bool, now: u64) {
             if !keep(*uid) {
                 return false;
             }
-            list.retain_mut(|c| !expired(c.since, now) && !c.conn.is_stale());
+            list.retain_mut(|c| !expired(c, now) && !c.conn.is_stale());
             !list.is_empty()
         });
     });
@@ -83,18 +85,22 @@ pub async fn checkout(
     now: u64,
 ) -> Result<Box<Conn>, UpstreamError> {
     let uid = backend.state.uid;
-    if let Some(c) = take_idle(uid, now) {
-        return Ok(c);
-    }
-    // Boxed: opening a connection (a TLS handshake's state among it) is
-    // rare under keep-alive, and inline it would make every request's
-    // future, which is allocated per request, that much larger.
-    Box::pin(Conn::connect(
-        uid,
-        &backend.target,
-        backend.tls.as_ref(),
-        upstream.connect_timeout,
-        upstream.response_timeout,
-    ))
-    .await
+    let mut conn = match take_idle(uid, now) {
+        Some(c) => c,
+        // Boxed: opening a connection (a TLS handshake's state among it) is
+        // rare under keep-alive, and inline it would make every request's
+        // future, which is allocated per request, that much larger.
+        None => {
+            Box::pin(Conn::connect(
+                uid,
+                &backend.target,
+                backend.tls.as_ref(),
+                upstream.connect_timeout,
+                upstream.response_timeout,
+            ))
+            .await?
+        }
+    };
+    conn.keepalive = upstream.keepalive_nanos;
+    Ok(conn)
 }

@@ -39,6 +39,9 @@ pub struct UpstreamRt {
     pub balancer: Balancer,
     /// Longest time to connect to a backend.
     pub connect_timeout: Duration,
+    /// How long an idle connection to a backend is kept, in nanoseconds
+    /// (0: connections are not reused).
+    pub keepalive_nanos: u64,
     /// Longest time to a backend's response headers.
     pub response_timeout: Duration,
     /// `isame_lb_request_duration_seconds{upstream}`.
@@ -191,6 +194,7 @@ impl Snapshot {
                 balancer: Balancer::new(u.algorithm, backends.len()),
                 backends,
                 connect_timeout: u.connect_timeout,
+                keepalive_nanos: u64::try_from(u.keepalive_timeout.as_nanos()).unwrap_or(u64::MAX),
                 response_timeout: u.response_timeout,
                 duration: metrics.upstream_duration(&u.name),
                 traffic: metrics.traffic.counters(&u.name),

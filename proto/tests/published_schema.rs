@@ -207,3 +207,80 @@ proptest! {
         );
     }
 }
+
+/// The fields the canonical JSON writes even at their defaults (the model
+/// as it was before fields were added with the rule below).
+const WRITTEN_AT_DEFAULT: &[&str] = &[
+    "circuit_breaker",
+    "circuit_breaker.enabled",
+    "circuit_breaker.failure_threshold",
+    "circuit_breaker.half_open_requests",
+    "circuit_breaker.timeout",
+    "health",
+    "health.enabled",
+    "health.expected_statuses",
+    "health.healthy_threshold",
+    "health.interval",
+    "health.path",
+    "health.timeout",
+    "health.unhealthy_threshold",
+    "metrics",
+    "metrics.address",
+    "metrics.enabled",
+    "metrics.path",
+    "metrics.port",
+    "retry",
+    "retry.budget_min_per_second",
+    "retry.budget_percent",
+    "retry.enabled",
+    "retry.initial_backoff",
+    "retry.max_attempts",
+    "retry.max_backoff",
+    "retry.max_body_bytes",
+    "server",
+    "server.address",
+    "server.https_port",
+    "server.idle_timeout",
+    "server.max_header_bytes",
+    "server.port",
+    "server.read_timeout",
+    "server.shutdown_timeout",
+    "server.write_timeout",
+    "service",
+    "tls",
+    "tls.cert_file",
+    "tls.enabled",
+    "tls.key_file",
+    "tls.min_version",
+    "tls.redirect_http",
+    "upstreams",
+    "upstreams[].algorithm",
+    "upstreams[].backends",
+    "upstreams[].backends[].url",
+    "upstreams[].backends[].weight",
+    "upstreams[].connect_timeout",
+    "upstreams[].name",
+    "upstreams[].response_timeout",
+    "version",
+];
+
+/// A field added to the model is left out of the canonical JSON while it
+/// holds its default (`skip_serializing_if`): otherwise every config would
+/// use it, and nodes that predate it could read none (docs/distribution.md).
+#[test]
+fn fields_added_to_the_model_are_left_out_at_their_default() {
+    let c = Config::from_yaml("upstreams: [{name: a, backends: [\"http://127.0.0.1:1\"]}]\n")
+        .expect("valid");
+    let used = schema::paths::used(
+        schema::this_build(),
+        &serde_json::to_value(&c).expect("json"),
+    );
+    let new: Vec<&String> = used
+        .iter()
+        .filter(|p| !WRITTEN_AT_DEFAULT.contains(&p.as_str()))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "written at their default, so older nodes would refuse every config: {new:?}"
+    );
+}

@@ -29,6 +29,9 @@ pub struct Conn {
     pub write_buf: Vec<u8>,
     /// Requests completed on this connection.
     pub served: u64,
+    /// How long it may wait idle in the pool, in nanoseconds (its
+    /// upstream's `keepalive_timeout` when it was last checked out).
+    pub keepalive: u64,
     /// Scratch for parsing response heads.
     pub spans: Vec<super::decode::Span>,
     /// A deadline timer re-armed only when it fires (see [`Conn::poll_read`]).
@@ -67,6 +70,7 @@ impl Conn {
             read_buf: BytesMut::with_capacity(4 * READ_RESERVE),
             write_buf: Vec::with_capacity(1024),
             served: 0,
+            keepalive: 0,
             spans: Vec::with_capacity(32),
             timer: Box::pin(tokio::time::sleep_until(clock::instant_at(
                 clock::now_nanos().saturating_add(granularity),

@@ -119,6 +119,13 @@ pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::E
     s.serialize_str(&format(*d))
 }
 
+/// True when `d` is `N` seconds: `skip_serializing_if = "duration::is_secs::<N>"`
+/// leaves a field out of the canonical JSON while it holds its default, so
+/// nodes that predate the field still read configs that do not use it.
+pub fn is_secs<const N: u64>(d: &Duration) -> bool {
+    *d == Duration::from_secs(N)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

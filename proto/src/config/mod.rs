@@ -139,6 +139,16 @@ pub struct Upstream {
     #[serde(serialize_with = "duration::serialize")]
     #[config(default = Duration::from_secs(30))]
     pub response_timeout: Duration,
+    /// How long an idle connection to a backend is kept for the next
+    /// request; `0s`: a connection serves one request. Keep it below the
+    /// backends' own idle timeout (Node.js closes idle connections after
+    /// 5s), or a request may be sent on a connection the backend is closing.
+    #[serde(
+        serialize_with = "duration::serialize",
+        skip_serializing_if = "duration::is_secs::<30>"
+    )]
+    #[config(default = Duration::from_secs(30))]
+    pub keepalive_timeout: Duration,
     /// This upstream's own health checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[config(inherit)]

@@ -82,6 +82,9 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
                     ca_file: "ca.pem".into(),
                     server_name: format!("backend-{index}.internal"),
                 }),
+                // Fields not drawn here keep their defaults: a new field
+                // needs no edit to be round-tripped at its default.
+                ..Upstream::default()
             },
         )
 }
