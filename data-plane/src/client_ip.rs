@@ -1,7 +1,7 @@
 //! Who the client is: the peer, unless the peer is a trusted proxy, in which
 //! case the last untrusted hop of `X-Forwarded-For`.
 
-use crate::headers::X_FORWARDED_FOR;
+use crate::forwarding::X_FORWARDED_FOR;
 use http::header::HeaderMap;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};

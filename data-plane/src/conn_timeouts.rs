@@ -192,11 +192,6 @@ impl ConnState {
             self.phase.store(READING_HEAD, Relaxed);
         }
     }
-
-    /// Requests in flight on this connection.
-    pub fn in_flight(&self) -> u32 {
-        self.active.load(Relaxed)
-    }
 }
 
 /// Wraps a client stream and fails its reads or writes once a timeout passes.

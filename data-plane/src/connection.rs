@@ -23,7 +23,7 @@
 
 use crate::clock;
 use crate::conn_timeouts::{ConnState, TimedIo, Timeouts};
-use crate::proxy::{self, ConnCtx};
+use crate::handler::{self, ConnCtx};
 use crate::rewind::Rewind;
 use crate::snapshot::Shared;
 use bytes::{Bytes, BytesMut};
@@ -76,7 +76,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, mut s: Serving) {
     let cx = Arc::new(ConnCtx::new(s.shared.clone(), peer, proto, state.clone()));
     // hyper keeps the request future in a box of its own per connection
     // object (reused by each request of a burst, freed when parked).
-    let svc = service_fn(move |req| proxy::handle(req, cx.clone()));
+    let svc = service_fn(move |req| handler::handle(req, cx.clone()));
     // The task of a plain HTTP/1.1 connection is sized for that path only
     // (it is what most idle connections are): TLS and HTTP/2, whose states
     // are larger, are boxed.

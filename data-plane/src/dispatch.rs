@@ -2,11 +2,12 @@
 //! another backend when that is safe (see [`crate::retry`]).
 
 use crate::backend::Backend;
-use crate::body::{Finish, ReqBody};
+use crate::body::ReqBody;
 use crate::breaker::{Outcome, Permit, Transition};
 use crate::clock;
 use crate::error::ProxyError;
-use crate::headers::Rewrite;
+use crate::finish::Finish;
+use crate::forwarding::Rewrite;
 use crate::metrics::{self, Metrics};
 use crate::snapshot::UpstreamRt;
 use crate::upstream::{self, Head, ResponseBody, UpstreamError};
@@ -17,10 +18,8 @@ use http_body_util::BodyExt;
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// A response on its way to the client, and the backend it came from.
+/// A response on its way to the client.
 pub struct Dispatched {
-    /// Index of the backend that answered.
-    pub backend: usize,
     /// Its response head.
     pub head: Head,
     /// Its response body.
@@ -113,11 +112,7 @@ pub async fn dispatch(
             && up.retry.budget.try_retry(done);
         if !retry {
             return match sent {
-                Ok((head, body)) => Ok(Dispatched {
-                    backend: bi,
-                    head,
-                    body,
-                }),
+                Ok((head, body)) => Ok(Dispatched { head, body }),
                 Err(e) => Err(ProxyError::Upstream(e)),
             };
         }

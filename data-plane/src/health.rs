@@ -173,16 +173,6 @@ impl Checkers {
             self.running.insert(uid, (settings, task));
         }
     }
-
-    /// Backends being probed.
-    pub fn len(&self) -> usize {
-        self.running.len()
-    }
-
-    /// True when nothing is probed.
-    pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
-    }
 }
 
 impl Drop for Checkers {

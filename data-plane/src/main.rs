@@ -1,12 +1,10 @@
 //! `isame-lb`: parse flags, load the config, serve until a signal, drain, exit.
 
 use clap::Parser;
-use isame_data_plane::app::{Proxy, ProxyOptions};
 use isame_data_plane::cli::{Cli, Command, LogFormat, Switch};
-use isame_data_plane::metrics::Metrics;
-use isame_data_plane::reload::{self, ReloadError};
-use isame_data_plane::snapshot::Snapshot;
+use isame_data_plane::server::{Server, ServerOptions};
 use isame_data_plane::subscription::{self, Node};
+use isame_data_plane::ReloadError;
 use std::path::Path;
 use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
@@ -46,8 +44,12 @@ fn main() -> ExitCode {
             // isame::access=off) turns the access log off at the source.
             let access_log = cli.access_log == Switch::On
                 && tracing::enabled!(target: "isame::access", tracing::Level::INFO);
-            isame_data_plane::access_log::install(format, telemetry.line_writer());
-            isame_data_plane::observe::configure(access_log, telemetry.tracing());
+            isame_data_plane::configure_logs(
+                format,
+                telemetry.line_writer(),
+                access_log,
+                telemetry.tracing(),
+            );
             match run(&cli) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -61,9 +63,7 @@ fn main() -> ExitCode {
 
 /// `isame-lb validate FILE`: the same checks a reload makes, without serving.
 fn validate(file: &Path) -> ExitCode {
-    let checked = reload::load_file(file).and_then(|config| {
-        let metrics = Metrics::new()
-            .map_err(|e| ReloadError::Invalid(isame_proto::ConfigErrors::one("", e.to_string())))?;
+    let checked = isame_data_plane::load_file(file).and_then(|config| {
         let summary = format!(
             "{} upstream(s), {} backend(s), {} route(s)",
             config.upstreams.len(),
@@ -74,7 +74,7 @@ fn validate(file: &Path) -> ExitCode {
                 .sum::<usize>(),
             config.routes.len()
         );
-        Snapshot::compile(config, None, 1, &metrics)?;
+        isame_data_plane::check(config)?;
         Ok(summary)
     });
     match checked {
@@ -162,7 +162,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         eprintln!("isame-lb: --config FILE or --control-plane URL is required (see --help)");
         std::process::exit(2);
     };
-    let config = reload::load_file(path)?;
+    let config = isame_data_plane::load_file(path)?;
     let workers = workers(cli);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -177,7 +177,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             signal(SignalKind::hangup())?,
         )
     };
-    let proxy = Proxy::start(ProxyOptions {
+    let proxy = Server::start(ServerOptions {
         config,
         config_path: Some(path.clone()),
         listen: cli.listen,

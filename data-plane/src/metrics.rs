@@ -237,7 +237,8 @@ pub fn sweep_cache(live: impl Fn(u32) -> bool) {
 }
 
 /// Counters this worker has cached.
-pub fn cached_counters() -> usize {
+#[cfg(test)]
+fn cached_counters() -> usize {
     REQUEST_COUNTERS.with(|cache| cache.borrow().len())
 }
 

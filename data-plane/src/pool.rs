@@ -73,11 +73,6 @@ pub fn sweep(keep: impl Fn(u32) -> bool, now: u64) {
     });
 }
 
-/// Idle connections this worker holds for backend `uid`.
-pub fn idle_count(uid: u32) -> usize {
-    IDLE.with(|idle| idle.borrow().get(&uid).map_or(0, Vec::len))
-}
-
 /// A connection to the backend: a live pooled one if any, else a new one.
 pub async fn checkout(
     backend: &Backend,

@@ -137,17 +137,16 @@ async fn a_subscribed_node_serves_rotates_and_caches_stored_certificates() {
 
 #[tokio::test]
 async fn a_standalone_config_cannot_name_a_stored_certificate() {
-    let errors = isame_data_plane::tls::server_config(
-        &isame_proto::Config::from_yaml(
-            "upstreams: [{name: a, backends: [http://127.0.0.1:1]}]\n\
-             tls: {enabled: true, certificate: main}\n",
-        )
-        .expect("valid model")
-        .tls,
-        std::time::SystemTime::now(),
+    let config = isame_proto::Config::from_yaml(
+        "upstreams: [{name: a, backends: [http://127.0.0.1:1]}]\n\
+         tls: {enabled: true, certificate: main}\n",
     )
-    .expect_err("refused");
+    .expect("valid model");
+    let Err(isame_data_plane::ReloadError::Invalid(errors)) = isame_data_plane::check(config)
+    else {
+        panic!("a standalone config naming a stored certificate is refused");
+    };
     assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].path, "tls.certificate");
-    assert!(errors[0].message.contains("cert_file and key_file"));
+    assert_eq!(errors.0[0].path, "tls.certificate");
+    assert!(errors.0[0].message.contains("cert_file and key_file"));
 }

@@ -273,16 +273,17 @@ async fn bad_certificate_files_are_named() {
             "upstreams:\n  - name: web\n    backends: [\"http://127.0.0.1:9\"]\n{}",
             tls_config(&cert, &key, "")
         );
-        let err = isame_data_plane::app::Proxy::start(isame_data_plane::app::ProxyOptions {
-            config: parse(&yaml),
-            config_path: None,
-            listen: Some("127.0.0.1:0".parse().expect("addr")),
-            https_listen: Some("127.0.0.1:0".parse().expect("addr")),
-            admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
-            workers: 1,
-        })
-        .err()
-        .expect("refused");
+        let err =
+            isame_data_plane::server::Server::start(isame_data_plane::server::ServerOptions {
+                config: parse(&yaml),
+                config_path: None,
+                listen: Some("127.0.0.1:0".parse().expect("addr")),
+                https_listen: Some("127.0.0.1:0".parse().expect("addr")),
+                admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
+                workers: 1,
+            })
+            .err()
+            .expect("refused");
         let text = err.to_string();
         assert!(
             text.contains(path) && text.contains(fragment),

@@ -15,7 +15,7 @@ use isame_testkit::raw::Reply;
 use isame_testkit::{Client, RawBackend};
 use std::time::Duration;
 
-fn proxy_for(b: &RawBackend, extra: &str) -> isame_data_plane::app::Proxy {
+fn proxy_for(b: &RawBackend, extra: &str) -> isame_data_plane::server::Server {
     start(&format!(
         "upstreams:\n  - name: raw\n    backends: [\"{}\"]\n{extra}",
         b.url()

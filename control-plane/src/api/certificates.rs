@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Document};
 use super::history::rfc3339;
 use super::openapi::{ErrorBody, ValidationErrorBody};
-use super::resources::{change_request, invalid, WriteParams};
+use super::writes::{change_request, invalid, WriteParams};
 use super::AppState;
 use crate::cert_store::{self, PutOutcome, Upload};
 use crate::configs::ChangeError;

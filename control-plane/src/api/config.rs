@@ -4,7 +4,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{wants_yaml, ApiQuery, Document};
 use super::openapi::{ApplyResult, ErrorBody, Resource, ValidationErrorBody};
-use super::resources::{answer, change_request, rebuild, WriteParams};
+use super::writes::{answer, change_request, rebuild, WriteParams};
 use super::AppState;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -4,7 +4,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{self, ApiPath, ApiQuery, OptionalDocument};
 use super::openapi::{ApplyResult, ErrorBody, Resource, ValidationErrorBody};
-use super::resources::{answer, WriteParams};
+use super::writes::{answer, WriteParams};
 use super::AppState;
 use crate::configs::{ChangeError, ChangeRequest};
 use crate::store::{Page, VersionRecord};

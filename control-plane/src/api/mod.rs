@@ -7,15 +7,15 @@ mod config;
 pub mod error;
 mod extract;
 mod history;
-mod named;
+mod named_lists;
 mod nodes;
 mod openapi;
 mod ops;
-mod resources;
 mod routes;
 mod traffic;
 mod upstreams;
 mod whoami;
+mod writes;
 
 pub use history::rfc3339;
 

@@ -4,9 +4,9 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Document};
-use super::named::{self, ROUTES};
+use super::named_lists::{self, ROUTES};
 use super::openapi::{ApplyResult, ErrorBody, Resource, ValidationErrorBody};
-use super::resources::WriteParams;
+use super::writes::WriteParams;
 use super::AppState;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -29,7 +29,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     request_body(description = "The route", content((Resource = "application/json"), (Resource = "application/yaml"))),
     responses(
         (status = 201, description = "Created", body = ApplyResult),
-        (status = 200, description = "Dry run", body = ApplyResult),
+        (status = 200, description = "Dry run, or nothing to change", body = ApplyResult),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 409, description = "A route with this name exists", body = ErrorBody),
         (status = 422, description = "Invalid", body = ValidationErrorBody)))]
@@ -40,7 +40,7 @@ pub async fn create(
     ApiQuery(params): ApiQuery<WriteParams>,
     Document(body): Document,
 ) -> Result<Response, ApiError> {
-    named::create(&named::ROUTES, &state, &who, &headers, &params, body).await
+    named_lists::create(&named_lists::ROUTES, &state, &who, &headers, &params, body).await
 }
 
 /// One route.
@@ -80,7 +80,16 @@ pub async fn put(
     ApiQuery(params): ApiQuery<WriteParams>,
     Document(body): Document,
 ) -> Result<Response, ApiError> {
-    named::replace(&named::ROUTES, &state, &who, &headers, &name, &params, body).await
+    named_lists::replace(
+        &named_lists::ROUTES,
+        &state,
+        &who,
+        &headers,
+        &name,
+        &params,
+        body,
+    )
+    .await
 }
 
 /// Removes a route.
@@ -97,5 +106,5 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
     ApiQuery(params): ApiQuery<WriteParams>,
 ) -> Result<Response, ApiError> {
-    named::remove(&named::ROUTES, &state, &who, &headers, &name, &params).await
+    named_lists::remove(&named_lists::ROUTES, &state, &who, &headers, &name, &params).await
 }

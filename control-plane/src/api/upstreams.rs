@@ -4,9 +4,9 @@
 use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Document};
-use super::named::{self, UPSTREAMS};
+use super::named_lists::{self, UPSTREAMS};
 use super::openapi::{ApplyResult, ErrorBody, Resource, ValidationErrorBody};
-use super::resources::{
+use super::writes::{
     answer, change_request, document, invalid, items, position, rebuild, WriteParams,
 };
 use super::AppState;
@@ -36,7 +36,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     request_body(description = "The upstream", content((Resource = "application/json"), (Resource = "application/yaml"))),
     responses(
         (status = 201, description = "Created", body = ApplyResult),
-        (status = 200, description = "Dry run", body = ApplyResult),
+        (status = 200, description = "Dry run, or nothing to change", body = ApplyResult),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 409, description = "An upstream with this name exists", body = ErrorBody),
         (status = 422, description = "Invalid", body = ValidationErrorBody)))]
@@ -47,7 +47,15 @@ pub async fn create(
     ApiQuery(params): ApiQuery<WriteParams>,
     Document(body): Document,
 ) -> Result<Response, ApiError> {
-    named::create(&named::UPSTREAMS, &state, &who, &headers, &params, body).await
+    named_lists::create(
+        &named_lists::UPSTREAMS,
+        &state,
+        &who,
+        &headers,
+        &params,
+        body,
+    )
+    .await
 }
 
 /// One upstream.
@@ -87,8 +95,8 @@ pub async fn put(
     ApiQuery(params): ApiQuery<WriteParams>,
     Document(body): Document,
 ) -> Result<Response, ApiError> {
-    named::replace(
-        &named::UPSTREAMS,
+    named_lists::replace(
+        &named_lists::UPSTREAMS,
         &state,
         &who,
         &headers,
@@ -113,7 +121,15 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
     ApiQuery(params): ApiQuery<WriteParams>,
 ) -> Result<Response, ApiError> {
-    named::remove(&named::UPSTREAMS, &state, &who, &headers, &name, &params).await
+    named_lists::remove(
+        &named_lists::UPSTREAMS,
+        &state,
+        &who,
+        &headers,
+        &name,
+        &params,
+    )
+    .await
 }
 
 /// The backends list of upstream `name` in `doc`.
@@ -162,6 +178,7 @@ fn backend_index(backends: &[Value], upstream: &str, id: &str) -> Result<usize, 
     request_body(description = "`{url, weight, drain}` or just the URL", content((Resource = "application/json"), (Resource = "application/yaml"))),
     responses(
         (status = 201, description = "Added", body = ApplyResult),
+        (status = 200, description = "Dry run, or nothing to change", body = ApplyResult),
         (status = 404, description = "No such upstream", body = ErrorBody),
         (status = 409, description = "The upstream has this backend", body = ErrorBody),
         (status = 422, description = "Invalid", body = ValidationErrorBody)))]

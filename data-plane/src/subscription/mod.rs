@@ -14,8 +14,8 @@ mod private_file;
 mod stream;
 mod waiting;
 
-use crate::app::{Proxy, ProxyOptions, StartError};
 use crate::reload::ReloadError;
+use crate::server::{Server, ServerOptions, StartError};
 use isame_proto::config::ConfigErrors;
 use isame_proto::pb;
 use isame_proto::Config;
@@ -123,7 +123,7 @@ pub struct NodeState {
 struct Inner {
     opts: Options,
     state: Arc<NodeState>,
-    proxy: tokio::sync::Mutex<Option<Proxy>>,
+    proxy: tokio::sync::Mutex<Option<Server>>,
     /// Where the admin listener is (resolved from port 0 when asked).
     admin_addr: Mutex<SocketAddr>,
     waiting: Mutex<Option<JoinHandle<()>>>,
@@ -300,7 +300,7 @@ impl Inner {
                     .opts
                     .admin_listen
                     .map(|_| *self.admin_addr.lock().unwrap_or_else(|e| e.into_inner()));
-                let started = Proxy::start(ProxyOptions {
+                let started = Server::start(ServerOptions {
                     config,
                     config_path: None,
                     listen: self.opts.listen,

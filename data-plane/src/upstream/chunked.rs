@@ -21,7 +21,7 @@ enum State {
 /// Trailer fields that may be relayed: not hop-by-hop, and nothing that
 /// frames, routes or describes the content (RFC 9110 §6.5.1).
 fn relayable_trailer(name: &str) -> bool {
-    !crate::headers::is_hop_by_hop(name.as_bytes())
+    !crate::forwarding::is_hop_by_hop(name.as_bytes())
         && ![
             "content-length",
             "content-encoding",

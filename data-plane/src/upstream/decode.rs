@@ -1,7 +1,7 @@
 //! Reading a backend's response head and deciding how its body is framed.
 
 use super::error::UpstreamError;
-use crate::headers::is_hop_by_hop;
+use crate::forwarding::is_hop_by_hop;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;

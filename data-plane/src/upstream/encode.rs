@@ -1,6 +1,6 @@
 //! Writing a request head for a backend, and the framing of its body.
 
-use crate::headers::Rewrite;
+use crate::forwarding::Rewrite;
 use http::header::{CONTENT_LENGTH, COOKIE};
 use http::request::Parts;
 use std::io::Write;
@@ -98,7 +98,7 @@ pub fn chunk_prefix(len: usize) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::client_ip::TrustedProxies;
-    use crate::headers::{forward_request, Forwarded};
+    use crate::forwarding::{forward_request, Forwarded};
     use http::{HeaderValue, Request};
 
     /// The head as written, without the forwarding headers every request gets.

@@ -18,14 +18,14 @@ mod upload;
 
 pub use body::ResponseBody;
 pub use conn::Conn;
-pub use decode::{Framing, Head};
+pub use decode::Head;
 pub use encode::BodyFraming;
 pub use error::UpstreamError;
 pub use stream::{client_config, server_name, ClientTls, TlsTarget};
 
 use crate::backend::Backend;
 use crate::body::ReqBody;
-use crate::headers::Rewrite;
+use crate::forwarding::Rewrite;
 use crate::snapshot::UpstreamRt;
 use crate::{clock, pool};
 use conn::ReadError;

@@ -5,7 +5,7 @@
 pub mod binary;
 pub mod subscribe;
 
-use isame_data_plane::app::{Proxy, ProxyOptions};
+use isame_data_plane::server::{Server, ServerOptions};
 use isame_proto::config::Config;
 use isame_testkit::Backend;
 use std::io::{Read, Write};
@@ -51,7 +51,7 @@ pub fn tls_config(cert: &Path, key: &Path, extra: &str) -> String {
 /// Starts a proxy in front of `b` that terminates TLS for `localhost` with
 /// a certificate of a new test CA; returns it, the CA (for clients) and the
 /// directory holding the certificate files.
-pub fn start_tls(b: &Backend) -> (Proxy, isame_testkit::tls::TestCa, tempfile::TempDir) {
+pub fn start_tls(b: &Backend) -> (Server, isame_testkit::tls::TestCa, tempfile::TempDir) {
     use isame_testkit::tls::{KeyKind, TestCa};
     let ca = TestCa::new();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -76,13 +76,13 @@ pub fn parse(yaml: &str) -> Config {
 }
 
 /// Starts a proxy on 127.0.0.1:0 (admin too) serving `yaml`.
-pub fn start(yaml: &str) -> Proxy {
+pub fn start(yaml: &str) -> Server {
     start_with(yaml, None, 2)
 }
 
 /// Starts a proxy with an optional watched file and a worker count.
-pub fn start_with(yaml: &str, path: Option<PathBuf>, workers: usize) -> Proxy {
-    Proxy::start(ProxyOptions {
+pub fn start_with(yaml: &str, path: Option<PathBuf>, workers: usize) -> Server {
+    Server::start(ServerOptions {
         config: parse(yaml),
         config_path: path,
         listen: Some(local()),
@@ -126,7 +126,7 @@ pub fn backend_of(r: &isame_testkit::Reply) -> String {
 
 /// Shuts the proxy down without blocking the test's runtime, whose client
 /// tasks must keep running to answer HTTP/2 pings and close connections.
-pub async fn stop(proxy: Proxy) {
+pub async fn stop(proxy: Server) {
     tokio::task::spawn_blocking(move || proxy.shutdown())
         .await
         .expect("shutdown");

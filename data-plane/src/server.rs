@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 /// How to start a data plane.
 #[derive(Debug, Clone)]
-pub struct ProxyOptions {
+pub struct ServerOptions {
     /// The config to serve first.
     pub config: Config,
     /// The file it came from; watched for changes when set.
@@ -59,7 +59,7 @@ enum Msg {
 }
 
 /// A running data plane.
-pub struct Proxy {
+pub struct Server {
     /// Where the proxy listens.
     pub proxy_addr: SocketAddr,
     /// Where the proxy listens for HTTPS, when TLS is enabled.
@@ -84,9 +84,9 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     Ok(socket.into())
 }
 
-impl Proxy {
+impl Server {
     /// Binds the listeners and starts serving `opts.config`.
-    pub fn start(opts: ProxyOptions) -> Result<Proxy, StartError> {
+    pub fn start(opts: ServerOptions) -> Result<Server, StartError> {
         let metrics = Metrics::new().map_err(|e| StartError::Runtime(e.to_string()))?;
         let c = &opts.config;
         let proxy_addr = opts
@@ -183,7 +183,7 @@ impl Proxy {
             workers = opts.workers.max(1),
             "isame-lb serving"
         );
-        Ok(Proxy {
+        Ok(Server {
             proxy_addr,
             https_addr,
             admin_addr,

@@ -3,10 +3,11 @@
 //! the middleware) → record. One snapshot is loaded when a request starts
 //! and used until its response ends.
 
-use crate::body::{ClientBody, Finish, ProxyBody, ReqBody};
+use crate::body::{ClientBody, ProxyBody, ReqBody};
 use crate::conn_timeouts::ConnState;
 use crate::error::ProxyError;
-use crate::headers::{self, Forwarded};
+use crate::finish::Finish;
+use crate::forwarding::{self, Forwarded};
 use crate::host::{self, RequestHost};
 use crate::middleware::{Flow, RequestParts};
 use crate::ratelimit::Decision;
@@ -135,7 +136,7 @@ pub async fn handle(
         );
     }
     let (mut parts, body) = req.into_parts();
-    let rewrite = headers::forward_request(
+    let rewrite = forwarding::forward_request(
         &mut parts.headers,
         &Forwarded {
             peer: cx.peer.ip(),

@@ -3,7 +3,7 @@
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::resources::{
+use super::writes::{
     answer, change_request, document, items, name_of, named, position, rebuild, WriteParams,
 };
 use super::AppState;
