@@ -102,6 +102,6 @@ want=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"
 until [ "$(version_of_node)" = "$want" ]; do sleep 0.01; done
 acked=$(date +%s%N)
 echo "PUT /config ($(($(wc -c < "$WORK/big.yaml") / 1024)) KiB YAML): $(( (committed - start) / 1000000 )) ms to commit, $(( (acked - start) / 1000000 )) ms to the node's ACK"
-echo "snapshot on the wire: $(( $(stat -c %s "$WORK/lb-cache/snapshot.bin") / 1024 )) KiB (protobuf)"
+echo "snapshot on the wire: $(( $(stat -c %s "$WORK/lb-cache/snapshot.bin") / 1024 )) KiB (the cached snapshot: protobuf envelope, config as JSON)"
 echo "isame-lb serving it: VmRSS $(rss $LB_PID)"
 echo "control plane: VmRSS $(rss $CP_PID)"

@@ -5,6 +5,7 @@
 //! never holds up the others.
 
 mod ledger;
+mod node_schema;
 mod registry;
 mod session;
 
@@ -193,7 +194,7 @@ impl ConfigDiscovery for Service {
             "data plane connected"
         );
         let (tx, rx) = mpsc::channel(4);
-        let reads = session::NodeSchema::of(&hello);
+        let reads = node_schema::NodeSchema::of(&hello);
         tokio::spawn(session::run(d, node, ticket, reads, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -2,6 +2,7 @@
 //! every commit (latest wins), record what it reports, and notice when it
 //! goes quiet.
 
+use super::node_schema::NodeSchema;
 use super::registry::Ticket;
 use super::Distribution;
 use crate::configs::Current;
@@ -10,7 +11,6 @@ use isame_proto::pb;
 use isame_proto::pb::control_message::Kind as Out;
 use isame_proto::pb::node_message::Kind as In;
 use serde_json::json;
-use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
@@ -58,40 +58,6 @@ struct Session {
     reads: Option<NodeSchema>,
 }
 
-/// The config fields a node can read, from its Hello.
-#[derive(Debug)]
-pub struct NodeSchema {
-    /// Its build, named in the explanation.
-    pub build: String,
-    /// Every field path it reads.
-    pub fields: HashSet<String>,
-}
-
-impl NodeSchema {
-    /// What the node's Hello says, when it reads configs differently from
-    /// this build (a node with this build's schema, or one that sent no
-    /// field list, gets every version).
-    pub fn of(hello: &pb::Hello) -> Option<NodeSchema> {
-        if hello.config_fields.is_empty()
-            || hello.schema_digest == isame_proto::config::schema::digest()
-        {
-            return None;
-        }
-        Some(NodeSchema {
-            build: hello.build_version.clone(),
-            fields: hello
-                .config_fields
-                .iter()
-                .take(MAX_FIELDS)
-                .map(|f| f.chars().take(256).collect())
-                .collect(),
-        })
-    }
-}
-
-/// Most field paths kept from one Hello (this build has a few hundred).
-const MAX_FIELDS: usize = 10_000;
-
 impl Session {
     /// Hands a message to the stream. Gives up when the node does not take
     /// it within the send timeout (it stopped reading), or when the session
@@ -116,11 +82,7 @@ impl Session {
             return Ok(());
         };
         if let Some(reads) = &self.reads {
-            let unknown: Vec<&String> = cur
-                .fields_used
-                .iter()
-                .filter(|f| !reads.fields.contains(*f))
-                .collect();
+            let unknown = reads.unknown_in(cur);
             if !unknown.is_empty() {
                 // Sending it would only be refused: the node keeps what it
                 // serves, and the ledger says why it is behind.
@@ -132,28 +94,8 @@ impl Session {
                     "not sent: the node cannot read fields this version uses"
                 );
                 self.sent = cur.version;
-                let errors: Vec<_> = unknown
-                    .iter()
-                    .take(100)
-                    .map(|f| {
-                        json!({
-                            "path": f,
-                            "message": format!(
-                                "isame-lb {} on this node does not know this field; upgrade it to serve version {}",
-                                reads.build, cur.version
-                            ),
-                        })
-                    })
-                    .collect();
-                self.d.ledger.record(
-                    &self.node,
-                    NodeUpdate::Nack(json!({
-                        "version": cur.version,
-                        "errors": errors,
-                        "at": crate::api::rfc3339(crate::store::sqlite::now_ms()),
-                        "by": "control-plane",
-                    })),
-                );
+                let refusal = reads.refusal(cur.version, &unknown);
+                self.d.ledger.record(&self.node, NodeUpdate::Nack(refusal));
                 return Ok(());
             }
         }

@@ -5,7 +5,8 @@
 //! being sent a config it would refuse.
 
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 
 /// Deepest nesting followed (the model nests far less).
 const MAX_DEPTH: usize = 32;
@@ -20,7 +21,7 @@ pub fn known(doc: &Value) -> Vec<String> {
 /// The field paths the config document `config` uses, read as `doc` describes it.
 pub fn used(doc: &Value, config: &Value) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    walk_value(doc, doc, config, "", 0, &mut out);
+    walk_value(doc, doc, config, "", 0, &mut Cache::default(), &mut out);
     out
 }
 
@@ -93,38 +94,71 @@ fn walk_schema(doc: &Value, s: &Value, path: &str, depth: usize, out: &mut Vec<S
     }
 }
 
-fn walk_value(
-    doc: &Value,
-    s: &Value,
+/// What a schema node allows, resolved once per node: a document with
+/// thousands of upstreams resolves the upstream schema once, not per item.
+#[derive(Default)]
+struct Resolved<'a> {
+    properties: HashMap<&'a str, &'a Value>,
+    items: Option<&'a Value>,
+}
+
+/// Schema nodes resolved so far, by address.
+#[derive(Default)]
+struct Cache<'a>(HashMap<*const Value, Rc<Resolved<'a>>>);
+
+impl<'a> Cache<'a> {
+    fn resolve(&mut self, doc: &'a Value, s: &'a Value) -> Rc<Resolved<'a>> {
+        let key: *const Value = s;
+        if let Some(r) = self.0.get(&key) {
+            return r.clone();
+        }
+        let mut alts = Vec::new();
+        alternatives(doc, s, 0, &mut alts);
+        let r = Rc::new(Resolved {
+            properties: properties(&alts)
+                .into_iter()
+                .map(|(k, v)| (k.as_str(), v))
+                .collect(),
+            items: items(&alts),
+        });
+        self.0.insert(key, r.clone());
+        r
+    }
+}
+
+fn walk_value<'a>(
+    doc: &'a Value,
+    s: &'a Value,
     v: &Value,
     path: &str,
     depth: usize,
+    cache: &mut Cache<'a>,
     out: &mut BTreeSet<String>,
 ) {
     if depth > MAX_DEPTH {
         return;
     }
-    let mut alts = Vec::new();
-    alternatives(doc, s, 0, &mut alts);
     match v {
         Value::Object(m) => {
-            let props = properties(&alts);
+            let r = cache.resolve(doc, s);
             // A mapping with free keys (header name to value) is one field.
-            if props.is_empty() {
+            if r.properties.is_empty() {
                 return;
             }
             for (key, sub) in m {
                 let p = join(path, key);
-                if let Some((_, sub_schema)) = props.iter().find(|(k, _)| *k == key) {
-                    walk_value(doc, sub_schema, sub, &p, depth + 1, out);
+                if let Some(sub_schema) = r.properties.get(key.as_str()) {
+                    walk_value(doc, sub_schema, sub, &p, depth + 1, cache, out);
                 }
                 out.insert(p);
             }
         }
         Value::Array(list) => {
-            if let Some(item) = items(&alts) {
+            let r = cache.resolve(doc, s);
+            if let Some(item) = r.items {
+                let p = format!("{path}[]");
                 for x in list {
-                    walk_value(doc, item, x, &format!("{path}[]"), depth + 1, out);
+                    walk_value(doc, item, x, &p, depth + 1, cache, out);
                 }
             }
         }
