@@ -98,3 +98,35 @@ fn an_upstream_section_inherits_the_fields_it_leaves_out() {
         Some(5)
     );
 }
+
+#[test]
+fn an_unreadable_trusted_proxy_never_widens_trust() {
+    let doc = serde_json::json!({
+        "upstreams": [{"name": "a", "backends": ["http://127.0.0.1:1"]}],
+        "trusted_proxies": ["10.0.0.0/8", 7, "bogus"],
+    });
+    let (c, problems) = Config::from_value_lenient(&doc);
+    let paths: Vec<&str> = problems.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["trusted_proxies[1]", "trusted_proxies[2]"],
+        "{problems}"
+    );
+    let shown: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["10.0.0.0/8", "0.0.0.0/32", "0.0.0.0/32"]);
+}
+
+#[test]
+fn a_rule_under_an_unreadable_field_is_not_repeated() {
+    let doc = serde_json::json!({
+        "upstreams": [{"name": "a", "backends": ["http://127.0.0.1:1"]}],
+        "tls": {"cipher_suites": [0, "TLS_AES_128_GCM_SHA256", 1]},
+    });
+    let errs = Config::from_value(&doc).unwrap_err();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["tls.cipher_suites[0]", "tls.cipher_suites[2]"],
+        "{errs}"
+    );
+}

@@ -197,7 +197,12 @@ const MODEL_BODIES: &[(&str, &str, &str, Body)] = &[
     ("put", "/api/v1/config", "Config", Body::Request),
     ("get", "/api/v1/config", "Config", Body::Response),
     ("post", "/api/v1/upstreams", "Upstream", Body::Request),
-    ("put", "/api/v1/upstreams/{name}", "Upstream", Body::Request),
+    (
+        "put",
+        "/api/v1/upstreams/{name}",
+        "UpstreamNamedByPath",
+        Body::Request,
+    ),
     (
         "get",
         "/api/v1/upstreams/{name}",
@@ -211,7 +216,12 @@ const MODEL_BODIES: &[(&str, &str, &str, Body)] = &[
         Body::Request,
     ),
     ("post", "/api/v1/routes", "Route", Body::Request),
-    ("put", "/api/v1/routes/{name}", "Route", Body::Request),
+    (
+        "put",
+        "/api/v1/routes/{name}",
+        "RouteNamedByPath",
+        Body::Request,
+    ),
     ("get", "/api/v1/routes/{name}", "Route", Body::Response),
 ];
 
@@ -232,6 +242,16 @@ pub fn with_config_schema(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
         .and_then(Value::as_object_mut)
     {
         schemas.extend(isame_proto::config::schema::components());
+        // A PUT to `/upstreams/{name}` or `/routes/{name}` takes its name
+        // from the path: the body may leave `name` out.
+        for kind in ["Upstream", "Route"] {
+            if let Some(mut s) = schemas.get(kind).cloned() {
+                if let Some(Value::Array(required)) = s.get_mut("required") {
+                    required.retain(|r| r != "name");
+                }
+                schemas.insert(format!("{kind}NamedByPath"), s);
+            }
+        }
     }
     for (method, path, name, body) in MODEL_BODIES {
         let Some(op) = v

@@ -12,7 +12,9 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8] = b"ISAME-SNAPSHOT-1\n";
+// 2: the config travels as JSON (`config_json`); a cache of the protobuf
+// config (1) is reported as foreign and ignored, not served half-read.
+const MAGIC: &[u8] = b"ISAME-SNAPSHOT-2\n";
 const FILE: &str = "snapshot.bin";
 
 /// Why a cache could not be written or read.

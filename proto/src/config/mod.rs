@@ -22,7 +22,7 @@ pub use errors::{ConfigError, ConfigErrors};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
 pub use validate::{check_name, check_node_id, NAME_PATTERN};
 
-use field::forms::{header_map, label, statuses, tls_version};
+use field::forms::{header_map, label, statuses, tls_version, trusted};
 use ipnet::IpNet;
 use isame_config_derive::Config;
 use serde::Serialize;
@@ -49,6 +49,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[config(with = trusted)]
     pub trusted_proxies: Vec<IpNet>,
     /// Active health checks of every upstream's backends.
     #[config(shared)]
@@ -486,7 +487,8 @@ impl Config {
         )
         .unwrap_or_default();
         let mut problems = r.problems;
-        let decode_paths: Vec<String> = problems.0.iter().map(|p| p.path.clone()).collect();
+        let decode_paths: std::collections::HashSet<String> =
+            problems.0.iter().map(|p| p.path.clone()).collect();
         let mut rules = errors::Problems::default();
         validate::validate(&config, &mut rules);
         // A field that could not be read was replaced by its default; rules about
@@ -495,12 +497,13 @@ impl Config {
             rules
                 .0
                 .into_iter()
-                .filter(|r| !decode_paths.iter().any(|d| covers(d, &r.path))),
+                .filter(|r| !ancestors(&r.path).any(|a| decode_paths.contains(a))),
         );
         (config, ConfigErrors(problems.0))
     }
 
-    /// Checks an in-memory config (e.g. one converted from protobuf) against every rule.
+    /// Checks an in-memory config against the rules across fields
+    /// (`validate.rs`); bounds declared on single fields are the reader's.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut rules = errors::Problems::default();
         validate::validate(self, &mut rules);
@@ -522,13 +525,17 @@ impl Config {
     }
 }
 
-/// True when `path` is `prefix` itself or lies under it.
-fn covers(prefix: &str, path: &str) -> bool {
-    path == prefix
-        || prefix.is_empty()
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+/// `path` and every path it lies under, the document (`""`) last:
+/// `a.b[0].c`, `a.b[0]`, `a.b`, `a`, `""`.
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    let cuts = path
+        .char_indices()
+        .filter(|(_, c)| *c == '.' || *c == '[')
+        .map(|(i, _)| i)
+        .rev();
+    std::iter::once(path)
+        .chain(cuts.map(move |i| &path[..i]))
+        .chain(std::iter::once(""))
 }
 
 /// An inclusive range of status codes, from `"204"`, `"200-299"` or `"2xx"`.

@@ -116,3 +116,37 @@ pub(crate) mod header_map {
         )
     }
 }
+
+/// `trusted_proxies`: a list of CIDRs or addresses. An item that cannot be
+/// read keeps its place as `0.0.0.0/32`, which trusts no real peer (a
+/// config read leniently must never widen trust).
+pub(crate) mod trusted {
+    use super::*;
+    use ipnet::IpNet;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    pub(crate) fn read(v: &Value, at: &Path, r: &mut Reader) -> Option<Vec<IpNet>> {
+        let Value::Array(items) = v else {
+            r.add(at, format!("expected a list, found {}", kind(v)));
+            return None;
+        };
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    IpNet::read(item, &at.index(i), r)
+                        .unwrap_or_else(|| IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn schema(defs: &mut Defs) -> Value {
+        <Vec<IpNet> as Field>::schema(defs)
+    }
+
+    pub(crate) fn to_json(list: &[IpNet]) -> Value {
+        Value::Array(list.iter().map(Field::to_json).collect())
+    }
+}
