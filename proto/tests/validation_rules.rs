@@ -1,7 +1,7 @@
 //! Every validation rule, checked by a config that breaks it. Each case names
 //! the path and a fragment of the message the user must see.
 
-use isame_proto::config::{Config, ConfigErrors};
+use isame_proto::config::{Config, ConfigErrors, ProblemKind};
 
 /// A valid config; cases patch it by replacing text.
 const BASE: &str = r#"
@@ -110,6 +110,78 @@ fn type_errors_name_the_field() {
         &with("metrics:\n  address: localhost\n"),
         "metrics.address",
         "not an IP address",
+    );
+}
+
+#[test]
+fn whole_numbers_written_with_a_zero_fraction_are_whole() {
+    // JSON Schema's `integer` accepts 2.0, and so does the reader.
+    let c = Config::from_yaml(&BASE.replace("weight: 2", "weight: 2.0")).expect("2.0 is whole");
+    assert_eq!(c.upstreams[0].backends[1].weight, 2);
+    assert_problem(
+        &BASE.replace("weight: 2", "weight: 2.5"),
+        "upstreams[0].backends[1].weight",
+        "whole number",
+    );
+    assert_problem(
+        &BASE.replace("weight: 2", "weight: -2.0"),
+        "upstreams[0].backends[1].weight",
+        "whole number",
+    );
+}
+
+#[test]
+fn problems_say_whether_the_schema_states_their_rule() {
+    let kind_at = |yaml: &str, path: &str| {
+        errors_of(yaml)
+            .iter()
+            .find(|e| e.path == path)
+            .map(|e| e.kind)
+            .unwrap_or_else(|| panic!("no problem at {path}"))
+    };
+    // Shape: a type, a malformed duration, an unknown field.
+    assert_eq!(
+        kind_at(&BASE.replace("port: 8080", "port: eighty"), "server.port"),
+        ProblemKind::Schema
+    );
+    assert_eq!(
+        kind_at(&with("health:\n  interval: 5 parsecs\n"), "health.interval"),
+        ProblemKind::Schema
+    );
+    assert_eq!(
+        kind_at(&with("colour: blue\n"), "colour"),
+        ProblemKind::Schema
+    );
+    assert_eq!(
+        kind_at(
+            &with("trusted_proxies: [\"10.0.0.0/33\"]\n"),
+            "trusted_proxies[0]"
+        ),
+        ProblemKind::Schema
+    );
+    // Shaped like an IPv6 CIDR (the schema's pattern) but not one.
+    assert_eq!(
+        kind_at(
+            &with("trusted_proxies: [\"1:2:3/64\"]\n"),
+            "trusted_proxies[0]"
+        ),
+        ProblemKind::Rule
+    );
+    // Beyond the schema: a well-written duration too large for 64 bits of
+    // nanoseconds, and a route naming an upstream that does not exist.
+    assert_eq!(
+        kind_at(
+            &with("health:\n  interval: 99999999999h\n"),
+            "health.interval"
+        ),
+        ProblemKind::Rule
+    );
+    assert_eq!(
+        kind_at(
+            &BASE.replace("upstream: web", "upstream: nope"),
+            "routes[0].upstream"
+        ),
+        ProblemKind::Rule
     );
 }
 

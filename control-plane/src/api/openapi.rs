@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(ErrorBody, ValidationErrorBody, FieldError, Change, ApplyResult))
+    components(schemas(ErrorBody, ValidationErrorBody, FieldError, ProblemKind, Change, ApplyResult))
 )]
 pub struct ApiDoc;
 
@@ -61,6 +61,22 @@ pub struct FieldError {
     path: String,
     /// What is wrong.
     message: String,
+    /// `schema`: the document breaks a rule the published JSON Schema
+    /// (`GET /api/v1/schema`) states, so an editor using it shows it too;
+    /// `rule`: a rule the schema cannot state (across fields, or about
+    /// what a value means).
+    kind: ProblemKind,
+}
+
+/// Which kind of rule a problem breaks.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// One the published JSON Schema states.
+    Schema,
+    /// One it cannot state.
+    Rule,
 }
 
 /// What happened to one thing.

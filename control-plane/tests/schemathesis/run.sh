@@ -4,8 +4,9 @@
 #
 #   control-plane/tests/schemathesis/run.sh BASE_URL TOKEN
 #
-# Checks: no 5xx for any input, and every status, content type and header
-# the server answers with is one the document lists.
+# Checks: no 5xx for any input; every status, content type and header the
+# server answers with is one the document lists; and a body generated to
+# match the config schema is never refused for its shape (isame_checks.py).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
@@ -21,9 +22,10 @@ fi
 
 # schemathesis and hypothesis keep caches in the working directory.
 cd "$venv"
+export PYTHONPATH="$here" SCHEMATHESIS_HOOKS=isame_checks
 exec "$venv/bin/st" run "$base/api/v1/openapi.json" \
     --header "Authorization: Bearer $token" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,schema_valid_configs_are_not_refused_for_their_shape \
     --max-examples "${ISAME_SCHEMATHESIS_EXAMPLES:-40}" \
     --seed "${ISAME_SCHEMATHESIS_SEED:-7}" \
     --request-timeout 10 \

@@ -18,9 +18,28 @@ const UNITS: [(&str, u128); 7] = [
 
 /// Parses a duration string; the error says what is wrong with it.
 pub fn parse(text: &str) -> Result<Duration, String> {
+    parse_detailed(text).map_err(|e| match e {
+        Problem::Malformed(m) | Problem::TooLarge(m) => m,
+    })
+}
+
+/// Why a duration string was refused.
+pub(crate) enum Problem {
+    /// It is not written the way durations are.
+    Malformed(String),
+    /// It is well written but does not fit in 64 bits of nanoseconds
+    /// (about 584 years): a bound the config schema's pattern cannot state.
+    TooLarge(String),
+}
+
+/// [`parse`], telling a malformed string from one that is too large.
+pub(crate) fn parse_detailed(text: &str) -> Result<Duration, Problem> {
+    use Problem::{Malformed, TooLarge};
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration; write e.g. \"30s\" or \"100ms\"".into());
+        return Err(Malformed(
+            "empty duration; write e.g. \"30s\" or \"100ms\"".into(),
+        ));
     }
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -33,37 +52,47 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let (num, after) = rest.split_at(num_len);
         if num.is_empty() {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "invalid duration {text:?}: expected a number at {after:?}"
-            ));
+            )));
         }
         let unit_len = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         if unit.is_empty() {
-            return Err(format!(
+            return Err(Malformed(format!(
                 "invalid duration {text:?}: missing unit (ns, us, ms, s, m, h), e.g. \"{num}s\""
-            ));
+            )));
         }
         let scale = UNITS
             .iter()
             .find(|(name, _)| *name == unit)
             .map(|(_, scale)| *scale)
             .ok_or_else(|| {
-                format!(
+                Malformed(format!(
                     "invalid duration {text:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h)"
-                )
+                ))
             })?;
         total = total
-            .checked_add(
-                term_nanos(num, scale).ok_or_else(|| format!("invalid duration {text:?}"))?,
-            )
-            .ok_or_else(|| format!("duration {text:?} is too large"))?;
+            .checked_add(term_nanos(num, scale).ok_or_else(|| term_problem(text, num))?)
+            .ok_or_else(|| TooLarge(format!("duration {text:?} is too large")))?;
         rest = next;
     }
-    let nanos = u64::try_from(total).map_err(|_| format!("duration {text:?} is too large"))?;
+    let nanos =
+        u64::try_from(total).map_err(|_| TooLarge(format!("duration {text:?} is too large")))?;
     Ok(Duration::from_nanos(nanos))
+}
+
+/// Why the term `num` of `text` could not be counted: a well-written
+/// number only fails by overflowing.
+fn term_problem(text: &str, num: &str) -> Problem {
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
+        Problem::Malformed(format!("invalid duration {text:?}"))
+    } else {
+        Problem::TooLarge(format!("duration {text:?} is too large"))
+    }
 }
 
 /// Nanoseconds of one `<number><unit>` term; `None` when the number is malformed.

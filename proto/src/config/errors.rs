@@ -9,14 +9,39 @@ pub struct ConfigError {
     pub path: String,
     /// What is wrong, for a person to read.
     pub message: String,
+    /// Whether the published JSON Schema states the rule broken.
+    pub kind: ProblemKind,
+}
+
+/// Which kind of rule a problem breaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// One the published JSON Schema states (a type, a bound, a pattern, a
+    /// required or unknown field): an editor using the schema shows it too.
+    Schema,
+    /// One the schema cannot state: across fields (a route naming an unknown
+    /// upstream), or about what a value means (a URL, a regular expression,
+    /// a file that must exist).
+    #[default]
+    Rule,
 }
 
 impl ConfigError {
-    /// A problem at `path`.
+    /// A problem at `path` with a rule beyond the schema.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             message: message.into(),
+            kind: ProblemKind::Rule,
+        }
+    }
+
+    /// A problem at `path` with the document's shape, as the schema states it.
+    pub fn schema(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: ProblemKind::Schema,
+            ..Self::new(path, message)
         }
     }
 }

@@ -18,7 +18,7 @@ mod validate;
 pub mod yaml;
 
 pub use diff::{diff, diff_from, Change, ChangeOp};
-pub use errors::{ConfigError, ConfigErrors};
+pub use errors::{ConfigError, ConfigErrors, ProblemKind};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
 pub use validate::{check_name, check_node_id, NAME_PATTERN};
 

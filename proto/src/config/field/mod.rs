@@ -42,8 +42,16 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
-    /// Records a problem at `at`.
+    /// Records a problem at `at` with the document's shape (every rule the
+    /// reader checks is one the schema states).
     pub(crate) fn add(&mut self, at: &Path, message: impl Into<String>) {
+        self.problems
+            .0
+            .push(super::ConfigError::schema(at.as_str(), message));
+    }
+
+    /// Records a problem at `at` with a rule the schema cannot state.
+    pub(crate) fn add_rule(&mut self, at: &Path, message: impl Into<String>) {
         self.problems.add(at, message);
     }
 

@@ -48,8 +48,16 @@ impl Field for bool {
     }
 }
 
+/// A whole number no larger than `max`. `823.0` is one: JSON Schema's
+/// `integer` is any number without a fractional part, and a JSON encoder
+/// may write whole numbers that way.
 fn integer(v: &Value, max: u64) -> Result<u64, String> {
-    match v.as_u64() {
+    let whole = v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=max as f64).contains(f))
+            .map(|f| f as u64)
+    });
+    match whole {
         Some(n) if n <= max => Ok(n),
         _ => Err(format!(
             "expected a whole number from 0 to {max}, found {}",
@@ -82,20 +90,26 @@ whole_number!(u8, u16, u32);
 /// What `duration::parse` accepts: `0`, or terms such as `1m30s`, `1.5s`,
 /// `100ms`. (Not `format: duration`, which JSON Schema defines as ISO 8601.)
 pub(crate) const DURATION_PATTERN: &str =
-    r"^\s*(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+)\s*$";
+    r"^[ \t\r\n]*(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+)[ \t\r\n]*$";
 
 impl Field for Duration {
     fn read(v: &Value, at: &Path, r: &mut Reader) -> Option<Self> {
-        parsed(v, at, r, |v| match v {
-            Value::String(s) => duration::parse(s),
-            Value::Number(n) => Err(format!(
-                "durations need a unit: write \"{n}s\" or \"{n}ms\", not {n}"
-            )),
-            other => Err(format!(
-                "expected a duration such as \"30s\", found {}",
-                kind(other)
-            )),
-        })
+        let problem = match v {
+            Value::String(s) => match duration::parse_detailed(s) {
+                Ok(d) => return Some(d),
+                Err(duration::Problem::Malformed(m)) => m,
+                Err(duration::Problem::TooLarge(m)) => {
+                    r.add_rule(at, m);
+                    return None;
+                }
+            },
+            Value::Number(n) => {
+                format!("durations need a unit: write \"{n}s\" or \"{n}ms\", not {n}")
+            }
+            other => format!("expected a duration such as \"30s\", found {}", kind(other)),
+        };
+        r.add(at, problem);
+        None
     }
     fn schema(_: &mut Defs) -> Value {
         json!({"type": "string", "pattern": DURATION_PATTERN})
@@ -121,20 +135,57 @@ impl Field for IpAddr {
     }
 }
 
+/// One octet of a dotted IPv4 address, without leading zeros.
+const OCTET: &str = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+
+/// The shape the schema gives IPv6 CIDRs: the characters of an address, a
+/// colon, and a prefix length up to 128. Whether the address part is one
+/// is a rule beyond the schema (an exact pattern for IPv6 would be longer
+/// than this file).
+fn ipv6_cidr_shaped(s: &str) -> bool {
+    let Some((addr, len)) = s.split_once('/') else {
+        return false;
+    };
+    addr.contains(':')
+        && addr
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        && !len.is_empty()
+        && len.len() <= 3
+        && len.bytes().all(|b| b.is_ascii_digit())
+        && (len == "0" || !len.starts_with('0'))
+        && len.parse::<u8>().is_ok_and(|n| n <= 128)
+}
+
 impl Field for IpNet {
     fn read(v: &Value, at: &Path, r: &mut Reader) -> Option<Self> {
         let s = String::read(v, at, r)?;
-        parsed(v, at, r, |_| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{s:?} is not a CIDR (e.g. \"10.0.0.0/8\") or an IP address"))
-        })
+        let read = s
+            .parse::<IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
+        match read {
+            Ok(net) => Some(net),
+            Err(_) => {
+                let m = format!("{s:?} is not a CIDR (e.g. \"10.0.0.0/8\") or an IP address");
+                if ipv6_cidr_shaped(&s) {
+                    r.add_rule(at, m);
+                } else {
+                    r.add(at, m);
+                }
+                None
+            }
+        }
     }
     fn schema(_: &mut Defs) -> Value {
         json!({
             "type": "string",
             "description": "A CIDR such as \"10.0.0.0/8\", or an IP address",
-            "pattern": r"^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$",
+            "anyOf": [
+                {"format": "ipv4"},
+                {"format": "ipv6"},
+                {"pattern": format!(r"^{OCTET}(\.{OCTET}){{3}}/(3[0-2]|[12]?[0-9])$")},
+                {"pattern": r"^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"},
+            ],
         })
     }
     fn to_json(&self) -> Value {
