@@ -26,6 +26,7 @@ use crate::conn_timeouts::{ConnState, TimedIo, Timeouts};
 use crate::handler::{self, ConnCtx};
 use crate::rewind::Rewind;
 use crate::snapshot::Shared;
+use crate::tunnel;
 use bytes::{Bytes, BytesMut};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -74,6 +75,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, mut s: Serving) {
     let io = TimedIo::new(stream, state.clone(), s.timeouts);
     let proto = if s.tls.is_some() { "https" } else { "http" };
     let cx = Arc::new(ConnCtx::new(s.shared.clone(), peer, proto, state.clone()));
+    let conn_cx = cx.clone();
     // hyper keeps the request future in a box of its own per connection
     // object (reused by each request of a burst, freed when parked).
     let svc = service_fn(move |req| handler::handle(req, cx.clone()));
@@ -91,10 +93,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, mut s: Serving) {
                 Some(Ok((true, prefix))) => {
                     Box::pin(http2(Rewind::new(prefix, io), svc, &state, &mut s)).await
                 }
-                Some(Ok((false, prefix))) => http1(io, prefix, svc, &state, &mut s).await,
+                Some(Ok((false, prefix))) => http1(io, prefix, svc, &conn_cx, &mut s).await,
             }
         }
-        Some(acceptor) => Box::pin(tls(io, acceptor, svc, &state, &mut s, peer)).await,
+        Some(acceptor) => Box::pin(tls(io, acceptor, svc, &conn_cx, &mut s, peer)).await,
     }
 }
 
@@ -103,17 +105,18 @@ async fn tls<S: Handler>(
     io: TimedIo<TcpStream>,
     acceptor: tokio_rustls::TlsAcceptor,
     svc: S,
-    state: &Arc<ConnState>,
+    cx: &Arc<ConnCtx>,
     s: &mut Serving,
     peer: SocketAddr,
 ) {
+    let state = &cx.state;
     match until_shutdown(&mut s.shutdown, acceptor.accept(io)).await {
         None => {}
         Some(Err(e)) => debug!(peer = %peer, error = %e, "TLS handshake failed"),
         // Boxed: the stream's state moves into the task of its protocol.
         Some(Ok(tls)) => match tls.get_ref().1.alpn_protocol() {
             Some(b"h2") => http2(Box::new(tls), svc, state, s).await,
-            Some(_) => http1(Box::new(tls), Bytes::new(), svc, state, s).await,
+            Some(_) => http1(Box::new(tls), Bytes::new(), svc, cx, s).await,
             // No ALPN: the first bytes tell, as on the plain port.
             None => {
                 let mut tls = Box::new(tls);
@@ -125,7 +128,7 @@ async fn tls<S: Handler>(
                     Some(Ok((true, prefix))) => {
                         http2(Rewind::new(prefix, tls), svc, state, s).await
                     }
-                    Some(Ok((false, prefix))) => http1(tls, prefix, svc, state, s).await,
+                    Some(Ok((false, prefix))) => http1(tls, prefix, svc, cx, s).await,
                 }
             }
         },
@@ -223,17 +226,14 @@ where
 }
 
 /// Serves HTTP/1.1 on `io` (whose first bytes, already read, are
-/// `leftover`), parking it between bursts of requests.
-async fn http1<T, S>(
-    mut io: T,
-    mut leftover: Bytes,
-    svc: S,
-    state: &Arc<ConnState>,
-    h: &mut Serving,
-) where
+/// `leftover`), parking it between bursts of requests, and relays it once
+/// a request switched protocols.
+async fn http1<T, S>(mut io: T, mut leftover: Bytes, svc: S, cx: &Arc<ConnCtx>, h: &mut Serving)
+where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Handler,
 {
+    let state = &cx.state;
     let park_after = u64::try_from(PARK_AFTER.as_nanos()).unwrap_or(u64::MAX);
     loop {
         if leftover.is_empty() {
@@ -301,6 +301,15 @@ async fn http1<T, S>(
         // Copied out: an empty or short view would keep hyper's whole read
         // buffer alive while the connection is parked.
         leftover = join(&parts.read_buf, &unread);
+        if ended.is_ok() {
+            // hyper wrote a `101` and handed the socket back as it was.
+            if let Some(t) = cx.take_tunnel() {
+                // Boxed: the relay's state would otherwise be part of every
+                // connection's task.
+                Box::pin(tunnel::relay(io, leftover, *t)).await;
+                return;
+            }
+        }
         let park = match &ended {
             Ok(()) => parking && !draining && state.parkable(clock::now_nanos(), 0),
             Err(e) => {

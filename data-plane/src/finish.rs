@@ -26,6 +26,9 @@ pub struct Finish {
     status: Option<StatusCode>,
     /// The backend's body failed before its end (the client got a cut-off response).
     cut_off: bool,
+    /// Duration and outcome were recorded already (when the connection
+    /// switched protocols).
+    recorded: bool,
 }
 
 impl Finish {
@@ -38,6 +41,7 @@ impl Finish {
             observation: None,
             status: None,
             cut_off: false,
+            recorded: false,
         }
     }
 
@@ -63,6 +67,21 @@ impl Finish {
     /// response, counted as an error.
     pub fn cut_off(&mut self) {
         self.cut_off = true;
+    }
+
+    /// The connection switched protocols now: the request's duration and
+    /// outcome in the upstream's latency histogram and traffic report are
+    /// those of the handshake, not of the hours a WebSocket may stay open.
+    /// The backend's in-flight slot is held, and the access-log line and
+    /// span written, until this is dropped at the tunnel's end.
+    pub fn switched(&mut self) {
+        if let Some((snap, u, _)) = &self.target {
+            let up = &snap.upstreams[*u];
+            let elapsed = clock::now_nanos().saturating_sub(self.start);
+            up.duration.observe(elapsed as f64 / 1e9);
+            up.traffic.record(elapsed, false);
+            self.recorded = true;
+        }
     }
 
     /// Records which upstream serves the request.
@@ -101,10 +120,12 @@ impl Drop for Finish {
         }
         if let Some((snap, u, b)) = self.target.take() {
             let up = &snap.upstreams[u];
-            up.duration.observe(elapsed as f64 / 1e9);
-            // A client that left before an answer is a request, not an error.
-            let failed = self.cut_off || self.status.is_some_and(|s| s.is_server_error());
-            up.traffic.record(elapsed, failed);
+            if !self.recorded {
+                up.duration.observe(elapsed as f64 / 1e9);
+                // A client that left before an answer is a request, not an error.
+                let failed = self.cut_off || self.status.is_some_and(|s| s.is_server_error());
+                up.traffic.record(elapsed, failed);
+            }
             if let Some(b) = b {
                 up.backends[b].state.in_flight.fetch_sub(1, Relaxed);
             }

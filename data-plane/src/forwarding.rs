@@ -12,6 +12,9 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `X-Forwarded-Host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// `upgrade`, the `Connection` token of an upgrade request.
+static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+
 /// True for the hop-by-hop header names of RFC 9110 §7.6.1 that are never
 /// relayed, whatever `Connection` says: Connection, Keep-Alive, TE, Trailer,
 /// Transfer-Encoding, Upgrade, Proxy-Authorization, Proxy-Authenticate,
@@ -86,6 +89,9 @@ pub struct Rewrite {
     trusted_peer: bool,
     replace_host: bool,
     host: Option<HeaderValue>,
+    /// The protocols asked for when the request is an upgrade (see
+    /// [`crate::upgrade`]); `Connection: upgrade` goes with them.
+    upgrade: Option<HeaderValue>,
 }
 
 impl Rewrite {
@@ -118,6 +124,21 @@ impl Rewrite {
             )
             .chain(self.forwarded_host.iter().map(|v| ("x-forwarded-host", v)))
             .chain(self.host.iter().map(|v| ("host", v)))
+            .chain(
+                self.upgrade
+                    .iter()
+                    .flat_map(|v| [("connection", &UPGRADE_TOKEN), ("upgrade", v)]),
+            )
+    }
+
+    /// Makes the request an upgrade to `protocols`.
+    pub fn set_upgrade(&mut self, protocols: HeaderValue) {
+        self.upgrade = Some(protocols);
+    }
+
+    /// The protocols asked for, when the request is an upgrade.
+    pub fn upgrade(&self) -> Option<&HeaderValue> {
+        self.upgrade.as_ref()
     }
 }
 
@@ -162,6 +183,7 @@ pub fn forward_request(h: &mut HeaderMap, f: &Forwarded<'_>) -> Rewrite {
         } else {
             None
         },
+        upgrade: None,
     }
 }
 

@@ -12,17 +12,18 @@ use crate::host::{self, RequestHost};
 use crate::middleware::{Flow, RequestParts};
 use crate::ratelimit::Decision;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
-use crate::{client_ip, clock, dispatch, observe};
+use crate::tunnel::Tunnel;
+use crate::{client_ip, clock, dispatch, observe, upgrade};
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING, UPGRADE,
 };
-use http::{Method, Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tracing::warn;
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -41,6 +42,9 @@ pub struct ConnCtx {
     pub proto: &'static str,
     /// Timeout bookkeeping of the connection.
     pub state: Arc<ConnState>,
+    /// An upgraded backend connection, left by the request answered `101`
+    /// for the connection's driver to relay once hyper has written it.
+    pub tunnel: Mutex<Option<Box<Tunnel>>>,
 }
 
 impl ConnCtx {
@@ -63,7 +67,16 @@ impl ConnCtx {
             peer_value,
             proto,
             state,
+            tunnel: Mutex::new(None),
         }
+    }
+
+    /// The upgraded connection left by a `101` answer, if any.
+    pub fn take_tunnel(&self) -> Option<Box<Tunnel>> {
+        self.tunnel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -136,7 +149,13 @@ pub async fn handle(
         );
     }
     let (mut parts, body) = req.into_parts();
-    let rewrite = forwarding::forward_request(
+    // Before the forwarding plan, which drops the headers `Connection` names.
+    let upgrade = if body.is_end_stream() {
+        upgrade::requested(parts.version, &parts.headers, &up.upgrades)
+    } else {
+        None
+    };
+    let mut rewrite = forwarding::forward_request(
         &mut parts.headers,
         &Forwarded {
             peer: cx.peer.ip(),
@@ -147,6 +166,9 @@ pub async fn handle(
             host_from_target: host.as_ref().is_some_and(|h| h.from_target),
         },
     );
+    if let Some(protocols) = upgrade {
+        rewrite.set_upgrade(protocols);
+    }
     // After the forwarding plan, so that a header a middleware sets is not
     // taken for one the client's `Connection` named. Once, before any try.
     let chain = found
@@ -197,6 +219,9 @@ pub async fn handle(
     )
     .await;
     let mut resp = match dispatched {
+        Ok(d) if d.head.status == StatusCode::SWITCHING_PROTOCOLS => {
+            switch_protocols(&cx, &snap, client, ui, d, finish)
+        }
         Ok(d) => {
             finish.status(d.head.status);
             let mut resp = Response::new(ProxyBody::upstream(d.body, finish));
@@ -210,6 +235,36 @@ pub async fn handle(
         chain.response(passed, resp.headers_mut());
     }
     Ok(resp)
+}
+
+/// The `101` answer to an upgrade request; the backend connection is left
+/// on the client connection, whose driver relays the two once hyper has
+/// written this (see [`crate::tunnel`]).
+fn switch_protocols(
+    cx: &ConnCtx,
+    snap: &Arc<Snapshot>,
+    client: IpAddr,
+    ui: usize,
+    mut d: dispatch::Dispatched,
+    mut finish: Finish,
+) -> Response<ProxyBody> {
+    let (Some(conn), Some(protocol)) = (d.body.take_upgraded(), d.head.upgrade.take()) else {
+        let e = ProxyError::Upstream(crate::upstream::UpstreamError::Protocol(
+            "protocol upgrade without its connection".into(),
+        ));
+        return reply(cx, snap, client, Some(ui), e, finish);
+    };
+    finish.status(StatusCode::SWITCHING_PROTOCOLS);
+    finish.switched();
+    let mut resp = Response::new(ProxyBody::full(Bytes::new(), None));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = d.head.headers;
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    resp.headers_mut().insert(UPGRADE, protocol);
+    let tunnel = Box::new(Tunnel::new(*conn, finish, &snap.upstreams[ui]));
+    *cx.tunnel.lock().unwrap_or_else(PoisonError::into_inner) = Some(tunnel);
+    resp
 }
 
 /// The client's answer when the proxy itself must respond.

@@ -45,6 +45,8 @@ pub(crate) mod snapshot;
 pub mod subscription;
 pub(crate) mod tls;
 pub(crate) mod traffic;
+pub(crate) mod tunnel;
+pub(crate) mod upgrade;
 pub(crate) mod upstream;
 
 pub use reload::{load_file, ReloadError};

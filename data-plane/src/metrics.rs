@@ -23,6 +23,10 @@ const BUCKETS: &[f64] = &[
     10.0, 30.0,
 ];
 
+/// The `direction` labels of `isame_lb_tunnel_bytes_total`: bytes the
+/// client sent to the backend, and the backend's to the client.
+pub const TUNNEL_DIRECTIONS: [&str; 2] = ["to_backend", "to_client"];
+
 /// Every data-plane metric, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -50,6 +54,11 @@ pub struct Metrics {
     pub circuit_open: IntGaugeVec,
     /// `isame_lb_errors_total{upstream,kind}`: requests answered by the proxy itself.
     pub errors: IntCounterVec,
+    /// `isame_lb_tunnels_active{upstream}`: upgraded connections (WebSockets)
+    /// being relayed.
+    pub tunnels_active: IntGaugeVec,
+    /// `isame_lb_tunnel_bytes_total{upstream,direction}`.
+    pub tunnel_bytes: IntCounterVec,
     /// Per-upstream traffic for the control plane's reports.
     pub traffic: Arc<Traffic>,
     /// Series of backends and upstreams that left the config.
@@ -123,6 +132,22 @@ impl Metrics {
             ),
             &["upstream", "kind"],
         )?;
+        let tunnels_active = IntGaugeVec::new(
+            Opts::new(
+                "isame_lb_tunnels_active",
+                "Upgraded connections (WebSockets) being relayed, by upstream.",
+            ),
+            &["upstream"],
+        )?;
+        let tunnel_bytes = IntCounterVec::new(
+            Opts::new(
+                "isame_lb_tunnel_bytes_total",
+                "Bytes relayed over upgraded connections, by upstream and direction (to_backend, to_client).",
+            ),
+            &["upstream", "direction"],
+        )?;
+        registry.register(Box::new(tunnels_active.clone()))?;
+        registry.register(Box::new(tunnel_bytes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_healthy.clone()))?;
@@ -150,6 +175,8 @@ impl Metrics {
             rate_limited,
             circuit_open,
             errors,
+            tunnels_active,
+            tunnel_bytes,
             traffic: Arc::default(),
             series: Arc::default(),
         })

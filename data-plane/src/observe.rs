@@ -56,6 +56,8 @@ pub struct Observation {
     status: Option<StatusCode>,
     attempts: u32,
     bytes: u64,
+    /// For an upgraded connection: the bytes the client sent through it.
+    tunneled_in: Option<u64>,
     trace_id: Option<String>,
     span: Option<RequestSpan>,
     /// Where the request was routed (also when a middleware answered it).
@@ -104,6 +106,7 @@ pub fn start<B>(req: &http::Request<B>, client: IpAddr) -> Option<Box<Observatio
         status: None,
         attempts: 0,
         bytes: 0,
+        tunneled_in: None,
         trace_id,
         span,
         routed: None,
@@ -152,6 +155,13 @@ impl Observation {
         self.bytes += n as u64;
     }
 
+    /// The request's connection was upgraded and carried these bytes:
+    /// `to_client` is the response size in the log, and the span has both.
+    pub fn tunneled(&mut self, to_backend: u64, to_client: u64) {
+        self.bytes += to_client;
+        self.tunneled_in = Some(to_backend);
+    }
+
     /// The request ended after `nanos`: the log line is written and the
     /// span closed. `target` is where it went, if it was routed.
     pub fn end(mut self, nanos: u64, target: Option<(&Snapshot, usize, Option<usize>)>) {
@@ -182,6 +192,13 @@ impl Observation {
                     "http.response.body.size",
                     i64::try_from(self.bytes).unwrap_or(i64::MAX),
                 );
+                if let Some(n) = self.tunneled_in {
+                    span.set("isame.tunnel", true);
+                    span.set(
+                        "isame.tunnel.bytes_to_backend",
+                        i64::try_from(n).unwrap_or(i64::MAX),
+                    );
+                }
                 if status >= 500 {
                     span.fail("server error");
                 }

@@ -168,6 +168,12 @@ impl Series {
                     let _ = m.duration.remove_label_values(&[&name]);
                     let _ = m.retries.remove_label_values(&[&name]);
                     let _ = m.rate_limited.remove_label_values(&[&name]);
+                    let _ = m.tunnels_active.remove_label_values(&[&name]);
+                    for direction in crate::metrics::TUNNEL_DIRECTIONS {
+                        let _ = m
+                            .tunnel_bytes
+                            .remove_label_values(&[name.as_str(), direction]);
+                    }
                     for kind in crate::error::KINDS {
                         let _ = m.errors.remove_label_values(&[name.as_str(), kind]);
                     }

@@ -17,7 +17,7 @@ use crate::route::Router;
 use crate::{breaker, health, retry, upstream};
 use arc_swap::ArcSwap;
 use isame_proto::config::{Algorithm, Config, ConfigError, ConfigErrors};
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,6 +60,15 @@ pub struct UpstreamRt {
     pub rate_limit: Option<Arc<Limiter>>,
     /// `isame_lb_rate_limited_total{upstream}`.
     pub rate_limited: IntCounter,
+    /// Protocols its clients may upgrade to, lowercase.
+    pub upgrades: Vec<String>,
+    /// Longest silence on an upgraded connection.
+    pub tunnel_idle_timeout: Duration,
+    /// `isame_lb_tunnels_active{upstream}`.
+    pub tunnels_active: IntGauge,
+    /// `isame_lb_tunnel_bytes_total{upstream,direction}`, in the order of
+    /// [`crate::metrics::TUNNEL_DIRECTIONS`].
+    pub tunnel_bytes: [IntCounter; 2],
 }
 
 impl UpstreamRt {
@@ -218,6 +227,14 @@ impl Snapshot {
                 retries: metrics.retries.with_label_values(&[&u.name]),
                 rate_limit: limiter(&limits, ("upstream", &u.name), u.rate_limit.as_ref()),
                 rate_limited: metrics.rate_limited.with_label_values(&[&u.name]),
+                upgrades: u.upgrades.iter().map(|t| t.to_ascii_lowercase()).collect(),
+                tunnel_idle_timeout: u.tunnel_idle_timeout,
+                tunnels_active: metrics.tunnels_active.with_label_values(&[&u.name]),
+                tunnel_bytes: crate::metrics::TUNNEL_DIRECTIONS.map(|d| {
+                    metrics
+                        .tunnel_bytes
+                        .with_label_values(&[u.name.as_str(), d])
+                }),
             });
         }
         let mut middleware = Vec::with_capacity(config.routes.len());

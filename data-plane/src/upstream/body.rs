@@ -19,6 +19,9 @@ enum State {
     Length(u64),
     Chunked(Decoder),
     UntilClose,
+    /// The connection switched protocols: no body, and the connection is
+    /// kept for [`ResponseBody::take_upgraded`].
+    Upgraded,
     Done,
 }
 
@@ -41,6 +44,7 @@ impl ResponseBody {
             Framing::Length(n) => State::Length(n),
             Framing::Chunked => State::Chunked(Decoder::default()),
             Framing::UntilClose => State::UntilClose,
+            Framing::Upgraded => State::Upgraded,
         };
         let mut body = Self {
             conn: Some(conn),
@@ -53,6 +57,18 @@ impl ResponseBody {
             body.finish();
         }
         body
+    }
+
+    /// The connection of a `101` answer, for relaying the protocol
+    /// switched to; never pooled.
+    pub fn take_upgraded(&mut self) -> Option<Box<Conn>> {
+        match self.state {
+            State::Upgraded => {
+                self.state = State::Done;
+                self.conn.take()
+            }
+            _ => None,
+        }
     }
 
     /// Ends the body; a clean keep-alive connection returns to the pool.
@@ -108,7 +124,7 @@ impl ResponseBody {
     /// Hands out what the buffer holds; `None` when a read is needed first.
     fn buffered_frame(&mut self) -> Option<Polled> {
         match &mut self.state {
-            State::Done => Some(Poll::Ready(None)),
+            State::Done | State::Upgraded => Some(Poll::Ready(None)),
             State::Length(0) => {
                 self.finish();
                 Some(Poll::Ready(None))
@@ -181,7 +197,7 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.state {
-            State::Done | State::Length(0) => true,
+            State::Done | State::Upgraded | State::Length(0) => true,
             State::Chunked(d) => d.done(),
             State::Length(_) | State::UntilClose => false,
         }

@@ -194,6 +194,12 @@ impl Conn {
         std::future::poll_fn(|cx| self.poll_read(cx, &mut deadline, 0)).await
     }
 
+    /// The transport and the bytes read from it and not consumed yet, for
+    /// a connection that switched protocols.
+    pub fn into_parts(self) -> (Stream, BytesMut) {
+        (self.io, self.read_buf)
+    }
+
     /// Writes all of `buf`; on failure, tells whether any byte went out.
     pub async fn write_tracked(&mut self, buf: &[u8]) -> Result<(), (bool, io::Error)> {
         let mut written = 0;

@@ -23,6 +23,9 @@ pub enum Framing {
     Chunked,
     /// Everything until the backend closes the connection.
     UntilClose,
+    /// `101 Switching Protocols`: the connection now carries the protocol
+    /// switched to, relayed as bytes (see [`crate::tunnel`]).
+    Upgraded,
 }
 
 /// A parsed response head.
@@ -36,21 +39,26 @@ pub struct Head {
     pub framing: Framing,
     /// Whether the connection may carry another request afterwards.
     pub keep_alive: bool,
+    /// The protocol switched to, for a `101` answer.
+    pub upgrade: Option<HeaderValue>,
 }
 
 /// Parses a response head from the front of `buf`, removing it. `Ok(None)`
 /// means more bytes are needed. Interim (1xx) responses are skipped.
 #[cfg(test)]
 pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, UpstreamError> {
-    parse_with(buf, head_request, &mut Vec::new())
+    parse_with(buf, head_request, None, &mut Vec::new())
 }
 
 /// Parses a response head from the front of `buf`, removing it. `Ok(None)`
 /// means more bytes are needed. Interim (1xx) responses are skipped.
+/// `upgrade` is what an upgrade request asked for: only then is `101
+/// Switching Protocols` an answer, and only to one of those protocols.
 /// `spans` is scratch space the connection keeps between responses.
 pub fn parse_with(
     buf: &mut BytesMut,
     head_request: bool,
+    upgrade: Option<&HeaderValue>,
     spans: &mut Vec<Span>,
 ) -> Result<Option<Head>, UpstreamError> {
     loop {
@@ -74,12 +82,7 @@ pub fn parse_with(
         let code = resp.code.unwrap_or(0);
         let status = StatusCode::from_u16(code)
             .map_err(|_| UpstreamError::Protocol(format!("invalid status {code}")))?;
-        if status.is_informational() {
-            if status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(UpstreamError::Protocol(
-                    "unrequested protocol upgrade".into(),
-                ));
-            }
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             let _ = buf.split_to(len);
             continue;
         }
@@ -93,7 +96,69 @@ pub fn parse_with(
             value: (h.value.as_ptr() as usize - base, h.value.len()),
         }));
         let head_bytes = buf.split_to(len).freeze();
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return switched(spans, &head_bytes, http10, upgrade).map(Some);
+        }
         return build(status, http10, spans, &head_bytes, head_request).map(Some);
+    }
+}
+
+/// A `101` answer: valid only to an upgrade request, over HTTP/1.1, naming
+/// one of the protocols asked for. Its end-to-end headers (such as
+/// `Sec-WebSocket-Accept`) are kept.
+fn switched(
+    spans: &[Span],
+    head: &Bytes,
+    http10: bool,
+    asked: Option<&HeaderValue>,
+) -> Result<Head, UpstreamError> {
+    let Some(asked) = asked else {
+        return Err(UpstreamError::Protocol(
+            "unrequested protocol upgrade".into(),
+        ));
+    };
+    if http10 {
+        return Err(UpstreamError::Protocol(
+            "protocol upgrade over HTTP/1.0".into(),
+        ));
+    }
+    let mut upgrade = None;
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
+        let (name, value) = (span.name(head), span.value(head));
+        if eq(name, "upgrade") {
+            if upgrade.is_some() {
+                return Err(UpstreamError::Protocol(
+                    "more than one Upgrade header".into(),
+                ));
+            }
+            upgrade = Some(
+                HeaderValue::from_bytes(value)
+                    .map_err(|_| UpstreamError::Protocol("invalid header value".into()))?,
+            );
+            continue;
+        }
+        if is_hop_by_hop(name) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| UpstreamError::Protocol("invalid header name".into()))?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.0 + span.value.1))
+                .map_err(|_| UpstreamError::Protocol("invalid header value".into()))?;
+        headers.append(name, value);
+    }
+    match upgrade {
+        Some(chosen) if crate::upgrade::answers(asked, &chosen) => Ok(Head {
+            status: StatusCode::SWITCHING_PROTOCOLS,
+            headers,
+            framing: Framing::Upgraded,
+            keep_alive: false,
+            upgrade: Some(chosen),
+        }),
+        _ => Err(UpstreamError::Protocol(
+            "protocol upgrade to a protocol not asked for".into(),
+        )),
     }
 }
 
@@ -242,6 +307,7 @@ fn build(
         headers,
         framing,
         keep_alive,
+        upgrade: None,
     })
 }
 
@@ -345,6 +411,37 @@ mod tests {
             false
         )
         .is_err());
+    }
+
+    #[test]
+    fn switching_protocols_answers_only_an_upgrade_asked_for() {
+        let asked = HeaderValue::from_static("websocket");
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: abc\r\n\r\n\x81\x02hi";
+        let mut buf = BytesMut::from(&raw[..]);
+        let h = parse_with(&mut buf, false, Some(&asked), &mut Vec::new())
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(h.status, 101);
+        assert_eq!(h.framing, Framing::Upgraded);
+        assert_eq!(h.upgrade.as_ref().expect("protocol"), "websocket");
+        assert_eq!(h.headers["sec-websocket-accept"], "abc");
+        assert!(!h.headers.contains_key("connection"));
+        assert_eq!(
+            &buf[..],
+            b"\x81\x02hi",
+            "bytes after the head stay for the tunnel"
+        );
+        for bad in [
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(bad.as_bytes());
+            assert!(
+                parse_with(&mut buf, false, Some(&asked), &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub use conn::Conn;
 pub use decode::Head;
 pub use encode::BodyFraming;
 pub use error::UpstreamError;
-pub use stream::{client_config, server_name, ClientTls, TlsTarget};
+pub use stream::{client_config, server_name, ClientTls, Stream, TlsTarget};
 
 use crate::backend::Backend;
 use crate::body::ReqBody;
@@ -177,7 +177,12 @@ async fn exchange(
     }
     let mut received = !conn.read_buf.is_empty();
     loop {
-        if let Some(head) = decode::parse_with(&mut conn.read_buf, head_request, &mut conn.spans)? {
+        if let Some(head) = decode::parse_with(
+            &mut conn.read_buf,
+            head_request,
+            rewrite.upgrade(),
+            &mut conn.spans,
+        )? {
             return Ok((head, reusable));
         }
         let failed = match conn.read_more(deadline).await {
@@ -216,7 +221,9 @@ pub async fn probe(backend: &Backend, path: &str, timeout: Duration) -> Result<u
             .await
             .map_err(|(sent, source)| UpstreamError::Send { sent, source })?;
         loop {
-            if let Some(head) = decode::parse_with(&mut conn.read_buf, false, &mut conn.spans)? {
+            if let Some(head) =
+                decode::parse_with(&mut conn.read_buf, false, None, &mut conn.spans)?
+            {
                 return Ok(head.status.as_u16());
             }
             match conn.read_more(0).await {

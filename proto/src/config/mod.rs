@@ -150,6 +150,23 @@ pub struct Upstream {
     )]
     #[config(default = Duration::from_secs(30))]
     pub keepalive_timeout: Duration,
+    /// Protocols a client may switch to through this upstream (HTTP/1.1
+    /// `Upgrade`, answered by `101 Switching Protocols`): the connection is
+    /// then relayed both ways as bytes until either side closes. Tokens as
+    /// clients send them, compared without case; `[]` turns upgrades off.
+    /// `h2c` is never passed on.
+    #[serde(skip_serializing_if = "is_websocket_only")]
+    #[config(default = vec!["websocket".into()])]
+    pub upgrades: Vec<String>,
+    /// How long an upgraded connection (a WebSocket) may carry no byte in
+    /// either direction before the proxy closes it. Request timeouts do not
+    /// apply to it.
+    #[serde(
+        serialize_with = "duration::serialize",
+        skip_serializing_if = "duration::is_secs::<3600>"
+    )]
+    #[config(default = Duration::from_secs(3600))]
+    pub tunnel_idle_timeout: Duration,
     /// This upstream's own health checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[config(inherit)]
@@ -197,6 +214,10 @@ pub struct Backend {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_websocket_only(v: &[String]) -> bool {
+    matches!(v, [one] if one == "websocket")
 }
 
 /// Sliding-window limit per client IP.

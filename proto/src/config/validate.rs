@@ -180,6 +180,24 @@ fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
     }
     positive(u.connect_timeout, &path.key("connect_timeout"), p);
     positive(u.response_timeout, &path.key("response_timeout"), p);
+    positive(u.tunnel_idle_timeout, &path.key("tunnel_idle_timeout"), p);
+    let mut tokens = HashSet::new();
+    for (j, t) in u.upgrades.iter().enumerate() {
+        let at = path.key("upgrades").index(j);
+        if t.is_empty() || !t.bytes().all(|b| is_token_byte(b) || b == b'/') {
+            p.add(
+                &at,
+                format!("{t:?} is not a protocol token (e.g. \"websocket\")"),
+            );
+        } else if t.eq_ignore_ascii_case("h2c") {
+            p.add(
+                &at,
+                "h2c upgrades are never passed to a backend; name the backend h2c://host:port",
+            );
+        } else if !tokens.insert(t.to_ascii_lowercase()) {
+            p.add(&at, format!("duplicate protocol {t:?}"));
+        }
+    }
     if let Some(h) = &u.health {
         health(h, &path.key("health"), p);
     }
