@@ -24,6 +24,7 @@
 use crate::clock;
 use crate::conn_timeouts::{ConnState, TimedIo, Timeouts};
 use crate::handler::{self, ConnCtx};
+use crate::proxy_protocol::{Inbound, Outcome};
 use crate::rewind::Rewind;
 use crate::snapshot::Shared;
 use crate::tunnel;
@@ -66,15 +67,59 @@ pub struct Serving {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Turns true when the proxy shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// PROXY protocol on the listeners, when set.
+    pub proxy: Option<Arc<Inbound>>,
+    /// Keep the address the client connected to (some upstream sends
+    /// PROXY headers).
+    pub keep_local: bool,
 }
 
 /// Serves the connection `stream` from `peer` until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, mut s: Serving) {
     let state = ConnState::new();
-    // The header-read deadline also bounds the TLS handshake.
-    let io = TimedIo::new(stream, state.clone(), s.timeouts);
+    let mut local = if s.keep_local {
+        stream.local_addr().ok()
+    } else {
+        None
+    };
+    // The header-read deadline also bounds the PROXY header and the TLS
+    // handshake.
+    let mut io = TimedIo::new(stream, state.clone(), s.timeouts);
+    let mut client = peer;
+    let mut early = Bytes::new();
+    if let Some(pp) = s.proxy.take() {
+        match until_shutdown(&mut s.shutdown, pp.read(&mut io, peer.ip())).await {
+            None => return,
+            Some(Outcome::Ended(e)) => {
+                debug!(peer = %peer, error = %e, "client connection ended before its PROXY header");
+                return;
+            }
+            Some(Outcome::Refused(r)) => {
+                s.shared
+                    .metrics
+                    .proxy_protocol_refused
+                    .with_label_values(&[r.reason()])
+                    .inc();
+                debug!(peer = %peer, error = %r, "client connection refused");
+                return;
+            }
+            Some(Outcome::Accepted(a)) => {
+                if let Some((from, to)) = a.addresses {
+                    client = from;
+                    local = Some(to);
+                }
+                early = a.rest;
+            }
+        }
+    }
     let proto = if s.tls.is_some() { "https" } else { "http" };
-    let cx = Arc::new(ConnCtx::new(s.shared.clone(), peer, proto, state.clone()));
+    let cx = Arc::new(ConnCtx::new(
+        s.shared.clone(),
+        client,
+        local,
+        proto,
+        state.clone(),
+    ));
     let conn_cx = cx.clone();
     // hyper keeps the request future in a box of its own per connection
     // object (reused by each request of a burst, freed when parked).
@@ -83,26 +128,26 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, mut s: Serving) {
     // (it is what most idle connections are): TLS and HTTP/2, whose states
     // are larger, are boxed.
     match s.tls.take() {
-        None => {
-            let mut io = io;
-            match until_shutdown(&mut s.shutdown, sniff(&mut io)).await {
-                None => {}
-                Some(Err(e)) => {
-                    debug!(peer = %peer, error = %e, "client connection ended before a request")
-                }
-                Some(Ok((true, prefix))) => {
-                    Box::pin(http2(Rewind::new(prefix, io), svc, &state, &mut s)).await
-                }
-                Some(Ok((false, prefix))) => http1(io, prefix, svc, &conn_cx, &mut s).await,
+        None => match until_shutdown(&mut s.shutdown, sniff(&mut io, early)).await {
+            None => {}
+            Some(Err(e)) => {
+                debug!(peer = %client, error = %e, "client connection ended before a request")
             }
+            Some(Ok((true, prefix))) => {
+                Box::pin(http2(Rewind::new(prefix, io), svc, &state, &mut s)).await
+            }
+            Some(Ok((false, prefix))) => http1(io, prefix, svc, &conn_cx, &mut s).await,
+        },
+        Some(acceptor) => {
+            let io = Rewind::new(early, io);
+            Box::pin(tls(io, acceptor, svc, &conn_cx, &mut s, client)).await
         }
-        Some(acceptor) => Box::pin(tls(io, acceptor, svc, &conn_cx, &mut s, peer)).await,
     }
 }
 
 /// Completes the TLS handshake, then serves the protocol ALPN chose.
 async fn tls<S: Handler>(
-    io: TimedIo<TcpStream>,
+    io: Rewind<TimedIo<TcpStream>>,
     acceptor: tokio_rustls::TlsAcceptor,
     svc: S,
     cx: &Arc<ConnCtx>,
@@ -120,7 +165,7 @@ async fn tls<S: Handler>(
             // No ALPN: the first bytes tell, as on the plain port.
             None => {
                 let mut tls = Box::new(tls);
-                match until_shutdown(&mut s.shutdown, sniff(&mut tls)).await {
+                match until_shutdown(&mut s.shutdown, sniff(&mut tls, Bytes::new())).await {
                     None => {}
                     Some(Err(e)) => {
                         debug!(peer = %peer, error = %e, "client connection ended before a request")
@@ -176,11 +221,16 @@ async fn until_shutdown<F: std::future::Future>(
     }
 }
 
-/// Reads until the first bytes tell HTTP/2's preface from anything else;
-/// returns whether it is HTTP/2 and the bytes read.
-async fn sniff<T: AsyncRead + Unpin>(io: &mut T) -> std::io::Result<(bool, Bytes)> {
+/// Reads until the first bytes (`early`, already read, then `io`'s) tell
+/// HTTP/2's preface from anything else; returns whether it is HTTP/2 and
+/// the bytes read.
+async fn sniff<T: AsyncRead + Unpin>(io: &mut T, early: Bytes) -> std::io::Result<(bool, Bytes)> {
+    if early.len() >= PREFACE.len() || !PREFACE.starts_with(&early) {
+        return Ok((early.starts_with(PREFACE), early));
+    }
     let mut buf = [0u8; PREFACE.len()];
-    let mut n = 0;
+    let mut n = early.len();
+    buf[..n].copy_from_slice(&early);
     loop {
         let m = io.read(&mut buf[n..]).await?;
         if m == 0 {

@@ -92,6 +92,8 @@ pub struct Rewrite {
     /// The protocols asked for when the request is an upgrade (see
     /// [`crate::upgrade`]); `Connection: upgrade` goes with them.
     upgrade: Option<HeaderValue>,
+    /// The client connection, for an upstream that sends PROXY headers.
+    origin: Option<crate::upstream::Origin>,
 }
 
 impl Rewrite {
@@ -140,6 +142,17 @@ impl Rewrite {
     pub fn upgrade(&self) -> Option<&HeaderValue> {
         self.upgrade.as_ref()
     }
+
+    /// Sends the request on a backend connection that speaks for the
+    /// client connection `origin` (see [`crate::proxy_protocol`]).
+    pub fn set_origin(&mut self, origin: crate::upstream::Origin) {
+        self.origin = Some(origin);
+    }
+
+    /// The client connection the request must go out for, if any.
+    pub fn origin(&self) -> Option<crate::upstream::Origin> {
+        self.origin
+    }
 }
 
 /// Plans the request headers for the backend: hop-by-hop headers go (those
@@ -184,6 +197,7 @@ pub fn forward_request(h: &mut HeaderMap, f: &Forwarded<'_>) -> Rewrite {
             None
         },
         upgrade: None,
+        origin: None,
     }
 }
 

@@ -45,13 +45,28 @@ pub struct ConnCtx {
     /// An upgraded backend connection, left by the request answered `101`
     /// for the connection's driver to relay once hyper has written it.
     pub tunnel: Mutex<Option<Box<Tunnel>>>,
+    /// The address the client connected to, kept when some upstream sends
+    /// PROXY headers (or a PROXY header named it).
+    pub local: Option<SocketAddr>,
+}
+
+impl Drop for ConnCtx {
+    /// Backend connections that spoke for this client connection close
+    /// with it.
+    fn drop(&mut self) {
+        if let Some(local) = self.local {
+            crate::pool::forget(&(self.peer, local));
+        }
+    }
 }
 
 impl ConnCtx {
-    /// Context for a connection accepted from `peer`.
+    /// Context for a connection accepted from `peer` (the client a PROXY
+    /// header named, if any) on `local`.
     pub fn new(
         shared: Arc<Shared>,
         peer: SocketAddr,
+        local: Option<SocketAddr>,
         proto: &'static str,
         state: Arc<ConnState>,
     ) -> Self {
@@ -68,7 +83,24 @@ impl ConnCtx {
             proto,
             state,
             tunnel: Mutex::new(None),
+            local,
         }
+    }
+
+    /// The client connection as a PROXY header sent to a backend names it.
+    /// A connection accepted before a reload made some upstream send PROXY
+    /// headers did not keep its local address: the listener's stands in.
+    pub fn origin(&self, snap: &Snapshot) -> crate::upstream::Origin {
+        let local = self.local.unwrap_or_else(|| {
+            let s = &snap.config.server;
+            let port = if self.proto == "https" {
+                s.https_port
+            } else {
+                s.port
+            };
+            SocketAddr::new(s.address, port)
+        });
+        (self.peer, local)
     }
 
     /// The upgraded connection left by a `101` answer, if any.
@@ -168,6 +200,9 @@ pub async fn handle(
     );
     if let Some(protocols) = upgrade {
         rewrite.set_upgrade(protocols);
+    }
+    if up.send_proxy_protocol.is_some() {
+        rewrite.set_origin(cx.origin(&snap));
     }
     // After the forwarding plan, so that a header a middleware sets is not
     // taken for one the client's `Connection` named. Once, before any try.

@@ -106,6 +106,9 @@ pub struct Settings {
     pub healthy_threshold: u32,
     /// Statuses that count as healthy.
     pub expected: Vec<(u16, u16)>,
+    /// The PROXY protocol header a probe's connection starts with (its
+    /// upstream's `send_proxy_protocol`, without addresses).
+    pub proxy_protocol: Option<isame_proto::config::ProxyVersion>,
 }
 
 impl Settings {
@@ -123,6 +126,7 @@ impl Settings {
                 .iter()
                 .filter_map(|s| parse_status_range(s).ok())
                 .collect(),
+            proxy_protocol: None,
         }
     }
 
@@ -199,11 +203,12 @@ async fn probe_loop(backend: Arc<Backend>, upstream: String, s: Settings) {
         .mul_f64(fastrand::f64());
     tokio::time::sleep(first).await;
     loop {
-        let (ok, detail) = match upstream::probe(&backend, &s.path, s.timeout).await {
-            Ok(status) if s.expects(status) => (true, format!("HTTP {status}")),
-            Ok(status) => (false, format!("HTTP {status} is not an expected status")),
-            Err(e) => (false, e.to_string()),
-        };
+        let (ok, detail) =
+            match upstream::probe(&backend, &s.path, s.timeout, s.proxy_protocol).await {
+                Ok(status) if s.expects(status) => (true, format!("HTTP {status}")),
+                Ok(status) => (false, format!("HTTP {status} is not an expected status")),
+                Err(e) => (false, e.to_string()),
+            };
         if let Some(healthy) = backend.state.health.record(ok, detail.clone(), &s) {
             backend.healthy_gauge.set(i64::from(healthy));
             if healthy {

@@ -34,6 +34,7 @@ pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub(crate) mod observe;
 pub(crate) mod pool;
+pub(crate) mod proxy_protocol;
 pub(crate) mod ratelimit;
 pub(crate) mod reload;
 pub(crate) mod retry;

@@ -131,12 +131,25 @@ async fn accept_loop(
             // TLS was switched off by a reload; the socket stays until restart.
             (true, None) => continue,
         };
+        if let Some(pp) = &snap.proxy_protocol {
+            if let Err(r) = pp.admits(peer.ip()) {
+                shared
+                    .metrics
+                    .proxy_protocol_refused
+                    .with_label_values(&[r.reason()])
+                    .inc();
+                debug!(peer = %peer, error = %r, "client connection refused");
+                continue;
+            }
+        }
         let serving = Serving {
             shared: shared.clone(),
             builders: b,
             timeouts: snap.timeouts,
             tls: acceptor,
             shutdown: shutdown.clone(),
+            proxy: snap.proxy_protocol.clone(),
+            keep_local: snap.sends_proxy_protocol,
         };
         let active = OpenConnection::new(&shared.metrics.active_connections);
         connections.spawn(async move {

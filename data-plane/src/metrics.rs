@@ -59,6 +59,9 @@ pub struct Metrics {
     pub tunnels_active: IntGaugeVec,
     /// `isame_lb_tunnel_bytes_total{upstream,direction}`.
     pub tunnel_bytes: IntCounterVec,
+    /// `isame_lb_proxy_protocol_refused_total{reason}`: client connections
+    /// closed over their PROXY protocol header (or its absence).
+    pub proxy_protocol_refused: IntCounterVec,
     /// Per-upstream traffic for the control plane's reports.
     pub traffic: Arc<Traffic>,
     /// Series of backends and upstreams that left the config.
@@ -146,6 +149,17 @@ impl Metrics {
             ),
             &["upstream", "direction"],
         )?;
+        let proxy_protocol_refused = IntCounterVec::new(
+            Opts::new(
+                "isame_lb_proxy_protocol_refused_total",
+                "Client connections closed over their PROXY protocol header, by reason (untrusted, missing, malformed).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(proxy_protocol_refused.clone()))?;
+        for reason in crate::proxy_protocol::REFUSED_REASONS {
+            proxy_protocol_refused.with_label_values(&[reason]);
+        }
         registry.register(Box::new(tunnels_active.clone()))?;
         registry.register(Box::new(tunnel_bytes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -177,6 +191,7 @@ impl Metrics {
             errors,
             tunnels_active,
             tunnel_bytes,
+            proxy_protocol_refused,
             traffic: Arc::default(),
             series: Arc::default(),
         })

@@ -16,7 +16,7 @@ use crate::ratelimit::Limiter;
 use crate::route::Router;
 use crate::{breaker, health, retry, upstream};
 use arc_swap::ArcSwap;
-use isame_proto::config::{Algorithm, Config, ConfigError, ConfigErrors};
+use isame_proto::config::{Algorithm, Config, ConfigError, ConfigErrors, ProxyVersion};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +69,8 @@ pub struct UpstreamRt {
     /// `isame_lb_tunnel_bytes_total{upstream,direction}`, in the order of
     /// [`crate::metrics::TUNNEL_DIRECTIONS`].
     pub tunnel_bytes: [IntCounter; 2],
+    /// The PROXY protocol header its backend connections start with.
+    pub send_proxy_protocol: Option<ProxyVersion>,
 }
 
 impl UpstreamRt {
@@ -106,6 +108,11 @@ pub struct Snapshot {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Answer plain HTTP with a redirect to HTTPS on this port.
     pub redirect_https: Option<u16>,
+    /// PROXY protocol on the listeners.
+    pub proxy_protocol: Option<Arc<crate::proxy_protocol::Inbound>>,
+    /// Some upstream sends PROXY headers, so connections keep the address
+    /// their client connected to.
+    pub sends_proxy_protocol: bool,
 }
 
 impl Snapshot {
@@ -207,7 +214,10 @@ impl Snapshot {
                 response_timeout: u.response_timeout,
                 duration: metrics.upstream_duration(&u.name),
                 traffic: metrics.traffic.counters(&u.name),
-                health: health::Settings::from_config(config.health_of(u)),
+                health: health::Settings {
+                    proxy_protocol: u.send_proxy_protocol,
+                    ..health::Settings::from_config(config.health_of(u))
+                },
                 breaker: breaker::Settings::from_config(config.breaker_of(u)),
                 retry: {
                     let r = config.retry_of(u);
@@ -235,6 +245,7 @@ impl Snapshot {
                         .tunnel_bytes
                         .with_label_values(&[u.name.as_str(), d])
                 }),
+                send_proxy_protocol: u.send_proxy_protocol,
             });
         }
         let mut middleware = Vec::with_capacity(config.routes.len());
@@ -263,6 +274,7 @@ impl Snapshot {
             .map(|r| limiter(&limits, ("route", &r.name), r.rate_limit.as_ref()))
             .collect();
         let s = &config.server;
+        let upstreams_send_proxy = upstreams.iter().any(|u| u.send_proxy_protocol.is_some());
         Ok(Snapshot {
             generation,
             router,
@@ -279,6 +291,11 @@ impl Snapshot {
             redirect_https: (config.tls.enabled && config.tls.redirect_http)
                 .then_some(s.https_port),
             tls,
+            proxy_protocol: s
+                .proxy_protocol
+                .as_ref()
+                .map(|p| Arc::new(crate::proxy_protocol::Inbound::new(p))),
+            sends_proxy_protocol: upstreams_send_proxy,
             config: Arc::new(config),
         })
     }

@@ -15,6 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+/// A client connection as a PROXY protocol header names it: the client,
+/// and the address it connected to.
+pub type Origin = (std::net::SocketAddr, std::net::SocketAddr);
+
 /// Least room offered to each read from a backend.
 const READ_RESERVE: usize = 16 * 1024;
 
@@ -22,6 +26,9 @@ const READ_RESERVE: usize = 16 * 1024;
 pub struct Conn {
     /// The backend's id (keys the pool).
     pub uid: u32,
+    /// The client connection named by the PROXY protocol header this
+    /// connection began with; it serves that client connection only.
+    pub origin: Option<Origin>,
     io: Stream,
     /// Bytes read from the backend and not consumed yet.
     pub read_buf: BytesMut,
@@ -42,17 +49,22 @@ pub struct Conn {
 
 impl Conn {
     /// Opens a connection (and its TLS, for an `https://` backend) within
-    /// `connect_timeout`. `granularity` is the shortest deadline this
-    /// connection will be asked to keep.
+    /// `connect_timeout`, first writing `preamble` (a PROXY protocol
+    /// header) when there is one. `granularity` is the shortest deadline
+    /// this connection will be asked to keep.
     pub async fn connect(
         uid: u32,
         target: &Target,
         tls: Option<&TlsTarget>,
         connect_timeout: Duration,
         granularity: Duration,
+        preamble: Option<&[u8]>,
     ) -> Result<Box<Conn>, UpstreamError> {
         let io = tokio::time::timeout(connect_timeout, async {
-            let tcp = open(target).await?;
+            let mut tcp = open(target).await?;
+            if let Some(p) = preamble {
+                tcp.write_all(p).await?;
+            }
             match tls {
                 None => Ok(Stream::Plain(tcp)),
                 Some(t) => t.connect(tcp).await,
@@ -66,6 +78,7 @@ impl Conn {
             .max(1_000_000);
         Ok(Box::new(Conn {
             uid,
+            origin: None,
             io,
             read_buf: BytesMut::with_capacity(4 * READ_RESERVE),
             write_buf: Vec::with_capacity(1024),

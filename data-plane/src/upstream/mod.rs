@@ -17,7 +17,7 @@ mod stream;
 mod upload;
 
 pub use body::ResponseBody;
-pub use conn::Conn;
+pub use conn::{Conn, Origin};
 pub use decode::Head;
 pub use encode::BodyFraming;
 pub use error::UpstreamError;
@@ -32,6 +32,7 @@ use conn::ReadError;
 use http::request::Parts;
 use http::Method;
 use http_body::Body;
+use isame_proto::config::ProxyVersion;
 use std::io::IoSlice;
 use std::time::Duration;
 use upload::{Sent, Upload};
@@ -68,7 +69,7 @@ pub async fn send(
     };
     let mut attempt = 0;
     loop {
-        let mut conn = pool::checkout(backend, upstream, start).await?;
+        let mut conn = pool::checkout(backend, upstream, start, rewrite.origin()).await?;
         let reused = conn.served > 0;
         match exchange(
             &mut conn,
@@ -207,12 +208,28 @@ async fn exchange(
     }
 }
 
-/// One health probe: a fresh connection, `GET path`, the response status.
+/// One health probe: a fresh connection (with a PROXY protocol header
+/// without addresses, when its upstream sends them), `GET path`, the
+/// response status.
 /// The connection is not pooled; the whole probe must fit in `timeout`.
-pub async fn probe(backend: &Backend, path: &str, timeout: Duration) -> Result<u16, UpstreamError> {
+pub async fn probe(
+    backend: &Backend,
+    path: &str,
+    timeout: Duration,
+    proxy_protocol: Option<ProxyVersion>,
+) -> Result<u16, UpstreamError> {
     let target = &backend.target;
+    let preamble = proxy_protocol.map(|v| crate::proxy_protocol::header(v, None));
     let exchange = async {
-        let mut conn = Conn::connect(0, target, backend.tls.as_ref(), timeout, timeout).await?;
+        let mut conn = Conn::connect(
+            0,
+            target,
+            backend.tls.as_ref(),
+            timeout,
+            timeout,
+            preamble.as_deref(),
+        )
+        .await?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nhost: {}\r\nuser-agent: isame-lb health check\r\nconnection: close\r\n\r\n",
             target.authority

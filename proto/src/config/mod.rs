@@ -98,6 +98,36 @@ pub struct Server {
     #[serde(serialize_with = "duration::serialize")]
     #[config(default = Duration::from_secs(30))]
     pub shutdown_timeout: Duration,
+    /// PROXY protocol (v1 or v2) from the load balancers in front of the
+    /// listeners: the client address a header carries is the client's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// Reading PROXY protocol headers on the listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Config)]
+pub struct ProxyProtocol {
+    /// Peers that may send a PROXY header (CIDRs or addresses); a header
+    /// from any other peer closes the connection.
+    #[config(required, with = trusted)]
+    pub trusted: Vec<IpNet>,
+    /// Close every connection that does not start with a PROXY header, and
+    /// so every connection from outside `trusted`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[config(default = false)]
+    pub required: bool,
+}
+
+/// A PROXY protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Config)]
+#[serde(rename_all = "snake_case")]
+#[config(what = "PROXY protocol version")]
+pub enum ProxyVersion {
+    /// The text header (`PROXY TCP4 …`).
+    #[config(default)]
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// How an upstream spreads requests over its backends.
@@ -167,6 +197,12 @@ pub struct Upstream {
     )]
     #[config(default = Duration::from_secs(3600))]
     pub tunnel_idle_timeout: Duration,
+    /// Start each new connection to a backend with a PROXY protocol header
+    /// naming the client (`v1` or `v2`); such a connection serves only
+    /// requests of that client connection. Health checks send a header
+    /// without addresses (`UNKNOWN`, `LOCAL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_proxy_protocol: Option<ProxyVersion>,
     /// This upstream's own health checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[config(inherit)]

@@ -159,6 +159,14 @@ fn server(s: &Server, tls: &Tls, path: &Path, p: &mut Problems) {
     positive(s.read_timeout, &path.key("read_timeout"), p);
     positive(s.write_timeout, &path.key("write_timeout"), p);
     positive(s.idle_timeout, &path.key("idle_timeout"), p);
+    if let Some(pp) = &s.proxy_protocol {
+        if pp.trusted.is_empty() {
+            p.add(
+                &path.key("proxy_protocol").key("trusted"),
+                "at least one address or CIDR is required (the load balancers that send PROXY headers)",
+            );
+        }
+    }
 }
 
 fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {

@@ -82,6 +82,11 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
                     ca_file: "ca.pem".into(),
                     server_name: format!("backend-{index}.internal"),
                 }),
+                send_proxy_protocol: match response.as_secs() % 3 {
+                    0 => None,
+                    1 => Some(ProxyVersion::V1),
+                    _ => Some(ProxyVersion::V2),
+                },
                 // Fields not drawn here keep their defaults: a new field
                 // needs no edit to be round-tripped at its default.
                 ..Upstream::default()
@@ -191,6 +196,10 @@ pub fn config() -> impl Strategy<Value = Config> {
                         idle_timeout: server.3,
                         max_header_bytes: server.0,
                         shutdown_timeout: Duration::from_secs(5),
+                        proxy_protocol: (!proxies.is_empty()).then(|| ProxyProtocol {
+                            trusted: vec!["10.0.0.0/8".parse().expect("valid net")],
+                            required: tls_on,
+                        }),
                     },
                     routes: routes
                         .into_iter()

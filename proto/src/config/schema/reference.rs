@@ -128,9 +128,10 @@ impl<'a> Writer<'a> {
         {
             "duration".to_owned()
         } else if s.get("anyOf").is_some() && types == ["string"] {
-            "IP address".to_owned()
+            "IP address or CIDR".to_owned()
         } else if types.first() == Some(&"string") && s.get("pattern").is_some() {
-            "CIDR or IP address".to_owned()
+            // Patterned strings other than durations are the names of things.
+            "name".to_owned()
         } else if types.len() > 1 {
             "string".to_owned()
         } else {
@@ -283,6 +284,7 @@ fn shown(v: &Value) -> String {
 fn plural(t: &str) -> String {
     match t {
         "string" => "strings".into(),
+        "IP address or CIDR" => "IP addresses or CIDRs".into(),
         other => other.to_owned(),
     }
 }
