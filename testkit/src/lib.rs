@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod blackhole;
 pub mod client;
+pub mod grpc;
 pub mod otlp;
 pub mod raw;
 pub mod tls;
@@ -11,4 +12,5 @@ pub mod tls;
 pub use backend::{Backend, Mode};
 pub use blackhole::Blackhole;
 pub use client::{Client, Reply};
+pub use grpc::GrpcBackend;
 pub use raw::RawBackend;

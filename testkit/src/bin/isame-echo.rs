@@ -1,6 +1,8 @@
 //! `isame-echo`: a small backend for demos and benchmarks. Answers every
 //! request with a JSON echo (see `isame_testkit::backend`), or, with
-//! `--fast`, with a fixed 2-byte body so that it costs as little as possible.
+//! `--fast`, with a fixed 2-byte body so that it costs as little as possible;
+//! with `--grpc`, serves the test gRPC service over h2c instead (see
+//! `isame_testkit::grpc`).
 
 use bytes::Bytes;
 use clap::Parser;
@@ -24,6 +26,9 @@ struct Args {
     /// Answer "ok" without echoing (for benchmarks).
     #[arg(long)]
     fast: bool,
+    /// Serve the gRPC test service (h2c) instead of HTTP.
+    #[arg(long, conflicts_with = "fast")]
+    grpc: bool,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -36,6 +41,15 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        if args.grpc {
+            let backend = isame_testkit::GrpcBackend::start_on(args.listen, &args.name).await;
+            eprintln!(
+                "isame-echo {} (gRPC) listening on {}",
+                args.name, backend.addr
+            );
+            tokio::signal::ctrl_c().await?;
+            return Ok(());
+        }
         if !args.fast {
             let backend = isame_testkit::Backend::start_on(args.listen, &args.name).await;
             eprintln!("isame-echo {} listening on {}", args.name, backend.addr);
