@@ -6,7 +6,7 @@ use crate::health::HealthState;
 use http::uri::Authority;
 use prometheus::IntGauge;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Process-wide source of backend ids; ids key per-thread caches, so they are
@@ -26,6 +26,19 @@ pub struct BackendState {
     pub breaker: Breaker,
     /// Set once the backend left the config (see [`crate::series`]).
     retired: AtomicBool,
+    /// What ALPN chose at the last connection to a [`Wire::Auto`] backend.
+    negotiated: AtomicU8,
+}
+
+/// What ALPN chose for a [`Wire::Auto`] backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negotiated {
+    /// No connection told yet (or the last one failed).
+    Unknown,
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2.
+    Http2,
 }
 
 impl BackendState {
@@ -37,7 +50,27 @@ impl BackendState {
             health: HealthState::default(),
             breaker: Breaker::default(),
             retired: AtomicBool::new(false),
+            negotiated: AtomicU8::new(0),
         })
+    }
+
+    /// What ALPN chose last.
+    pub fn negotiated(&self) -> Negotiated {
+        match self.negotiated.load(Relaxed) {
+            1 => Negotiated::Http1,
+            2 => Negotiated::Http2,
+            _ => Negotiated::Unknown,
+        }
+    }
+
+    /// Records what ALPN chose (or `Unknown` after a failed connection).
+    pub fn set_negotiated(&self, n: Negotiated) {
+        let v = match n {
+            Negotiated::Unknown => 0,
+            Negotiated::Http1 => 1,
+            Negotiated::Http2 => 2,
+        };
+        self.negotiated.store(v, Relaxed);
     }
 
     /// Marks the backend as gone from the config.
@@ -65,10 +98,38 @@ pub struct Target {
     pub port: u16,
     /// Whether the backend speaks TLS (`https://`).
     pub tls: bool,
+    /// `h2c://`: HTTP/2 with prior knowledge, whatever the upstream says.
+    pub h2c: bool,
     /// `host:port` for logs.
     pub authority: Authority,
     /// The socket address when the host is an IP literal (no DNS needed).
     pub addr: Option<SocketAddr>,
+}
+
+/// The HTTP version a backend is spoken to in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (prior knowledge without TLS, ALPN `h2` with it).
+    Http2,
+    /// TLS with ALPN offering both; the backend chooses.
+    Auto,
+}
+
+impl Wire {
+    /// How `target` is spoken to in an upstream with `protocol`.
+    pub fn of(target: &Target, protocol: isame_proto::config::UpstreamProtocol) -> Self {
+        use isame_proto::config::UpstreamProtocol as P;
+        if target.h2c {
+            return Wire::Http2;
+        }
+        match (protocol, target.tls) {
+            (P::Http1, _) | (P::Auto, false) => Wire::Http1,
+            (P::Http2, _) => Wire::Http2,
+            (P::Auto, true) => Wire::Auto,
+        }
+    }
 }
 
 /// One backend of a compiled upstream.
@@ -90,6 +151,8 @@ pub struct Backend {
     pub circuit_gauge: IntGauge,
     /// How to open TLS, for an `https://` backend.
     pub tls: Option<crate::upstream::TlsTarget>,
+    /// The HTTP version it is spoken to in.
+    pub wire: Wire,
 }
 
 /// Why a backend URL could not be compiled (validation normally catches these first).
@@ -105,12 +168,13 @@ impl Target {
     pub fn parse(raw: &str) -> Result<Self, TargetError> {
         let bad = || TargetError::Invalid(raw.to_owned());
         let url = url::Url::parse(raw).map_err(|_| bad())?;
-        let tls = match url.scheme() {
-            "http" => false,
-            "https" => true,
+        let (tls, h2c) = match url.scheme() {
+            "http" => (false, false),
+            "https" => (true, false),
+            "h2c" => (false, true),
             _ => return Err(bad()),
         };
-        let port = url.port_or_known_default().ok_or_else(bad)?;
+        let port = isame_proto::config::backend_port(&url).ok_or_else(bad)?;
         let host = match url.host().ok_or_else(bad)? {
             url::Host::Domain(d) => d.to_owned(),
             url::Host::Ipv4(ip) => ip.to_string(),
@@ -130,6 +194,7 @@ impl Target {
             host,
             port,
             tls,
+            h2c,
             authority,
             addr,
         })
@@ -149,6 +214,7 @@ impl Backend {
             healthy_gauge: IntGauge::new("h", "h").expect("gauge"),
             circuit_gauge: IntGauge::new("c", "c").expect("gauge"),
             tls: None,
+            wire: Wire::Http1,
         })
     }
 }
@@ -168,5 +234,12 @@ mod tests {
         let t = Target::parse("http://[::1]:8080/").expect("target");
         assert_eq!(t.authority.as_str(), "[::1]:8080");
         assert!(Target::parse("ftp://x").is_err());
+        let t = Target::parse("h2c://127.0.0.1:50051").expect("target");
+        assert!(t.h2c && !t.tls);
+        assert_eq!(t.addr, Some("127.0.0.1:50051".parse().expect("addr")));
+        let t = Target::parse("h2c://grpc.internal").expect("target");
+        assert_eq!(t.authority.as_str(), "grpc.internal:80");
+        let t = Target::parse("h2c://[::1]:9000").expect("target");
+        assert_eq!(t.authority.as_str(), "[::1]:9000");
     }
 }

@@ -61,6 +61,9 @@ pub enum ReqBody {
     Stream(ClientBody),
     /// A body held in memory (empty when `None`).
     Full(Option<Bytes>),
+    /// The client's body, taken by an earlier try that streamed it: it
+    /// cannot be sent again.
+    Gone,
 }
 
 impl Body for ReqBody {
@@ -74,6 +77,7 @@ impl Body for ReqBody {
         match self.get_mut() {
             ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
             ReqBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            ReqBody::Gone => Poll::Ready(None),
         }
     }
 
@@ -81,6 +85,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Stream(b) => b.is_end_stream(),
             ReqBody::Full(b) => b.is_none(),
+            ReqBody::Gone => true,
         }
     }
 
@@ -88,6 +93,7 @@ impl Body for ReqBody {
         match self {
             ReqBody::Stream(b) => b.size_hint(),
             ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64)),
+            ReqBody::Gone => SizeHint::with_exact(0),
         }
     }
 }

@@ -4,14 +4,12 @@
 use crate::backend::Backend;
 use crate::body::ReqBody;
 use crate::breaker::{Outcome, Permit, Transition};
-use crate::clock;
 use crate::error::ProxyError;
 use crate::finish::Finish;
-use crate::forwarding::Rewrite;
 use crate::metrics::{self, Metrics};
 use crate::snapshot::UpstreamRt;
 use crate::upstream::{self, Head, ResponseBody, UpstreamError};
-use http::request::Parts;
+use crate::{clock, grpc};
 use http::StatusCode;
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -26,17 +24,7 @@ pub struct Dispatched {
     pub body: ResponseBody,
 }
 
-/// What is sent, the same on every try.
-pub struct Outgoing<'a> {
-    /// The request head as the client sent it.
-    pub parts: &'a Parts,
-    /// How its headers change for the backend.
-    pub rewrite: &'a Rewrite,
-    /// When the request arrived (clock nanoseconds).
-    pub start: u64,
-    /// Longest pause allowed in the client's body.
-    pub client_stall: Duration,
-}
+pub use crate::upstream::Outgoing;
 
 /// Sends the request to the upstream's backends until one answers in a way
 /// that is final, the retry policy says stop, or no backend is left.
@@ -49,9 +37,9 @@ pub async fn dispatch(
 ) -> Result<Dispatched, ProxyError> {
     let Outgoing {
         parts,
-        rewrite,
         start,
         client_stall,
+        ..
     } = *out;
     let idempotent = upstream::is_idempotent(&parts.method);
     let mut body = keep_for_resending(up, idempotent, body, client_stall).await?;
@@ -75,17 +63,24 @@ pub async fn dispatch(
         let backend = &up.backends[bi];
         // Held across the await: if the client goes away and this future is
         // dropped, the permit's drop gives a half-open probe slot back.
-        let sent = upstream::send(parts, rewrite, &mut body, backend, up, now, client_stall).await;
+        let sent = upstream::send(out, &mut body, backend, up, now).await;
         let status = match &sent {
             Ok((head, _)) => head.status,
             Err(e) => ProxyError::status_of(e),
         };
         metrics::count_request(metrics, backend, &up.name, &parts.method, status);
+        // A trailers-only gRPC answer says in its head how the call ended.
+        let unavailable = |head: &Head| {
+            out.grpc.is_some() && grpc::status_of(&head.headers) == Some(grpc::UNAVAILABLE)
+        };
         let outcome = match &sent {
-            Ok((head, _)) if head.status.is_server_error() => Outcome::Failure,
+            Ok((head, _)) if head.status.is_server_error() || unavailable(head) => Outcome::Failure,
             Ok(_) => Outcome::Success,
-            // A stalled or vanished client says nothing about the backend.
-            Err(e) if e.client_fault() => Outcome::Neutral,
+            // A stalled or vanished client says nothing about the backend,
+            // nor does a gRPC call to one that cannot carry it.
+            Err(e) if e.client_fault() || matches!(e, UpstreamError::NeedsHttp2) => {
+                Outcome::Neutral
+            }
             Err(_) => Outcome::Failure,
         };
         let failed = outcome == Outcome::Failure;
@@ -99,6 +94,9 @@ pub async fn dispatch(
             && match &sent {
                 Err(e) if e.request_not_sent() => true,
                 Err(e) => !e.client_fault() && idempotent && replayable,
+                // gRPC's UNAVAILABLE says the call may be made again,
+                // whatever its method, when its whole body was kept.
+                Ok((head, _)) if unavailable(head) => body.replayable(),
                 Ok((head, _)) => {
                     matches!(
                         head.status,
@@ -206,6 +204,7 @@ impl ReqBody {
         match self {
             ReqBody::Full(_) => true,
             ReqBody::Stream(b) => b.is_end_stream(),
+            ReqBody::Gone => false,
         }
     }
 }

@@ -89,6 +89,15 @@ impl ProxyError {
         }
     }
 
+    /// The `error` field of [`Self::body`], for answers that are not JSON
+    /// (a gRPC call's `grpc-message`).
+    pub fn summary(&self) -> &'static str {
+        self.body()
+            .strip_prefix(r#"{"error":""#)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("proxy error")
+    }
+
     /// True when the client connection should close after this answer: the
     /// request was malformed or ambiguous, so what follows it on the
     /// connection cannot be trusted either.
@@ -161,6 +170,7 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(e.body()).expect("json");
             assert_eq!(v["status"], e.status().as_u16(), "{e}");
             assert!(!e.body().contains("refused"), "no internal detail leaks");
+            assert_eq!(v["error"], e.summary(), "{e}");
         }
     }
 }

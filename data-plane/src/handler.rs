@@ -13,7 +13,7 @@ use crate::middleware::{Flow, RequestParts};
 use crate::ratelimit::Decision;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
 use crate::tunnel::Tunnel;
-use crate::{client_ip, clock, dispatch, observe, upgrade};
+use crate::{client_ip, clock, dispatch, grpc, observe, upgrade};
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING, UPGRADE,
@@ -112,6 +112,16 @@ impl ConnCtx {
     }
 }
 
+/// Who asked, as the proxy's own answers need to know it.
+#[derive(Clone, Copy)]
+struct Caller {
+    /// The client's address (see [`crate::client_ip`]).
+    ip: IpAddr,
+    /// The gRPC call the request is, if it is one: the proxy's own answers
+    /// to it are gRPC-shaped.
+    grpc: Option<grpc::Call>,
+}
+
 /// Serves one request. Never fails: every problem becomes a short JSON response.
 pub async fn handle(
     req: Request<Incoming>,
@@ -126,11 +136,15 @@ pub async fn handle(
     let mut finish = Finish::new(cx.state.clone(), start);
     let snap = cx.shared.snapshot();
     let client = client_ip::client_ip(cx.peer.ip(), req.headers(), &snap.trusted);
+    let caller = Caller {
+        ip: client,
+        grpc: grpc::call(req.headers()),
+    };
     finish.observe(observe::start(&req, client));
 
     let host = match check(&req, &snap) {
         Ok(host) => host,
-        Err(e) => return Ok(reply(&cx, &snap, client, None, e, finish)),
+        Err(e) => return Ok(reply(&cx, &snap, caller, None, e, finish)),
     };
     if let (Some(o), Some(h)) = (finish.observation(), &host) {
         o.host(h.as_str());
@@ -145,7 +159,7 @@ pub async fn handle(
             None => reply(
                 &cx,
                 &snap,
-                client,
+                caller,
                 None,
                 ProxyError::BadRequest("no host to redirect to"),
                 finish,
@@ -153,7 +167,7 @@ pub async fn handle(
         });
     }
     let Some(found) = snap.router.pick(host_name, req.uri().path(), req.headers()) else {
-        return Ok(reply(&cx, &snap, client, None, ProxyError::NoRoute, finish));
+        return Ok(reply(&cx, &snap, caller, None, ProxyError::NoRoute, finish));
     };
     let ui = found.upstream;
     let up = &snap.upstreams[ui];
@@ -170,7 +184,7 @@ pub async fn handle(
                 limit: limiter.limit,
                 retry_after,
             };
-            return Ok(reply(&cx, &snap, client, Some(ui), e, finish));
+            return Ok(reply(&cx, &snap, caller, Some(ui), e, finish));
         }
     }
     if let Some(o) = finish.observation() {
@@ -227,7 +241,7 @@ pub async fn handle(
                 return Ok(resp);
             }
             Flow::Reject(e) => {
-                let mut resp = reply(&cx, &snap, client, Some(ui), e, finish);
+                let mut resp = reply(&cx, &snap, caller, Some(ui), e, finish);
                 chain.response(p, resp.headers_mut());
                 return Ok(resp);
             }
@@ -239,11 +253,21 @@ pub async fn handle(
     if let Some(o) = finish.observation() {
         o.propagate(&mut parts.headers);
     }
+    if caller.grpc.is_some() && !up.speaks_h2 {
+        let e = ProxyError::Upstream(crate::upstream::UpstreamError::NeedsHttp2);
+        return Ok(reply(&cx, &snap, caller, Some(ui), e, finish));
+    }
     let out = dispatch::Outgoing {
         parts: &parts,
         rewrite: &rewrite,
         start,
-        client_stall: snap.timeouts.header_read,
+        // A gRPC stream may pause as long as a tunnel.
+        client_stall: if caller.grpc.is_some() {
+            up.tunnel_idle_timeout
+        } else {
+            snap.timeouts.header_read
+        },
+        grpc: caller.grpc,
     };
     let dispatched = dispatch::dispatch(
         up,
@@ -255,7 +279,7 @@ pub async fn handle(
     .await;
     let mut resp = match dispatched {
         Ok(d) if d.head.status == StatusCode::SWITCHING_PROTOCOLS => {
-            switch_protocols(&cx, &snap, client, ui, d, finish)
+            switch_protocols(&cx, &snap, caller, ui, d, finish)
         }
         Ok(d) => {
             finish.status(d.head.status);
@@ -264,7 +288,7 @@ pub async fn handle(
             *resp.headers_mut() = d.head.headers;
             resp
         }
-        Err(e) => reply(&cx, &snap, client, Some(ui), e, finish),
+        Err(e) => reply(&cx, &snap, caller, Some(ui), e, finish),
     };
     if let (Some(chain), Some(passed)) = (chain, passed) {
         chain.response(passed, resp.headers_mut());
@@ -278,7 +302,7 @@ pub async fn handle(
 fn switch_protocols(
     cx: &ConnCtx,
     snap: &Arc<Snapshot>,
-    client: IpAddr,
+    caller: Caller,
     ui: usize,
     mut d: dispatch::Dispatched,
     mut finish: Finish,
@@ -287,7 +311,7 @@ fn switch_protocols(
         let e = ProxyError::Upstream(crate::upstream::UpstreamError::Protocol(
             "protocol upgrade without its connection".into(),
         ));
-        return reply(cx, snap, client, Some(ui), e, finish);
+        return reply(cx, snap, caller, Some(ui), e, finish);
     };
     finish.status(StatusCode::SWITCHING_PROTOCOLS);
     finish.switched();
@@ -302,16 +326,16 @@ fn switch_protocols(
     resp
 }
 
-/// The client's answer when the proxy itself must respond.
+/// The client's answer when the proxy itself must respond: short JSON, or
+/// a trailers-only answer to a gRPC call.
 fn reply(
     cx: &ConnCtx,
     snap: &Snapshot,
-    client: IpAddr,
+    caller: Caller,
     upstream: Option<usize>,
     e: ProxyError,
     mut finish: Finish,
 ) -> Response<ProxyBody> {
-    finish.status(e.status());
     let upstream_name = upstream.map_or("", |u| snap.upstreams[u].name.as_str());
     cx.shared
         .metrics
@@ -320,16 +344,31 @@ fn reply(
         .inc();
     if e.status().is_server_error() {
         warn!(
-            client = %client,
+            client = %caller.ip,
             upstream = upstream_name,
             error = %e,
             "request failed"
         );
     }
-    let mut resp = Response::new(ProxyBody::full(e.body(), Some(finish)));
-    *resp.status_mut() = e.status();
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut resp = if caller.grpc.is_some() {
+        // gRPC carries the outcome in `grpc-status`; HTTP says 200.
+        let code = grpc::code_for(e.status());
+        match upstream {
+            Some(u) => snap.upstreams[u].grpc_statuses.count_code(code),
+            None => grpc::count_code(&cx.shared.metrics.grpc_responses, "", code),
+        }
+        finish.status(StatusCode::OK);
+        let mut resp = Response::new(ProxyBody::full(Bytes::new(), Some(finish)));
+        *resp.headers_mut() = grpc::answer_headers(code, e.summary());
+        resp
+    } else {
+        finish.status(e.status());
+        let mut resp = Response::new(ProxyBody::full(e.body(), Some(finish)));
+        *resp.status_mut() = e.status();
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    };
     if let ProxyError::RateLimited { limit, retry_after } = &e {
         // Whole seconds, rounded up: a client that waits this long gets through.
         let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

@@ -7,8 +7,8 @@
 
 use crate::backend::Backend;
 use crate::snapshot::Snapshot;
-use crate::upstream;
-use isame_proto::config::{parse_status_range, Health};
+use crate::upstream::{self, Probed};
+use isame_proto::config::{parse_status_range, Health, HealthProtocol};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -100,6 +100,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// What is requested.
     pub path: String,
+    /// For gRPC checks, the service asked about.
+    pub grpc_service: Option<String>,
     /// Failures in a row that mark a backend unhealthy.
     pub unhealthy_threshold: u32,
     /// Successes in a row that mark it healthy again.
@@ -119,6 +121,7 @@ impl Settings {
             interval: h.interval,
             timeout: h.timeout,
             path: h.path.clone(),
+            grpc_service: (h.protocol == HealthProtocol::Grpc).then(|| h.grpc_service.clone()),
             unhealthy_threshold: h.unhealthy_threshold.max(1),
             healthy_threshold: h.healthy_threshold.max(1),
             expected: h
@@ -203,12 +206,20 @@ async fn probe_loop(backend: Arc<Backend>, upstream: String, s: Settings) {
         .mul_f64(fastrand::f64());
     tokio::time::sleep(first).await;
     loop {
-        let (ok, detail) =
-            match upstream::probe(&backend, &s.path, s.timeout, s.proxy_protocol).await {
-                Ok(status) if s.expects(status) => (true, format!("HTTP {status}")),
-                Ok(status) => (false, format!("HTTP {status} is not an expected status")),
-                Err(e) => (false, e.to_string()),
-            };
+        let kind = match &s.grpc_service {
+            Some(service) => upstream::ProbeKind::Grpc(service),
+            None => upstream::ProbeKind::Http(&s.path),
+        };
+        let (ok, detail) = match upstream::probe(&backend, kind, s.timeout, s.proxy_protocol).await
+        {
+            Ok(Probed::Status(status)) if s.expects(status) => (true, format!("HTTP {status}")),
+            Ok(Probed::Status(status)) => {
+                (false, format!("HTTP {status} is not an expected status"))
+            }
+            Ok(Probed::Grpc(Ok(()))) => (true, "gRPC SERVING".to_owned()),
+            Ok(Probed::Grpc(Err(e))) => (false, e.to_string()),
+            Err(e) => (false, e.to_string()),
+        };
         if let Some(healthy) = backend.state.health.record(ok, detail.clone(), &s) {
             backend.healthy_gauge.set(i64::from(healthy));
             if healthy {

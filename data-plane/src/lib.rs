@@ -26,6 +26,7 @@ pub(crate) mod dispatch;
 pub(crate) mod error;
 pub(crate) mod finish;
 pub(crate) mod forwarding;
+pub(crate) mod grpc;
 pub(crate) mod handler;
 pub(crate) mod health;
 pub(crate) mod host;

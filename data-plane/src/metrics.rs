@@ -62,6 +62,8 @@ pub struct Metrics {
     /// `isame_lb_proxy_protocol_refused_total{reason}`: client connections
     /// closed over their PROXY protocol header (or its absence).
     pub proxy_protocol_refused: IntCounterVec,
+    /// `isame_lb_grpc_responses_total{upstream,grpc_status}`.
+    pub grpc_responses: IntCounterVec,
     /// Per-upstream traffic for the control plane's reports.
     pub traffic: Arc<Traffic>,
     /// Series of backends and upstreams that left the config.
@@ -156,6 +158,14 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let grpc_responses = IntCounterVec::new(
+            Opts::new(
+                "isame_lb_grpc_responses_total",
+                "gRPC calls answered, by upstream and grpc-status (0-16, other, or none when the call ended without one).",
+            ),
+            &["upstream", "grpc_status"],
+        )?;
+        registry.register(Box::new(grpc_responses.clone()))?;
         registry.register(Box::new(proxy_protocol_refused.clone()))?;
         for reason in crate::proxy_protocol::REFUSED_REASONS {
             proxy_protocol_refused.with_label_values(&[reason]);
@@ -192,6 +202,7 @@ impl Metrics {
             tunnels_active,
             tunnel_bytes,
             proxy_protocol_refused,
+            grpc_responses,
             traffic: Arc::default(),
             series: Arc::default(),
         })

@@ -105,6 +105,7 @@ pub fn checkin(conn: Box<Conn>, now: u64) {
 /// Closes this worker's connections that expired or belong to backends for
 /// which `keep` is false.
 pub fn sweep(keep: impl Fn(u32) -> bool, now: u64) {
+    crate::upstream::h2::sweep(&keep, now);
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         idle.retain(|uid, list| {
@@ -157,7 +158,7 @@ async fn open(
     private: Option<(ProxyVersion, Origin)>,
 ) -> Result<Box<Conn>, UpstreamError> {
     let preamble = private.map(|(v, o)| crate::proxy_protocol::header(v, Some(o)));
-    let mut conn = Conn::connect(
+    let opened = Conn::connect(
         backend.state.uid,
         &backend.target,
         backend.tls.as_ref(),
@@ -165,7 +166,15 @@ async fn open(
         upstream.response_timeout,
         preamble.as_deref(),
     )
-    .await?;
+    .await;
+    if opened.is_err() && backend.wire == crate::backend::Wire::Auto {
+        // ALPN asks again at the next connection: the backend may have
+        // changed.
+        backend
+            .state
+            .set_negotiated(crate::backend::Negotiated::Unknown);
+    }
+    let mut conn = opened?;
     conn.origin = private.map(|(_, o)| o);
     Ok(conn)
 }

@@ -4,7 +4,11 @@
 //! failed before a byte was written) may always go again; one that reached
 //! a backend goes again only for idempotent methods, only when its body was
 //! kept (small bodies are, up to `max_body_bytes`), and only on 502/503/504
-//! or a timeout. Nothing is retried once response bytes went to the client.
+//! or a timeout. A gRPC call answered `grpc-status: 14` (UNAVAILABLE) before
+//! any message is the exception: gRPC defines that status as safe to try
+//! again, so the call goes again whatever its method, when its whole body
+//! (up to `max_body_bytes`) was kept as it streamed. Nothing is retried
+//! once response bytes went to the client.
 //!
 //! A retry budget keeps retries from multiplying an outage: over the last
 //! ten seconds an upstream may retry `budget_percent` of its requests plus

@@ -174,6 +174,11 @@ impl Series {
                             .tunnel_bytes
                             .remove_label_values(&[name.as_str(), direction]);
                     }
+                    for status in crate::grpc::STATUS_LABELS {
+                        let _ = m
+                            .grpc_responses
+                            .remove_label_values(&[name.as_str(), status]);
+                    }
                     for kind in crate::error::KINDS {
                         let _ = m.errors.remove_label_values(&[name.as_str(), kind]);
                     }

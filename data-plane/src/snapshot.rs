@@ -6,7 +6,7 @@
 //! (in-flight counts, and through the backend id the connection pools) is
 //! carried into the new snapshot for every backend that did not change.
 
-use crate::backend::{Backend, BackendState, Target};
+use crate::backend::{Backend, BackendState, Target, Wire};
 use crate::balancer::Balancer;
 use crate::client_ip::TrustedProxies;
 use crate::conn_timeouts::Timeouts;
@@ -71,6 +71,11 @@ pub struct UpstreamRt {
     pub tunnel_bytes: [IntCounter; 2],
     /// The PROXY protocol header its backend connections start with.
     pub send_proxy_protocol: Option<ProxyVersion>,
+    /// True when some backend is spoken to in HTTP/2 (or may be): only
+    /// then can it carry gRPC.
+    pub speaks_h2: bool,
+    /// `isame_lb_grpc_responses_total{upstream,grpc_status}`.
+    pub grpc_statuses: Arc<crate::grpc::Statuses>,
 }
 
 impl UpstreamRt {
@@ -140,7 +145,7 @@ impl Snapshot {
                 budgets.insert(u.name.as_str(), u.retry.budget.clone());
                 for b in &u.backends {
                     carried.insert(
-                        (u.name.as_str(), identity(&b.target, b.tls.as_ref())),
+                        (u.name.as_str(), identity(&b.target, b.tls.as_ref(), b.wire)),
                         b.state.clone(),
                     );
                 }
@@ -165,7 +170,7 @@ impl Snapshot {
                 let tls = if target.tls {
                     let config = client_tls.get_or_insert_with(|| {
                         // Reported once per upstream, not once per backend.
-                        upstream::client_config(u.tls.as_ref(), &at)
+                        upstream::client_config(u.tls.as_ref(), u.protocol, &at)
                             .map_err(|e| problems.push(e))
                             .ok()
                     });
@@ -181,14 +186,16 @@ impl Snapshot {
                     };
                     Some(upstream::TlsTarget {
                         config: config.config,
+                        h2: config.h2,
                         server_name: name,
                         trust: config.trust,
                     })
                 } else {
                     None
                 };
+                let wire = Wire::of(&target, u.protocol);
                 let state = carried
-                    .get(&(u.name.as_str(), identity(&target, tls.as_ref())))
+                    .get(&(u.name.as_str(), identity(&target, tls.as_ref(), wire)))
                     .cloned()
                     .unwrap_or_else(BackendState::new);
                 backends.push(Arc::new(Backend {
@@ -202,9 +209,16 @@ impl Snapshot {
                     drain: b.drain,
                     state,
                     tls,
+                    wire,
                 }));
             }
+            let speaks_h2 = backends.iter().any(|b| b.wire != Wire::Http1);
             upstreams.push(UpstreamRt {
+                speaks_h2,
+                grpc_statuses: Arc::new(crate::grpc::Statuses::new(
+                    metrics.grpc_responses.clone(),
+                    &u.name,
+                )),
                 name: u.name.clone(),
                 algorithm: u.algorithm,
                 balancer: Balancer::new(u.algorithm, backends.len()),
@@ -336,8 +350,14 @@ fn limiter(
 /// verified and what is trusted). A backend that keeps its identity keeps
 /// its state: health, breaker, in-flight count and, through its id, its
 /// pooled connections and health probe; any change starts afresh.
-fn identity(t: &Target, tls: Option<&upstream::TlsTarget>) -> String {
-    let scheme = if t.tls { "https" } else { "http" };
+fn identity(t: &Target, tls: Option<&upstream::TlsTarget>, wire: Wire) -> String {
+    let scheme = match (t.tls, wire) {
+        (true, Wire::Http1) => "https",
+        (true, Wire::Http2) => "https+h2",
+        (true, Wire::Auto) => "https+alpn",
+        (false, Wire::Http1) => "http",
+        (false, _) => "h2c",
+    };
     match tls {
         Some(tls) => format!("{scheme}://{};{}", t.authority, tls.identity()),
         None => format!("{scheme}://{}", t.authority),

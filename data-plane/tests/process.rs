@@ -58,7 +58,7 @@ fn validate_exit_codes_and_messages() {
         "5 problem(s)",
         "server.port: must be between 1 and 65535",
         "upstreams[0].algorithm: unknown algorithm \"fastest\"",
-        "upstreams[0].backends[0].url: scheme must be http or https",
+        "upstreams[0].backends[0].url: scheme must be http, https or h2c",
         "upstreams[0].backends[0].weight: must be between 1 and 1000",
         "extra: unknown field `extra`",
     ] {

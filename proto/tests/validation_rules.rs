@@ -320,7 +320,7 @@ fn backend_rules() {
     assert_problem(
         &url("ftp://127.0.0.1"),
         "upstreams[0].backends[0].url",
-        "scheme must be http or https",
+        "scheme must be http, https or h2c",
     );
     assert_problem(
         &url("not a url"),
@@ -779,4 +779,72 @@ fn tls_certificates_and_redirect_rules() {
     );
     Config::from_yaml(&t("  enabled: true\n  cert_file: a\n  key_file: b\n  redirect_http: true\n  certificates:\n    - cert_file: c\n      key_file: d\n"))
         .expect("valid");
+}
+
+#[test]
+fn http2_and_grpc_rules() {
+    // h2c backends, and `protocol` on upstreams, are accepted.
+    let h2c = BASE.replace("http://127.0.0.1:3000", "h2c://127.0.0.1:3000");
+    Config::from_yaml(&h2c).expect("h2c backends are valid");
+    let with_protocol = |p: &str| {
+        BASE.replace(
+            "  - name: web\n",
+            &format!("  - name: web\n    protocol: {p}\n"),
+        )
+    };
+    for p in ["http1", "http2", "auto"] {
+        Config::from_yaml(&with_protocol(p)).expect("every protocol is valid");
+    }
+    assert_problem(
+        &with_protocol("h3"),
+        "upstreams[0].protocol",
+        "http1, http2, auto",
+    );
+
+    // PROXY headers name one client per connection; HTTP/2 mixes clients.
+    let proxied = |yaml: String| {
+        yaml.replace(
+            "  - name: web\n",
+            "  - name: web\n    send_proxy_protocol: v2\n",
+        )
+    };
+    assert_problem(
+        &proxied(h2c.clone()),
+        "upstreams[0].send_proxy_protocol",
+        "cannot be used with HTTP/2 backends",
+    );
+    assert_problem(
+        &proxied(with_protocol("http2")),
+        "upstreams[0].send_proxy_protocol",
+        "cannot be used with HTTP/2 backends",
+    );
+    // `auto` to http:// backends is HTTP/1.1: PROXY headers are fine.
+    Config::from_yaml(&proxied(with_protocol("auto"))).expect("auto over http:// is HTTP/1.1");
+
+    // gRPC health checks need an HTTP/2 backend, at whichever level they
+    // are asked for.
+    let grpc_health = "health:\n  enabled: true\n  protocol: grpc\n";
+    assert_problem(
+        &with(grpc_health),
+        "health.protocol",
+        "gRPC health checks need HTTP/2 backends; upstream \"web\" has none",
+    );
+    let own = BASE.replace(
+        "  - name: web\n",
+        "  - name: web\n    health:\n      protocol: grpc\n      grpc_service: pkg.Svc\n",
+    );
+    assert_problem(
+        &own,
+        "upstreams[0].health.protocol",
+        "gRPC health checks need HTTP/2 backends",
+    );
+    Config::from_yaml(&format!("{h2c}{grpc_health}")).expect("gRPC health over h2c");
+    // Disabled checks are not held against the upstream.
+    Config::from_yaml(&with("health:\n  enabled: false\n  protocol: grpc\n"))
+        .expect("disabled gRPC health is not checked");
+    assert_problem(
+        &with("health:\n  protocol: grpcs\n"),
+        "health.protocol",
+        "http, grpc",
+    );
 }

@@ -1,4 +1,4 @@
-//! A backend's response body, read straight from its connection as the
+//! An HTTP/1.1 backend's response body, read straight from its connection as the
 //! client consumes it: `Content-Length`, chunked or close-delimited. When the
 //! body ends cleanly on a keep-alive connection, the connection goes back to
 //! the worker's pool.
@@ -20,13 +20,13 @@ enum State {
     Chunked(Decoder),
     UntilClose,
     /// The connection switched protocols: no body, and the connection is
-    /// kept for [`ResponseBody::take_upgraded`].
+    /// kept for [`Http1Body::take_upgraded`].
     Upgraded,
     Done,
 }
 
 /// The body of a backend's response.
-pub struct ResponseBody {
+pub struct Http1Body {
     conn: Option<Box<Conn>>,
     state: State,
     keep_alive: bool,
@@ -37,7 +37,7 @@ pub struct ResponseBody {
 
 type Polled = Poll<Option<Result<Frame<Bytes>, UpstreamError>>>;
 
-impl ResponseBody {
+impl Http1Body {
     pub(super) fn new(conn: Box<Conn>, framing: Framing, keep_alive: bool, stall: u64) -> Self {
         let state = match framing {
             Framing::Empty => State::Length(0),
@@ -170,7 +170,7 @@ impl ResponseBody {
     }
 }
 
-impl Body for ResponseBody {
+impl Body for Http1Body {
     type Data = Bytes;
     type Error = UpstreamError;
 

@@ -73,10 +73,16 @@ impl Conn {
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Connect)?;
+        Ok(Self::over(uid, io, granularity))
+    }
+
+    /// A connection over a transport opened elsewhere (a TLS connection
+    /// whose ALPN chose HTTP/1.1).
+    pub fn over(uid: u32, io: Stream, granularity: Duration) -> Box<Conn> {
         let granularity = u64::try_from(granularity.as_nanos())
             .unwrap_or(u64::MAX)
             .max(1_000_000);
-        Ok(Box::new(Conn {
+        Box::new(Conn {
             uid,
             origin: None,
             io,
@@ -89,7 +95,7 @@ impl Conn {
                 clock::now_nanos().saturating_add(granularity),
             ))),
             granularity,
-        }))
+        })
     }
 
     /// True when the backend closed this idle connection or sent something
@@ -236,7 +242,8 @@ pub enum ReadError {
     Timeout,
 }
 
-async fn open(target: &Target) -> io::Result<TcpStream> {
+/// A TCP connection to `target` (its first address that answers).
+pub(super) async fn open(target: &Target) -> io::Result<TcpStream> {
     let stream = match target.addr {
         Some(addr) => TcpStream::connect(addr).await?,
         None => {

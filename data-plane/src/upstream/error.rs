@@ -44,6 +44,9 @@ pub enum UpstreamError {
     /// The client stopped sending its request body for longer than `read_timeout`.
     #[error("client stopped sending the request body")]
     ClientStalled,
+    /// A gRPC call reached a backend that speaks HTTP/1.1 only; it was not sent.
+    #[error("gRPC needs an HTTP/2 backend; this one speaks HTTP/1.1")]
+    NeedsHttp2,
     /// The connection failed after part of the response had arrived.
     #[error("connection failed in the middle of the response: {0}")]
     Incomplete(#[source] io::Error),

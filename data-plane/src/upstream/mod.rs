@@ -1,11 +1,13 @@
-//! The HTTP/1.1 client side of the proxy: sends a request to a backend over a
-//! pooled keep-alive connection and hands back the response head and a body
-//! that streams from the connection.
+//! The client side of the proxy: sends a request to a backend and hands
+//! back the response head and a body that streams from the backend.
 //!
-//! It runs inside the request's own task: no connection task, no channels
-//! between the request and the socket, one `writev`/`write` and one `read`
-//! for a small exchange. What it accepts from backends is strict (see
-//! `decode`): anything ambiguous is a 502, never a guess.
+//! HTTP/1.1 (the default) runs inside the request's own task over a pooled
+//! keep-alive connection: no connection task, no channels between the
+//! request and the socket, one `writev`/`write` and one `read` for a small
+//! exchange. What it accepts from backends is strict (see `decode`):
+//! anything ambiguous is a 502, never a guess. HTTP/2 backends (`h2c://`,
+//! `protocol: http2|auto`) go through hyper's HTTP/2 client over a few
+//! multiplexed connections per worker (see [`h2`]).
 
 mod body;
 mod chunked;
@@ -13,17 +15,19 @@ mod conn;
 mod decode;
 mod encode;
 mod error;
+pub mod h2;
+mod response;
 mod stream;
 mod upload;
 
-pub use body::ResponseBody;
 pub use conn::{Conn, Origin};
 pub use decode::Head;
 pub use encode::BodyFraming;
 pub use error::UpstreamError;
+pub use response::ResponseBody;
 pub use stream::{client_config, server_name, ClientTls, Stream, TlsTarget};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Negotiated, Wire};
 use crate::body::ReqBody;
 use crate::forwarding::Rewrite;
 use crate::snapshot::UpstreamRt;
@@ -41,14 +45,67 @@ use upload::{Sent, Upload};
 /// another connection (stale keep-alive connections).
 const STALE_RETRIES: usize = 3;
 
+/// What is sent, the same on every try.
+pub struct Outgoing<'a> {
+    /// The request head as the client sent it.
+    pub parts: &'a Parts,
+    /// How its headers change for the backend.
+    pub rewrite: &'a Rewrite,
+    /// When the request arrived (clock nanoseconds).
+    pub start: u64,
+    /// Longest pause allowed in the client's body.
+    pub client_stall: Duration,
+    /// The gRPC call the request is, if it is one.
+    pub grpc: Option<crate::grpc::Call>,
+}
+
 /// Sends the request to `backend` and waits for the response head.
 ///
-/// `start` is when the request arrived (clock nanoseconds). The response
-/// head must come within the upstream's `response_timeout` of the request
-/// being sent; a client that pauses its body for `client_stall` gets 408. A
+/// `start` is when this try began (clock nanoseconds). The response head
+/// must come within the upstream's `response_timeout` of the request being
+/// sent; a client that pauses its body for `client_stall` gets 408. A
 /// pooled connection that turns out to be dead before the backend saw the
 /// request is replaced transparently; that is always safe and not a retry.
 pub async fn send(
+    out: &Outgoing<'_>,
+    body: &mut ReqBody,
+    backend: &Backend,
+    upstream: &UpstreamRt,
+    start: u64,
+) -> Result<(Head, ResponseBody), UpstreamError> {
+    let h2 = match backend.wire {
+        Wire::Http1 => false,
+        Wire::Http2 => true,
+        Wire::Auto => backend.state.negotiated() != Negotiated::Http1,
+    };
+    if h2 {
+        // Boxed: the HTTP/2 exchange's state would make every request's
+        // future, HTTP/1.1 ones among them, that much larger.
+        match Box::pin(h2::send(out, body, backend, upstream, start)).await? {
+            h2::Sent::Response(head, body) => return Ok((head, body)),
+            h2::Sent::Http1(mut conn) => {
+                conn.keepalive = upstream.keepalive_nanos;
+                pool::checkin(conn, start);
+            }
+        }
+    }
+    if out.grpc.is_some() {
+        return Err(UpstreamError::NeedsHttp2);
+    }
+    send_http1(
+        out.parts,
+        out.rewrite,
+        body,
+        backend,
+        upstream,
+        start,
+        out.client_stall,
+    )
+    .await
+}
+
+/// [`send`] over HTTP/1.1.
+async fn send_http1(
     parts: &Parts,
     rewrite: &Rewrite,
     body: &mut ReqBody,
@@ -85,8 +142,8 @@ pub async fn send(
         {
             Ok((head, reusable)) => {
                 let keep_alive = head.keep_alive && reusable;
-                let body = ResponseBody::new(conn, head.framing, keep_alive, waits.response);
-                return Ok((head, body));
+                let body = body::Http1Body::new(conn, head.framing, keep_alive, waits.response);
+                return Ok((head, ResponseBody::Http1(body)));
             }
             Err(e) => {
                 let stale = reused
@@ -208,60 +265,132 @@ async fn exchange(
     }
 }
 
-/// One health probe: a fresh connection (with a PROXY protocol header
-/// without addresses, when its upstream sends them), `GET path`, the
-/// response status.
-/// The connection is not pooled; the whole probe must fit in `timeout`.
+/// What a health probe asks.
+#[derive(Debug, Clone, Copy)]
+pub enum ProbeKind<'a> {
+    /// `GET` of this path.
+    Http(&'a str),
+    /// `grpc.health.v1.Health/Check` for this service.
+    Grpc(&'a str),
+}
+
+/// What a health probe found.
+#[derive(Debug)]
+pub enum Probed {
+    /// The HTTP status of an HTTP probe.
+    Status(u16),
+    /// The verdict of a gRPC probe.
+    Grpc(Result<(), crate::grpc::HealthError>),
+}
+
+/// One health probe over a fresh connection (not pooled): HTTP/2 to
+/// HTTP/2 backends, else HTTP/1.1 (with a PROXY protocol header without
+/// addresses when its upstream sends them). The whole probe must fit in
+/// `timeout`.
 pub async fn probe(
     backend: &Backend,
-    path: &str,
+    kind: ProbeKind<'_>,
     timeout: Duration,
     proxy_protocol: Option<ProxyVersion>,
-) -> Result<u16, UpstreamError> {
-    let target = &backend.target;
-    let preamble = proxy_protocol.map(|v| crate::proxy_protocol::header(v, None));
+) -> Result<Probed, UpstreamError> {
     let exchange = async {
-        let mut conn = Conn::connect(
+        if backend.wire != Wire::Http1 {
+            match h2::probe(backend, probe_request(kind), timeout).await? {
+                h2::ProbeConn::Answer(a) => {
+                    return Ok(match kind {
+                        ProbeKind::Http(_) => Probed::Status(a.status),
+                        ProbeKind::Grpc(_) if a.status != 200 => {
+                            Probed::Grpc(Err(crate::grpc::HealthError::Http(a.status)))
+                        }
+                        ProbeKind::Grpc(_) => {
+                            Probed::Grpc(crate::grpc::health_verdict(&a.body, &a.status_fields))
+                        }
+                    });
+                }
+                h2::ProbeConn::Http1(conn) => return probe_http1(conn, backend, kind).await,
+            }
+        }
+        let preamble = proxy_protocol.map(|v| crate::proxy_protocol::header(v, None));
+        let conn = Conn::connect(
             0,
-            target,
+            &backend.target,
             backend.tls.as_ref(),
             timeout,
             timeout,
             preamble.as_deref(),
         )
         .await?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nhost: {}\r\nuser-agent: isame-lb health check\r\nconnection: close\r\n\r\n",
-            target.authority
-        );
-        conn.write_tracked(request.as_bytes())
-            .await
-            .map_err(|(sent, source)| UpstreamError::Send { sent, source })?;
-        loop {
-            if let Some(head) =
-                decode::parse_with(&mut conn.read_buf, false, None, &mut conn.spans)?
-            {
-                return Ok(head.status.as_u16());
-            }
-            match conn.read_more(0).await {
-                Ok(0) => {
-                    return Err(UpstreamError::NoResponse {
-                        reused: false,
-                        source: std::io::ErrorKind::UnexpectedEof.into(),
-                    })
-                }
-                Ok(_) => {}
-                Err(ReadError::Timeout) => return Err(UpstreamError::Timeout),
-                Err(ReadError::Io(source)) => {
-                    return Err(UpstreamError::NoResponse {
-                        reused: false,
-                        source,
-                    })
-                }
-            }
-        }
+        probe_http1(conn, backend, kind).await
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| UpstreamError::Timeout)?
+}
+
+/// The request of an HTTP/2 probe.
+fn probe_request(kind: ProbeKind<'_>) -> h2::ProbeRequest {
+    match kind {
+        ProbeKind::Http(path) => h2::ProbeRequest {
+            method: Method::GET,
+            path: path.to_owned(),
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+        },
+        ProbeKind::Grpc(service) => {
+            let mut headers = http::HeaderMap::with_capacity(2);
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+            h2::ProbeRequest {
+                method: Method::POST,
+                path: crate::grpc::HEALTH_CHECK_PATH.to_owned(),
+                headers,
+                body: crate::grpc::frame(&crate::grpc::HealthCheckRequest {
+                    service: service.to_owned(),
+                }),
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 probe on `conn`: `GET path`, the response status.
+async fn probe_http1(
+    mut conn: Box<Conn>,
+    backend: &Backend,
+    kind: ProbeKind<'_>,
+) -> Result<Probed, UpstreamError> {
+    let path = match kind {
+        ProbeKind::Http(path) => path,
+        ProbeKind::Grpc(_) => return Ok(Probed::Grpc(Err(crate::grpc::HealthError::Http1Only))),
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: {}\r\nuser-agent: isame-lb health check\r\nconnection: close\r\n\r\n",
+        backend.target.authority
+    );
+    conn.write_tracked(request.as_bytes())
+        .await
+        .map_err(|(sent, source)| UpstreamError::Send { sent, source })?;
+    loop {
+        if let Some(head) = decode::parse_with(&mut conn.read_buf, false, None, &mut conn.spans)? {
+            return Ok(Probed::Status(head.status.as_u16()));
+        }
+        match conn.read_more(0).await {
+            Ok(0) => {
+                return Err(UpstreamError::NoResponse {
+                    reused: false,
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                })
+            }
+            Ok(_) => {}
+            Err(ReadError::Timeout) => return Err(UpstreamError::Timeout),
+            Err(ReadError::Io(source)) => {
+                return Err(UpstreamError::NoResponse {
+                    reused: false,
+                    source,
+                })
+            }
+        }
+    }
 }

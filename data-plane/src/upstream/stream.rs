@@ -1,7 +1,7 @@
 //! The byte stream to a backend: plain TCP, or TLS over TCP for `https://`
 //! backends, verified against the system's roots or a configured CA.
 
-use isame_proto::config::{ConfigError, UpstreamTls};
+use isame_proto::config::{ConfigError, UpstreamProtocol, UpstreamTls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -16,8 +16,11 @@ use tokio_rustls::client::TlsStream;
 /// How to open TLS to one backend.
 #[derive(Debug, Clone)]
 pub struct TlsTarget {
-    /// Trust and protocol settings.
+    /// Trust and protocol settings (ALPN `http/1.1`).
     pub config: Arc<ClientConfig>,
+    /// The same trust offering HTTP/2 (ALPN `h2`, and `http/1.1` after it
+    /// for an upstream whose `protocol` is `auto`).
+    pub h2: Option<Arc<ClientConfig>>,
     /// The name the backend's certificate must carry.
     pub server_name: ServerName<'static>,
     /// What `config` trusts: a digest of the CA file's contents, or
@@ -30,8 +33,10 @@ pub struct TlsTarget {
 /// trust (see [`TlsTarget::trust`]).
 #[derive(Debug, Clone)]
 pub struct ClientTls {
-    /// The settings.
+    /// The settings for HTTP/1.1.
     pub config: Arc<ClientConfig>,
+    /// The settings offering HTTP/2, for an upstream that may speak it.
+    pub h2: Option<Arc<ClientConfig>>,
     /// What they trust.
     pub trust: String,
 }
@@ -48,9 +53,18 @@ impl TlsTarget {
         format!("sni={name};trust={}", self.trust)
     }
 
-    /// Runs the handshake over `tcp`.
+    /// Runs the handshake over `tcp`, offering HTTP/1.1 only.
     pub async fn connect(&self, tcp: TcpStream) -> io::Result<Stream> {
-        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
+        self.connect_with(&self.config, tcp).await
+    }
+
+    /// Runs the handshake over `tcp` with `config`.
+    pub async fn connect_with(
+        &self,
+        config: &Arc<ClientConfig>,
+        tcp: TcpStream,
+    ) -> io::Result<Stream> {
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
             .connect(self.server_name.clone(), tcp)
             .await?;
         Ok(Stream::Tls(Box::new(tls)))
@@ -66,6 +80,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// True when TLS negotiated HTTP/2 (ALPN `h2`).
+    pub fn negotiated_h2(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {
@@ -145,9 +167,14 @@ fn system_roots() -> &'static RootCertStore {
     })
 }
 
-/// The client settings for one upstream's `https://` backends. `at` is the
-/// config path of the upstream.
-pub fn client_config(tls: Option<&UpstreamTls>, at: &str) -> Result<ClientTls, ConfigError> {
+/// The client settings for one upstream's `https://` backends, offering
+/// HTTP/2 too when `protocol` may speak it. `at` is the config path of the
+/// upstream.
+pub fn client_config(
+    tls: Option<&UpstreamTls>,
+    protocol: UpstreamProtocol,
+    at: &str,
+) -> Result<ClientTls, ConfigError> {
     let ca_file = tls.map(|t| t.ca_file.as_str()).filter(|f| !f.is_empty());
     let mut trust = "system".to_owned();
     let roots = match ca_file {
@@ -184,15 +211,25 @@ pub fn client_config(tls: Option<&UpstreamTls>, at: &str) -> Result<ClientTls, C
             store
         }
     };
-    let mut config =
+    let base =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| ConfigError::new(at, format!("cannot build TLS settings: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let with_alpn = |protocols: &[&[u8]]| {
+        let mut c = base.clone();
+        c.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        Arc::new(c)
+    };
+    let h2 = match protocol {
+        UpstreamProtocol::Http1 => None,
+        UpstreamProtocol::Http2 => Some(with_alpn(&[b"h2"])),
+        UpstreamProtocol::Auto => Some(with_alpn(&[b"h2", b"http/1.1"])),
+    };
     Ok(ClientTls {
-        config: Arc::new(config),
+        config: with_alpn(&[b"http/1.1"]),
+        h2,
         trust,
     })
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// One problem with a config, e.g. `upstreams[0].backends[1].url: scheme must be http or https`.
+/// One problem with a config, e.g. `upstreams[0].backends[1].url: scheme must be http, https or h2c`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConfigError {
     /// Where the problem is, in the config's own field names (`""` for the document itself).

@@ -20,7 +20,7 @@ pub mod yaml;
 pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors, ProblemKind};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
-pub use validate::{check_name, check_node_id, NAME_PATTERN};
+pub use validate::{backend_port, check_name, check_node_id, speaks_http2, NAME_PATTERN};
 
 use field::forms::{header_map, label, statuses, tls_version, trusted};
 use ipnet::IpNet;
@@ -130,6 +130,48 @@ pub enum ProxyVersion {
     V2,
 }
 
+/// The HTTP version an upstream's backends are spoken to in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Config)]
+#[serde(rename_all = "snake_case")]
+#[config(what = "backend protocol")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (`h2c://` backends speak HTTP/2 whatever this says).
+    #[config(default)]
+    Http1,
+    /// With prior knowledge to `http://` backends, negotiated (ALPN `h2`,
+    /// required) with `https://` ones.
+    Http2,
+    /// For `https://` backends ALPN decides between HTTP/2 and HTTP/1.1 at
+    /// the first connection (again after a connection fails); `http://`
+    /// backends speak HTTP/1.1.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    fn is_default(&self) -> bool {
+        *self == Self::Http1
+    }
+}
+
+/// What a health probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Config)]
+#[serde(rename_all = "snake_case")]
+#[config(what = "health check protocol")]
+pub enum HealthProtocol {
+    /// `GET path`; the status decides.
+    #[config(default)]
+    Http,
+    /// The standard gRPC health service (`grpc.health.v1.Health/Check`
+    /// for `grpc_service`); `SERVING` is healthy. Needs HTTP/2 backends.
+    Grpc,
+}
+
+impl HealthProtocol {
+    fn is_default(&self) -> bool {
+        *self == Self::Http
+    }
+}
+
 /// How an upstream spreads requests over its backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Config)]
 #[serde(rename_all = "snake_case")]
@@ -157,6 +199,10 @@ pub struct Upstream {
     /// The servers requests go to; at least one.
     #[config(required)]
     pub backends: Vec<Backend>,
+    /// The HTTP version backends are spoken to in. HTTP/2 multiplexes many
+    /// requests on few connections and carries gRPC.
+    #[serde(skip_serializing_if = "UpstreamProtocol::is_default")]
+    pub protocol: UpstreamProtocol,
     /// Per-client rate limit for this upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
@@ -236,7 +282,8 @@ pub struct UpstreamTls {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
 #[config(shorthand = url)]
 pub struct Backend {
-    /// `http://host:port` or `https://host:port`, without a path.
+    /// `http://host:port`, `https://host:port` or `h2c://host:port`
+    /// (HTTP/2 with prior knowledge), without a path.
     #[config(required)]
     pub url: String,
     /// Share of traffic under `weighted_round_robin`.
@@ -347,6 +394,13 @@ pub struct Health {
     /// Path probed on each backend.
     #[config(default = "/health".into())]
     pub path: String,
+    /// What a probe asks: `http` (`GET path`) or `grpc` (the standard gRPC
+    /// health service).
+    #[serde(skip_serializing_if = "HealthProtocol::is_default")]
+    pub protocol: HealthProtocol,
+    /// The service a `grpc` probe asks about; empty: the server as a whole.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub grpc_service: String,
     /// Failed probes in a row that take a backend out.
     #[config(default = 3)]
     pub unhealthy_threshold: u32,

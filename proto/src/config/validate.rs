@@ -24,6 +24,7 @@ pub(super) fn validate(c: &Config, p: &mut Problems) {
     for (i, u) in c.upstreams.iter().enumerate() {
         let path = root.key("upstreams").index(i);
         upstream(u, &path, p);
+        grpc_health(c, u, &path, p);
         if !u.name.is_empty() && !names.insert(u.name.as_str()) {
             p.add(
                 &path.key("name"),
@@ -249,10 +250,13 @@ pub fn backend_url(raw: &str, path: &Path, p: &mut Problems) -> Option<String> {
         }
     };
     let mut ok = true;
-    if !matches!(url.scheme(), "http" | "https") {
+    if !matches!(url.scheme(), "http" | "https" | "h2c") {
         p.add(
             path,
-            format!("scheme must be http or https, found {:?}", url.scheme()),
+            format!(
+                "scheme must be http, https or h2c, found {:?}",
+                url.scheme()
+            ),
         );
         ok = false;
     }
@@ -274,7 +278,7 @@ pub fn backend_url(raw: &str, path: &Path, p: &mut Problems) -> Option<String> {
         );
         ok = false;
     }
-    let port = url.port_or_known_default()?;
+    let port = backend_port(&url)?;
     ok.then(|| {
         format!(
             "{}://{}:{port}",
@@ -282,6 +286,54 @@ pub fn backend_url(raw: &str, path: &Path, p: &mut Problems) -> Option<String> {
             url.host_str().unwrap_or_default()
         )
     })
+}
+
+/// The port of a backend URL: as written, else the scheme's (80 for `h2c`).
+pub fn backend_port(url: &url::Url) -> Option<u16> {
+    match url.scheme() {
+        "h2c" => Some(url.port().unwrap_or(80)),
+        _ => url.port_or_known_default(),
+    }
+}
+
+/// True when some backend of `u` is spoken to in HTTP/2 (or may be, by ALPN).
+pub fn speaks_http2(u: &Upstream) -> bool {
+    u.backends.iter().any(|b| {
+        let scheme = b.url.split_once("://").map_or("", |(s, _)| s);
+        scheme.eq_ignore_ascii_case("h2c")
+            || match u.protocol {
+                UpstreamProtocol::Http1 => false,
+                UpstreamProtocol::Http2 => true,
+                UpstreamProtocol::Auto => scheme.eq_ignore_ascii_case("https"),
+            }
+    })
+}
+
+/// Rules of HTTP/2 backends: one connection carries many clients' requests,
+/// so it cannot begin with one client's PROXY header; gRPC health checks
+/// need HTTP/2.
+fn grpc_health(c: &Config, u: &Upstream, path: &Path, p: &mut Problems) {
+    let h2 = speaks_http2(u);
+    if h2 && u.send_proxy_protocol.is_some() {
+        p.add(
+            &path.key("send_proxy_protocol"),
+            "cannot be used with HTTP/2 backends (one connection carries many clients' requests); use protocol: http1 and http:// or https:// backends",
+        );
+    }
+    let h = c.health_of(u);
+    if h.enabled && h.protocol == HealthProtocol::Grpc && !h2 {
+        let at = match &u.health {
+            Some(_) => path.key("health").key("protocol"),
+            None => Path::root().key("health").key("protocol"),
+        };
+        p.add(
+            &at,
+            format!(
+                "gRPC health checks need HTTP/2 backends; upstream {:?} has none (set protocol: http2 or name backends h2c://)",
+                u.name
+            ),
+        );
+    }
 }
 
 fn route(r: &Route, upstreams: &HashSet<&str>, path: &Path, p: &mut Problems) {

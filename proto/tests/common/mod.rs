@@ -241,6 +241,7 @@ pub fn config() -> impl Strategy<Value = Config> {
                         unhealthy_threshold: unhealthy,
                         healthy_threshold: healthy,
                         expected_statuses: vec!["200-399".into()],
+                        ..Health::default()
                     },
                     metrics: Metrics::default(),
                     circuit_breaker: CircuitBreaker {
