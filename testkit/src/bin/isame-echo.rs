@@ -2,7 +2,7 @@
 //! request with a JSON echo (see `isame_testkit::backend`), or, with
 //! `--fast`, with a fixed 2-byte body so that it costs as little as possible;
 //! with `--grpc`, serves the test gRPC service over h2c instead (see
-//! `isame_testkit::grpc`).
+//! `isame_testkit::grpc`); with `--ws`, echoes every WebSocket message.
 
 use bytes::Bytes;
 use clap::Parser;
@@ -29,6 +29,9 @@ struct Args {
     /// Serve the gRPC test service (h2c) instead of HTTP.
     #[arg(long, conflicts_with = "fast")]
     grpc: bool,
+    /// Accept WebSocket handshakes and echo every message.
+    #[arg(long, conflicts_with_all = ["fast", "grpc"])]
+    ws: bool,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -49,6 +52,9 @@ fn main() -> anyhow::Result<()> {
             );
             tokio::signal::ctrl_c().await?;
             return Ok(());
+        }
+        if args.ws {
+            return ws_echo(args.listen).await;
         }
         if !args.fast {
             let backend = isame_testkit::Backend::start_on(args.listen, &args.name).await;
@@ -80,4 +86,28 @@ fn main() -> anyhow::Result<()> {
             });
         }
     })
+}
+
+/// Echoes the messages of every WebSocket connection accepted on `listen`.
+async fn ws_echo(listen: SocketAddr) -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    eprintln!(
+        "isame-echo (WebSocket) listening on {}",
+        listener.local_addr()?
+    );
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            while let Some(Ok(m)) = ws.next().await {
+                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
 }
