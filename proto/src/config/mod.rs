@@ -11,6 +11,7 @@ mod errors;
 pub(crate) mod field;
 pub mod json;
 pub mod middleware;
+mod protocols;
 mod scalar;
 pub mod schema;
 pub mod tls_names;
@@ -20,6 +21,7 @@ pub mod yaml;
 pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors, ProblemKind};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
+pub use protocols::{HealthProtocol, ProxyVersion, UpstreamProtocol};
 pub use validate::{backend_port, check_name, check_node_id, speaks_http2, NAME_PATTERN};
 
 use field::forms::{header_map, label, statuses, tls_version, trusted};
@@ -116,60 +118,6 @@ pub struct ProxyProtocol {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     #[config(default = false)]
     pub required: bool,
-}
-
-/// A PROXY protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Config)]
-#[serde(rename_all = "snake_case")]
-#[config(what = "PROXY protocol version")]
-pub enum ProxyVersion {
-    /// The text header (`PROXY TCP4 …`).
-    #[config(default)]
-    V1,
-    /// The binary header.
-    V2,
-}
-
-/// The HTTP version an upstream's backends are spoken to in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Config)]
-#[serde(rename_all = "snake_case")]
-#[config(what = "backend protocol")]
-pub enum UpstreamProtocol {
-    /// HTTP/1.1 (`h2c://` backends speak HTTP/2 whatever this says).
-    #[config(default)]
-    Http1,
-    /// With prior knowledge to `http://` backends, negotiated (ALPN `h2`,
-    /// required) with `https://` ones.
-    Http2,
-    /// For `https://` backends ALPN decides between HTTP/2 and HTTP/1.1 at
-    /// the first connection (again after a connection fails); `http://`
-    /// backends speak HTTP/1.1.
-    Auto,
-}
-
-impl UpstreamProtocol {
-    fn is_default(&self) -> bool {
-        *self == Self::Http1
-    }
-}
-
-/// What a health probe asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Config)]
-#[serde(rename_all = "snake_case")]
-#[config(what = "health check protocol")]
-pub enum HealthProtocol {
-    /// `GET path`; the status decides.
-    #[config(default)]
-    Http,
-    /// The standard gRPC health service (`grpc.health.v1.Health/Check`
-    /// for `grpc_service`); `SERVING` is healthy. Needs HTTP/2 backends.
-    Grpc,
-}
-
-impl HealthProtocol {
-    fn is_default(&self) -> bool {
-        *self == Self::Http
-    }
 }
 
 /// How an upstream spreads requests over its backends.
