@@ -43,27 +43,14 @@ while [ $# -gt 0 ]; do
 done
 case "$SCENARIO" in grpc|h2|backend) ;; *) echo "unknown scenario $SCENARIO" >&2; exit 2 ;; esac
 
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v ss >/dev/null || need+=(iproute2)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]} from Debian..." >&2
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get install -y "${need[@]}" >/dev/null 2>&1 || {
-        $SUDO apt-get update >/dev/null && $SUDO apt-get install -y "${need[@]}" >/dev/null
-    }
-fi
+. bench/lib.sh
+need_debian nginx:nginx h2load:nghttp2-client ss:iproute2 curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 ISAME=${ISAME_LB:-./target/release/isame-lb}
 
 cargo build --release --bin isame-lb --bin isame-echo >&2
 
-if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-    PROXY_CPU="taskset -c 1"; LOAD_CPU="taskset -c 0"
-else
-    PROXY_CPU=""; LOAD_CPU=""
-fi
+pin_cpus "$PIN"
 
 WORK=$(mktemp -d /tmp/isame-grpc-bench.XXXXXX)
 PIDS=()
@@ -172,15 +159,6 @@ for port in "$A_PORT" "$B_PORT"; do
     done
 done
 
-TICK=$(getconf CLK_TCK)
-cpu_ticks() {
-    local total=0 p
-    for p in "$1" $(pgrep -P "$1" || true); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$total"
-}
 
 # run NAME PORT PID: one measured h2load run; prints
 # "requests_per_s mean_latency_us cpu_us_per_request backend_connections"
@@ -232,10 +210,7 @@ if [ "$SCENARIO" = grpc ]; then
 fi
 
 paste -d' ' "$WORK/a.res" "$WORK/b.res" | awk -v scenario="$SCENARIO" -v a="$A_NAME" -v b="$B_NAME" '
-    function median(x, n,   i, j, t) {
-        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j > 0 && x[j] > t; j--) x[j+1] = x[j]; x[j+1] = t }
-        return (n % 2) ? x[(n+1)/2] : (x[n/2] + x[n/2+1]) / 2
-    }
+'"$AWK_MEDIAN"'
     { n++; for (k = 1; k <= 8; k++) col[k, n] = $k
       r_rps[n] = $5 / $1; r_cpu[n] = $7 / $3; r_lat[n] = $6 / $2 }
     END {

@@ -47,28 +47,15 @@ case "$SCENARIO" in http|https|features|logs) ;; *) echo "unknown scenario $SCEN
 NGINX_ACCESS_LOG="access_log off;"
 ISAME_LOG_LEVEL=warn
 
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v curl >/dev/null || need+=(curl)
-[ "$SCENARIO" != https ] || command -v openssl >/dev/null || need+=(openssl)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]} from Debian..." >&2
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get install -y "${need[@]}" >/dev/null 2>&1 || {
-        $SUDO apt-get update >/dev/null && $SUDO apt-get install -y "${need[@]}" >/dev/null
-    }
-fi
+. bench/lib.sh
+need_debian nginx:nginx wrk:wrk curl:curl
+[ "$SCENARIO" != https ] || need_debian openssl:openssl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 ISAME=${ISAME_LB:-./target/release/isame-lb}
 
 cargo build --release --bin isame-lb --bin isame-echo >&2
 
-if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-    PROXY_CPU="taskset -c 1"; LOAD_CPU="taskset -c 0"
-else
-    PROXY_CPU=""; LOAD_CPU=""
-fi
+pin_cpus "$PIN"
 
 WORK=$(mktemp -d /tmp/isame-bench.XXXXXX)
 PIDS=()
@@ -199,17 +186,6 @@ for url in "http://$BACKEND/" "$A_URL" "$B_URL"; do
     done
 done
 
-TICK=$(getconf CLK_TCK)
-# CPU ticks (user+system) of a process and its child processes: nginx's
-# master and worker, or isame-lb's threads.
-cpu_ticks() {
-    local total=0 p
-    for p in "$1" $(pgrep -P "$1" || true); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$total"
-}
 
 # run NAME URL PID: one measured wrk run; prints "rps p50_us p99_us cpu_us_per_req"
 run() {
@@ -243,10 +219,7 @@ done
 curl -sf "http://127.0.0.1:18083/metrics" | grep -q '^isame_lb_requests_total' || { echo "isame metrics missing" >&2; exit 1; }
 
 paste -d' ' "$WORK/a.res" "$WORK/b.res" | awk -v a="$A_NAME" -v b="$B_NAME" -v scenario="$SCENARIO" '
-    function median(x, n,   i, j, t) {
-        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j > 0 && x[j] > t; j--) x[j+1] = x[j]; x[j+1] = t }
-        return (n % 2) ? x[(n+1)/2] : (x[n/2] + x[n/2+1]) / 2
-    }
+'"$AWK_MEDIAN"'
     { n++; for (k = 1; k <= 8; k++) col[k, n] = $k
       r_rps[n] = $5 / $1; r_cpu[n] = $8 / $4; r_p99[n] = $7 / $3 }
     END {

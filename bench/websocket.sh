@@ -30,26 +30,14 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]} from Debian..." >&2
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get install -y "${need[@]}" >/dev/null 2>&1 || {
-        $SUDO apt-get update >/dev/null && $SUDO apt-get install -y "${need[@]}" >/dev/null
-    }
-fi
+. bench/lib.sh
+need_debian nginx:nginx curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 ISAME=${ISAME_LB:-./target/release/isame-lb}
 
 cargo build --release --bin isame-lb --bin isame-echo --bin isame-wsload >&2
 
-if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-    PROXY_CPU="taskset -c 1"; LOAD_CPU="taskset -c 0"
-else
-    PROXY_CPU=""; LOAD_CPU=""
-fi
+pin_cpus "$PIN"
 
 WORK=$(mktemp -d /tmp/isame-ws-bench.XXXXXX)
 PIDS=()
@@ -116,15 +104,6 @@ for port in 18097 18098; do
     done
 done
 
-TICK=$(getconf CLK_TCK)
-cpu_ticks() {
-    local total=0 p
-    for p in "$1" $(pgrep -P "$1" || true); do
-        [ -r "/proc/$p/stat" ] || continue
-        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$total"
-}
 
 # run NAME PORT PID: one measured run; prints "messages_per_s cpu_us_per_message"
 run() {
@@ -154,10 +133,7 @@ curl -sf "http://127.0.0.1:18099/metrics" | grep -q '^isame_lb_tunnel_bytes_tota
     || { echo "isame counted no tunnel bytes" >&2; exit 1; }
 
 paste -d' ' "$WORK/a.res" "$WORK/b.res" | awk '
-    function median(x, n,   i, j, t) {
-        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j > 0 && x[j] > t; j--) x[j+1] = x[j]; x[j+1] = t }
-        return (n % 2) ? x[(n+1)/2] : (x[n/2] + x[n/2+1]) / 2
-    }
+'"$AWK_MEDIAN"'
     { n++; for (k = 1; k <= 4; k++) col[k, n] = $k; r_rate[n] = $3 / $1; r_cpu[n] = $4 / $2 }
     END {
         for (k = 1; k <= 4; k++) { for (i = 1; i <= n; i++) v[i] = col[k, i]; m[k] = median(v, n) }
