@@ -12,6 +12,11 @@ def schema_valid_configs_are_not_refused_for_their_shape(ctx, response, case):
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
         return None
+    # Only JSON bodies say exactly what was generated: YAML bodies are
+    # written by a YAML 1.1 emitter, which leaves strings such as `1e100`
+    # unquoted that YAML 1.2 (what Isame reads) types as numbers.
+    if "yaml" in (case.media_type or ""):
+        return None
     if response.status_code != 422:
         return None
     try:
