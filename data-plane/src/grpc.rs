@@ -85,19 +85,17 @@ pub fn code_for(status: StatusCode) -> u32 {
     }
 }
 
+/// What `grpc-message` escapes besides non-ASCII bytes: controls and `%`
+/// (everything outside `' '..='~'`, and the escape character itself).
+const MESSAGE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
 /// The headers of a trailers-only gRPC answer: HTTP 200, the gRPC status
 /// and a message (percent-encoded where it must be).
 pub fn answer_headers(code: u32, message: &str) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(3);
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     h.insert(GRPC_STATUS.clone(), HeaderValue::from(code));
-    let encoded: String = message
-        .bytes()
-        .map(|b| match b {
-            b' '..=b'~' if b != b'%' => char::from(b).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(message, MESSAGE_ESCAPES).to_string();
     if let Ok(v) = HeaderValue::try_from(encoded) {
         h.insert(GRPC_MESSAGE.clone(), v);
     }
@@ -338,6 +336,8 @@ mod tests {
         let h = answer_headers(14, "no backend 100%\n");
         assert_eq!(status_of(&h), Some(14));
         assert_eq!(h[&GRPC_MESSAGE], "no backend 100%25%0A");
+        let h = answer_headers(13, "café ~");
+        assert_eq!(h[&GRPC_MESSAGE], "caf%C3%A9 ~");
     }
 
     #[test]

@@ -297,6 +297,9 @@ where
         .timer(TokioTimer::new())
         .keep_alive_interval(PING_EVERY)
         .keep_alive_timeout(PING_TIMEOUT)
+        // Idle pooled connections too: a backend that vanished is noticed
+        // before a request is given to its connection.
+        .keep_alive_while_idle(true)
         .handshake(TokioIo::new(stream));
     let (send, conn) = tokio::time::timeout(timeout, handshake)
         .await
