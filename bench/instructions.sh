@@ -12,6 +12,8 @@
 # What is measured can change:
 #   EXTRA_YAML      appended to the config (its one upstream is `bench`),
 #                   e.g. routes with middleware
+#   UPSTREAM_YAML   more fields of the `bench` upstream, indented by four
+#                   spaces, e.g. "    algorithm: consistent_hash"
 #   BENCH_RUST_LOG  the log level (default warn), e.g. info for the access log
 #   BENCH_LB_ARGS   extra isame-lb flags
 #   BENCH_NO_BUILD  use the release binaries as they are
@@ -45,6 +47,7 @@ cat > "$WORK/isame.yaml" <<CONF
 upstreams:
   - name: bench
     backends: ["http://127.0.0.1:18090"]
+${UPSTREAM_YAML:-}
 ${EXTRA_YAML:-}
 CONF
 read -r -a EXTRA <<< "${BENCH_LB_ARGS:-}"

@@ -23,7 +23,8 @@ function health(b, connected) {
 
 function upstream(u, seen, connected) {
   const byUrl = new Map((seen?.backends || []).map((b) => [b.url, b]));
-  const weighted = u.algorithm === "weighted_round_robin";
+  const weighted = ["weighted_round_robin", "consistent_hash"].includes(u.algorithm);
+  const hashed = u.algorithm === "consistent_hash";
   return h(
     "section",
     { class: "upstream", dataset: { upstream: u.name } },
@@ -33,6 +34,8 @@ function upstream(u, seen, connected) {
       u.name,
       " ",
       h("span", { class: "muted algo" }, u.algorithm.replaceAll("_", " ")),
+      hashed ? h("span", { class: "muted hash-on" }, " on ", h("code", null, u.hash_on || "client_ip")) : null,
+      u.sticky ? h("span", { class: "muted sticky" }, " · sticky cookie ", h("code", null, u.sticky.cookie)) : null,
     ),
     table(
       { class: "backends" },
@@ -42,7 +45,7 @@ function upstream(u, seen, connected) {
           "tr",
           { dataset: { backend: b.url } },
           h("td", null, h("code", null, b.url)),
-          h("td", { class: ["num", !weighted && "muted"], title: weighted ? null : "weights apply under weighted_round_robin" }, b.weight),
+          h("td", { class: ["num", !weighted && "muted"], title: weighted ? null : "weights apply under weighted_round_robin and consistent_hash" }, b.weight),
           h("td", null, b.drain ? badge("draining", "warn") : h("span", { class: "muted" }, "no")),
           h("td", null, health(byUrl.get(b.url), connected)),
         ),

@@ -137,6 +137,8 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
             json!({
                 "name": u.name,
                 "algorithm": u.algorithm.as_str(),
+                "hash_on": u.hash_on.as_ref().map(isame_proto::config::HashOn::as_string),
+                "sticky_cookie": u.sticky.as_ref().map(crate::affinity::StickyRt::name),
                 "connect_timeout": isame_proto::config::duration::format(u.connect_timeout),
                 "response_timeout": isame_proto::config::duration::format(u.response_timeout),
                 "health_checks": u.health.enabled,

@@ -155,6 +155,15 @@ pub struct Backend {
     pub wire: Wire,
 }
 
+impl Backend {
+    /// What places the backend on a consistent hash ring: its URL as
+    /// written, without a trailing `/` (so that every data plane, and every
+    /// reload, places it alike).
+    pub fn ring_id(&self) -> &str {
+        self.url.strip_suffix('/').unwrap_or(&self.url)
+    }
+}
+
 /// Why a backend URL could not be compiled (validation normally catches these first).
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {

@@ -1,6 +1,7 @@
 //! Choosing a backend and sending the request to it; sending it again on
 //! another backend when that is safe (see [`crate::retry`]).
 
+use crate::affinity::Affinity;
 use crate::backend::Backend;
 use crate::body::ReqBody;
 use crate::breaker::{Outcome, Permit, Transition};
@@ -22,6 +23,8 @@ pub struct Dispatched {
     pub head: Head,
     /// Its response body.
     pub body: ResponseBody,
+    /// The backend that answered, by index.
+    pub backend: usize,
 }
 
 pub use crate::upstream::Outgoing;
@@ -31,6 +34,7 @@ pub use crate::upstream::Outgoing;
 pub async fn dispatch(
     up: &UpstreamRt,
     out: &Outgoing<'_>,
+    affinity: &Affinity,
     body: ReqBody,
     finish: &mut Finish,
     metrics: &Metrics,
@@ -54,7 +58,7 @@ pub async fn dispatch(
     let mut attempt = 1;
     let mut now = start;
     loop {
-        let Some((bi, permit)) = choose(up, &tried, now) else {
+        let Some((bi, permit)) = choose(up, affinity, &tried, now) else {
             finish.use_backend(None);
             return Err(ProxyError::NoBackend);
         };
@@ -110,7 +114,11 @@ pub async fn dispatch(
             && up.retry.budget.try_retry(done);
         if !retry {
             return match sent {
-                Ok((head, body)) => Ok(Dispatched { head, body }),
+                Ok((head, body)) => Ok(Dispatched {
+                    head,
+                    body,
+                    backend: bi,
+                }),
                 Err(e) => Err(ProxyError::Upstream(e)),
             };
         }
@@ -128,16 +136,25 @@ pub async fn dispatch(
 }
 
 /// A backend for the next try, with its breaker's permit. The first try
-/// asks the balancer. A retry goes to the next eligible backend after the
+/// goes to the backend the sticky cookie names while it is eligible, else
+/// asks the balancer (with the request's hash key). A retry goes to the next eligible backend after the
 /// last one tried that has not been tried yet (else any eligible one), and
 /// leaves the balancer's rotation as it was.
-fn choose<'a>(up: &'a UpstreamRt, tried: &[usize], now: u64) -> Option<(usize, Permit<'a>)> {
+fn choose<'a>(
+    up: &'a UpstreamRt,
+    affinity: &Affinity,
+    tried: &[usize],
+    now: u64,
+) -> Option<(usize, Permit<'a>)> {
     let mut refused: Vec<usize> = Vec::new();
     let n = up.backends.len();
     for _ in 0..=n {
         let usable = |i: usize| up.eligible(i, now) && !refused.contains(&i);
         let pick = match tried.last() {
-            None => up.balancer.pick(&up.backends, usable)?,
+            None => match affinity.sticky.filter(|&i| usable(i)) {
+                Some(i) => i,
+                None => up.balancer.pick(&up.backends, affinity.hash, usable)?,
+            },
             Some(&last) => {
                 let after = (1..=n).map(|k| (last + k) % n);
                 after

@@ -13,7 +13,7 @@ use crate::middleware::{Flow, RequestParts};
 use crate::ratelimit::Decision;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
 use crate::tunnel::Tunnel;
-use crate::{client_ip, clock, dispatch, grpc, observe, upgrade};
+use crate::{affinity, client_ip, clock, dispatch, grpc, observe, upgrade};
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING, UPGRADE,
@@ -269,14 +269,23 @@ pub async fn handle(
         },
         grpc: caller.grpc,
     };
-    let dispatched = dispatch::dispatch(
+    let affinity = if up.hash_on.is_some() || up.sticky.is_some() {
+        affinity::of(up.hash_on.as_ref(), up.sticky.as_ref(), &parts, client)
+    } else {
+        affinity::Affinity::default()
+    };
+    let mut dispatched = dispatch::dispatch(
         up,
         &out,
+        &affinity,
         ReqBody::Stream(ClientBody::new(body, cx.state.clone())),
         &mut finish,
         &cx.shared.metrics,
     )
     .await;
+    if let (Some(sticky), Ok(d)) = (&up.sticky, &mut dispatched) {
+        sticky.set(d.backend, &affinity, &mut d.head.headers);
+    }
     let mut resp = match dispatched {
         Ok(d) if d.head.status == StatusCode::SWITCHING_PROTOCOLS => {
             switch_protocols(&cx, &snap, caller, ui, d, finish)

@@ -13,6 +13,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod admin;
+pub(crate) mod affinity;
 pub(crate) mod backend;
 pub(crate) mod balancer;
 pub(crate) mod body;
@@ -40,6 +41,7 @@ pub(crate) mod ratelimit;
 pub(crate) mod reload;
 pub(crate) mod retry;
 pub(crate) mod rewind;
+pub(crate) mod ring;
 pub(crate) mod route;
 pub(crate) mod series;
 pub mod server;

@@ -37,6 +37,10 @@ pub struct UpstreamRt {
     pub backends: Vec<Arc<Backend>>,
     /// Balancing state.
     pub balancer: Balancer,
+    /// What its consistent hash is keyed on (`consistent_hash` only).
+    pub hash_on: Option<isame_proto::config::HashOn>,
+    /// Its sticky cookie.
+    pub sticky: Option<crate::affinity::StickyRt>,
     /// Longest time to connect to a backend.
     pub connect_timeout: Duration,
     /// How long an idle connection to a backend is kept, in nanoseconds
@@ -221,7 +225,15 @@ impl Snapshot {
                 )),
                 name: u.name.clone(),
                 algorithm: u.algorithm,
-                balancer: Balancer::new(u.algorithm, backends.len()),
+                balancer: Balancer::new(u.algorithm, u.fallback_algorithm(), &backends),
+                hash_on: (u.algorithm == Algorithm::ConsistentHash).then(|| u.hash_key()),
+                sticky: u.sticky.as_ref().map(|s| {
+                    crate::affinity::StickyRt::new(
+                        s,
+                        &u.name,
+                        backends.iter().map(|b| b.url.as_str()),
+                    )
+                }),
                 backends,
                 connect_timeout: u.connect_timeout,
                 keepalive_nanos: u64::try_from(u.keepalive_timeout.as_nanos()).unwrap_or(u64::MAX),

@@ -257,3 +257,222 @@ async fn abandoned_requests_release_their_backend() {
     assert_eq!(status["active_connections"], 0, "{status}");
     stop(proxy).await;
 }
+
+/// A GET of `/` carrying `headers`.
+fn get_with(headers: &[(&str, &str)]) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut b = http::Request::get("/");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(http_body_util::Full::default()).expect("request")
+}
+
+/// Which backend each of `users` (sent as `X-User`) reaches.
+async fn owners(client: &mut Client, users: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for u in users {
+        let r = client
+            .send(get_with(&[("x-user", u)]))
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200);
+        out.push(backend_of(&r));
+    }
+    out
+}
+
+#[tokio::test]
+async fn consistent_hash_moves_only_the_keys_of_a_backend_that_leaves() {
+    let backends = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+        Backend::start("d").await,
+    ];
+    let yaml = |drain_c: bool, without_d: bool| {
+        let mut s = String::from(
+            "  - name: web\n    algorithm: consistent_hash\n    hash_on: header:X-User\n    backends:\n",
+        );
+        for (i, b) in backends.iter().enumerate() {
+            if without_d && i == 3 {
+                continue;
+            }
+            s.push_str(&format!("      - url: {}\n", b.url()));
+            if drain_c && i == 2 {
+                s.push_str("        drain: true\n");
+            }
+        }
+        config(&[s], "")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("isame.yaml");
+    std::fs::write(&path, yaml(false, false)).expect("write");
+    let proxy = common::start_with(&yaml(false, false), Some(path.clone()), 2);
+    let mut client = Client::http1(proxy.proxy_addr).await.expect("connect");
+    let users: Vec<String> = (0..400).map(|i| format!("user-{i}")).collect();
+    let status = isame_testkit::client::get(proxy.admin_addr, "/status")
+        .await
+        .expect("status")
+        .json();
+    let up = &status["upstreams"][0];
+    assert_eq!(
+        (up["algorithm"].as_str(), up["hash_on"].as_str()),
+        (Some("consistent_hash"), Some("header:X-User"))
+    );
+
+    let first = owners(&mut client, &users).await;
+    assert_eq!(
+        first,
+        owners(&mut client, &users).await,
+        "a key keeps its backend"
+    );
+    for name in ["a", "b", "c", "d"] {
+        let n = first.iter().filter(|o| *o == name).count();
+        assert!((50..=150).contains(&n), "{name} got {n} of 400: {first:?}");
+    }
+
+    // A draining backend is skipped: only its keys move, to the others.
+    std::fs::write(&path, yaml(true, false)).expect("write");
+    proxy.reload().await.expect("reload");
+    let drained = owners(&mut client, &users).await;
+    for (before, now) in first.iter().zip(&drained) {
+        assert_ne!(now, "c");
+        if before != "c" {
+            assert_eq!(before, now, "a key of a staying backend moved");
+        }
+    }
+
+    // Removing d: only d's keys move; c is back and takes its own keys again.
+    std::fs::write(&path, yaml(false, true)).expect("write");
+    proxy.reload().await.expect("reload");
+    let removed = owners(&mut client, &users).await;
+    for (before, now) in first.iter().zip(&removed) {
+        assert_ne!(now, "d");
+        if before != "d" {
+            assert_eq!(before, now, "a key of a staying backend moved");
+        }
+    }
+
+    // Without the key: the fallback (weighted round robin) rotates.
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..6 {
+        seen.push(backend_of(&client.get("/").await.expect("request")));
+    }
+    let mut distinct = seen.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct, ["a", "b", "c"], "{seen:?}");
+    stop(proxy).await;
+}
+
+#[tokio::test]
+async fn consistent_hash_on_the_client_address_follows_trusted_forwarding() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let proxy = start(&config(
+        &[upstream("web", "consistent_hash", &[(&a, 1), (&b, 1)])],
+        "trusted_proxies: [127.0.0.1]\n",
+    ));
+    let mut client = Client::http1(proxy.proxy_addr).await.expect("connect");
+    let mut by_client: HashMap<String, String> = HashMap::new();
+    for round in 0..3 {
+        for i in 0..40 {
+            let ip = format!("203.0.113.{i}");
+            let r = client
+                .send(get_with(&[("x-forwarded-for", &ip)]))
+                .await
+                .expect("request");
+            let got = backend_of(&r);
+            let was = by_client.entry(ip.clone()).or_insert_with(|| got.clone());
+            assert_eq!(*was, got, "{ip} moved in round {round}");
+        }
+    }
+    let on_a = by_client.values().filter(|b| *b == "a").count();
+    assert!((8..=32).contains(&on_a), "a got {on_a} of 40 clients");
+    stop(proxy).await;
+}
+
+/// The `lb` cookie a reply sets, as a request sends it back (`lb=ID`).
+fn sticky_cookie(r: &isame_testkit::Reply) -> Option<String> {
+    let line = r.headers.get("set-cookie")?.to_str().ok()?;
+    Some(line.split(';').next()?.to_owned())
+}
+
+#[tokio::test]
+async fn sticky_cookies_keep_a_client_on_its_backend_while_it_is_eligible() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let yaml = |drain: Option<&str>| {
+        let mut s =
+            String::from("  - name: web\n    sticky: {cookie: lb, ttl: 1h}\n    backends:\n");
+        for (name, be) in [("a", &a), ("b", &b), ("c", &c)] {
+            s.push_str(&format!("      - url: {}\n", be.url()));
+            if drain == Some(name) {
+                s.push_str("        drain: true\n");
+            }
+        }
+        config(&[s], "")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("isame.yaml");
+    std::fs::write(&path, yaml(None)).expect("write");
+    let proxy = common::start_with(&yaml(None), Some(path.clone()), 2);
+    let mut client = Client::http1(proxy.proxy_addr).await.expect("connect");
+    let status = isame_testkit::client::get(proxy.admin_addr, "/status")
+        .await
+        .expect("status")
+        .json();
+    assert_eq!(status["upstreams"][0]["sticky_cookie"], "lb");
+
+    let first = client.get("/").await.expect("request");
+    let home = backend_of(&first);
+    let cookie = sticky_cookie(&first).expect("a new client gets a cookie");
+    let line = first.headers["set-cookie"].to_str().expect("ascii");
+    assert!(
+        line.ends_with("; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"),
+        "{line}"
+    );
+    for addr in [a.addr, b.addr, c.addr] {
+        assert!(
+            !line.contains(&addr.port().to_string()),
+            "the cookie names no address: {line}"
+        );
+    }
+    // Round robin would rotate; the cookie holds, and is not set again.
+    for _ in 0..9 {
+        let r = client
+            .send(get_with(&[("cookie", &cookie)]))
+            .await
+            .expect("request");
+        assert_eq!(backend_of(&r), home);
+        assert!(r.headers.get("set-cookie").is_none());
+    }
+    // A cookie from elsewhere (or forged) is replaced by a real one.
+    let r = client
+        .send(get_with(&[("cookie", "lb=0000000000000000")]))
+        .await
+        .expect("request");
+    assert!(sticky_cookie(&r).is_some());
+
+    // The backend drains: the client moves, and its cookie with it.
+    std::fs::write(&path, yaml(Some(&home))).expect("write");
+    proxy.reload().await.expect("reload");
+    let moved = client
+        .send(get_with(&[("cookie", &cookie)]))
+        .await
+        .expect("request");
+    let new_home = backend_of(&moved);
+    assert_ne!(new_home, home);
+    let new_cookie = sticky_cookie(&moved).expect("a cookie for the new backend");
+    assert_ne!(new_cookie, cookie);
+    for _ in 0..5 {
+        let r = client
+            .send(get_with(&[("cookie", &new_cookie)]))
+            .await
+            .expect("request");
+        assert_eq!(backend_of(&r), new_home);
+    }
+    stop(proxy).await;
+}

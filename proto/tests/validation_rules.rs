@@ -848,3 +848,74 @@ fn http2_and_grpc_rules() {
         "http, grpc",
     );
 }
+
+#[test]
+fn balancing_affinity_rules() {
+    let hashed = |extra: &str| {
+        BASE.replace(
+            "  - name: web\n",
+            &format!("  - name: web\n    algorithm: consistent_hash\n{extra}"),
+        )
+    };
+    let c = Config::from_yaml(&hashed("    hash_on: header:X-User\n")).expect("valid");
+    assert_eq!(c.upstreams[0].hash_key().as_string(), "header:X-User");
+    assert_eq!(
+        c.upstreams[0].fallback_algorithm(),
+        isame_proto::config::Algorithm::WeightedRoundRobin
+    );
+    Config::from_yaml(&hashed(
+        "    hash_on: client_ip\n    hash_fallback: least_connections\n",
+    ))
+    .expect("valid");
+    assert_problem(
+        &hashed("    hash_on: header:X User\n"),
+        "upstreams[0].hash_on",
+        "header name",
+    );
+    assert_problem(
+        &hashed("    hash_on: ip\n"),
+        "upstreams[0].hash_on",
+        "expected client_ip, path, header:NAME, cookie:NAME or query:NAME",
+    );
+    assert_problem(
+        &hashed("    hash_fallback: consistent_hash\n"),
+        "upstreams[0].hash_fallback",
+        "must be round_robin",
+    );
+    let plain = |extra: &str| BASE.replace("  - name: web\n", &format!("  - name: web\n{extra}"));
+    assert_problem(
+        &plain("    hash_on: path\n"),
+        "upstreams[0].hash_on",
+        "applies only to `algorithm: consistent_hash`",
+    );
+    assert_problem(
+        &plain("    hash_fallback: round_robin\n"),
+        "upstreams[0].hash_fallback",
+        "applies only",
+    );
+
+    let c = Config::from_yaml(&plain("    sticky: {cookie: lb, ttl: 1h}\n")).expect("valid");
+    let s = c.upstreams[0].sticky.as_ref().expect("sticky");
+    assert!(s.http_only && !s.secure);
+    assert_eq!(s.ttl, std::time::Duration::from_secs(3600));
+    assert_problem(
+        &plain("    sticky: {cookie: \"a;b\"}\n"),
+        "upstreams[0].sticky.cookie",
+        "is not a cookie name",
+    );
+    assert_problem(
+        &plain("    sticky: {cookie: lb, same_site: none}\n"),
+        "upstreams[0].sticky.same_site",
+        "needs `secure: true`",
+    );
+    assert_problem(
+        &plain("    sticky: {cookie: lb, ttl: 10000h}\n"),
+        "upstreams[0].sticky.ttl",
+        "at most 9600h",
+    );
+    assert_problem(
+        &plain("    sticky: {ttl: 1h}\n"),
+        "upstreams[0].sticky.cookie",
+        "required",
+    );
+}

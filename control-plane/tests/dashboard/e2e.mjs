@@ -167,7 +167,9 @@ try {
   step("a change made over REST appears without a reload");
   const config = await rest("GET", "/config");
   const web = config.upstreams.find((u) => u.name === "web");
-  web.algorithm = "weighted_round_robin";
+  web.algorithm = "consistent_hash";
+  web.hash_on = "header:X-User";
+  web.sticky = { cookie: "lb" };
   web.backends.find((b) => b.url === "http://127.0.0.1:3001").drain = true;
   web.backends.find((b) => b.url === "http://127.0.0.1:3002").weight = 5;
   web.backends.push({ url: "http://127.0.0.1:3003", weight: 2 });
@@ -194,6 +196,8 @@ try {
   await waitContains(page, third, "healthy on 1 of 1 nodes");
   await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://127.0.0.1:3002"]', "healthy on");
   await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://127.0.0.1:3001"]', "draining");
+  await waitContains(page, 'section[data-upstream="web"] h2', "consistent hash on header:X-User");
+  await waitContains(page, 'section[data-upstream="web"] h2', "sticky cookie lb");
   await shot(page, "upstreams");
 
   step("traffic shows live rates per upstream");

@@ -188,7 +188,8 @@ fn upstream(ctx: &Ctx, name: &str) -> Result<()> {
     };
     let mut out = fields(&[
         ("Name", text(&u["name"])),
-        ("Algorithm", text(&u["algorithm"])),
+        ("Algorithm", algorithm(&u)),
+        ("Sticky", text(&u["sticky"])),
         ("Connect timeout", text(&u["connect_timeout"])),
         ("Response timeout", text(&u["response_timeout"])),
         ("Rate limit", text(&u["rate_limit"])),
@@ -298,4 +299,18 @@ fn node(n: &Value) -> String {
         out.push_str(&t.render());
     }
     out
+}
+
+/// An upstream's algorithm, with what a consistent hash is keyed on and its
+/// fallback.
+fn algorithm(u: &Value) -> String {
+    let name = text(&u["algorithm"]);
+    if name != "consistent_hash" {
+        return name;
+    }
+    let on = u["hash_on"].as_str().unwrap_or("client_ip");
+    let fallback = u["hash_fallback"]
+        .as_str()
+        .unwrap_or("weighted_round_robin");
+    format!("{name} on {on} (without it: {fallback})")
 }

@@ -270,3 +270,36 @@ fn history_and_rollback() {
     let v = cp.ctl(&["get", "versions", "-o", "json"]).expect(0).json();
     assert_eq!(v["versions"].as_array().map(Vec::len), Some(3));
 }
+
+#[test]
+fn hashing_and_sticky_cookies_show_in_the_diff_and_describe() {
+    let cp = Cp::start();
+    cp.seed();
+    let hashed = BASE.replace(
+        "    algorithm: weighted_round_robin\n",
+        "    algorithm: consistent_hash\n    hash_on: cookie:session\n    sticky: {cookie: lb, ttl: 30m}\n",
+    );
+    let f = cp.file("hashed.yaml", &hashed);
+    let r = cp.ctl(&["apply", "-f", &f]).expect(0);
+    for want in [
+        "~ upstreams[web].algorithm: weighted_round_robin → consistent_hash\n",
+        "+ upstreams[web].hash_on: cookie:session\n",
+        "+ upstreams[web].sticky\n",
+    ] {
+        assert!(r.stdout.contains(want), "{want:?} missing from\n{r}");
+    }
+    let t = cp.ctl(&["describe", "upstream", "web"]).expect(0).stdout;
+    for want in [
+        "Algorithm:         consistent_hash on cookie:session (without it: weighted_round_robin)\n",
+        "Sticky:            ",
+        "cookie: lb",
+    ] {
+        assert!(t.contains(want), "{want:?} missing from\n{t}");
+    }
+    // A bad key is refused with its path, nothing applied.
+    let bad = hashed.replace("cookie:session", "cookie:a b");
+    let r = cp
+        .ctl(&["apply", "-f", &cp.file("bad.yaml", &bad)])
+        .expect(1);
+    assert!(r.stderr.contains("upstreams[0].hash_on"), "{r}");
+}

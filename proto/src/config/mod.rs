@@ -15,6 +15,7 @@ mod protocols;
 mod scalar;
 pub mod schema;
 pub mod tls_names;
+mod traffic;
 mod validate;
 pub mod yaml;
 
@@ -22,6 +23,7 @@ pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors, ProblemKind};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
 pub use protocols::{HealthProtocol, ProxyVersion, UpstreamProtocol};
+pub use traffic::{HashOn, SameSite, Sticky};
 pub use validate::{backend_port, check_name, check_node_id, speaks_http2, NAME_PATTERN};
 
 use field::forms::{header_map, label, statuses, tls_version, trusted};
@@ -133,6 +135,10 @@ pub enum Algorithm {
     WeightedRoundRobin,
     /// The backend with the fewest requests in flight; ties rotate.
     LeastConnections,
+    /// A ring hash of `hash_on`: the same key goes to the same backend,
+    /// on every data plane, while that backend is eligible. Removing one of
+    /// N backends moves only its own keys (about 1/N); shares follow `weight`.
+    ConsistentHash,
 }
 
 /// A named group of backends.
@@ -144,6 +150,20 @@ pub struct Upstream {
     pub name: String,
     /// Balancing algorithm.
     pub algorithm: Algorithm,
+    /// What `consistent_hash` hashes: `client_ip` (the default), `path`,
+    /// `header:NAME`, `cookie:NAME` or `query:NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
+    /// The algorithm for requests without the `hash_on` key (no such
+    /// header, cookie or parameter) under `consistent_hash`: any algorithm
+    /// but `consistent_hash`; default `weighted_round_robin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_fallback: Option<Algorithm>,
+    /// Cookie affinity, under any algorithm: a client that carries the
+    /// cookie goes back to the backend it names while that backend is
+    /// eligible; others get a cookie naming the backend that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Sticky>,
     /// The servers requests go to; at least one.
     #[config(required)]
     pub backends: Vec<Backend>,

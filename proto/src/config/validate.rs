@@ -207,6 +207,7 @@ fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
             p.add(&at, format!("duplicate protocol {t:?}"));
         }
     }
+    super::traffic::validate(u, path, p);
     if let Some(h) = &u.health {
         health(h, &path.key("health"), p);
     }
@@ -377,7 +378,8 @@ fn route(r: &Route, upstreams: &HashSet<&str>, path: &Path, p: &mut Problems) {
     }
 }
 
-fn is_token_byte(b: u8) -> bool {
+/// A byte of an RFC 9110 token (header names, cookie names, upgrade protocols).
+pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 

@@ -20,6 +20,7 @@ fn algorithm() -> impl Strategy<Value = Algorithm> {
         Just(Algorithm::RoundRobin),
         Just(Algorithm::WeightedRoundRobin),
         Just(Algorithm::LeastConnections),
+        Just(Algorithm::ConsistentHash),
     ]
 }
 
@@ -87,6 +88,29 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
                     1 => Some(ProxyVersion::V1),
                     _ => Some(ProxyVersion::V2),
                 },
+                hash_on: (algorithm == Algorithm::ConsistentHash).then(|| {
+                    let keys = [
+                        HashOn::ClientIp,
+                        HashOn::Header("X-User".into()),
+                        HashOn::Cookie("sid".into()),
+                        HashOn::Path,
+                        HashOn::Query("user".into()),
+                    ];
+                    keys[own.4 as usize % keys.len()].clone()
+                }),
+                hash_fallback: (algorithm == Algorithm::ConsistentHash && own.3)
+                    .then_some(Algorithm::LeastConnections),
+                sticky: own.0.then(|| Sticky {
+                    cookie: format!("lb-{index}"),
+                    ttl: Duration::from_secs(u64::from(own.4) * 600),
+                    secure: own.1,
+                    http_only: own.2,
+                    same_site: if own.1 {
+                        SameSite::None
+                    } else {
+                        SameSite::Strict
+                    },
+                }),
                 // Fields not drawn here keep their defaults: a new field
                 // needs no edit to be round-tripped at its default.
                 ..Upstream::default()

@@ -129,8 +129,7 @@ impl<'a> Writer<'a> {
             "duration".to_owned()
         } else if s.get("anyOf").is_some() && types == ["string"] {
             "IP address or CIDR".to_owned()
-        } else if types.first() == Some(&"string") && s.get("pattern").is_some() {
-            // Patterned strings other than durations are the names of things.
+        } else if s.get("pattern").and_then(Value::as_str) == Some(crate::config::NAME_PATTERN) {
             "name".to_owned()
         } else if types.len() > 1 {
             "string".to_owned()
