@@ -29,6 +29,8 @@ pub struct BackendHealth<'a> {
     pub healthy: u32,
     /// Nodes that see it unhealthy.
     pub unhealthy: u32,
+    /// Nodes whose outlier detection keeps it out of rotation.
+    pub ejected: u32,
 }
 
 /// The fleet at a glance.
@@ -75,7 +77,7 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
             })
         })
         .collect();
-    let mut seen: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
+    let mut seen: HashMap<(&str, &str), (u32, u32, u32)> = HashMap::new();
     for n in &connected {
         for b in n.health.as_array().into_iter().flatten() {
             let (Some(u), Some(url)) = (b["upstream"].as_str(), b["backend"].as_str()) else {
@@ -87,6 +89,9 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
             } else {
                 e.1 += 1;
             }
+            if b["ejected"].as_bool() == Some(true) {
+                e.2 += 1;
+            }
         }
     }
     let backends = cur
@@ -95,7 +100,7 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
         .flat_map(|c| c.upstreams.iter())
         .flat_map(|u| u.backends.iter().map(move |b| (u, b)))
         .map(|(u, b)| {
-            let (healthy, unhealthy) = seen
+            let (healthy, unhealthy, ejected) = seen
                 .get(&(u.name.as_str(), b.url.as_str()))
                 .copied()
                 .unwrap_or_default();
@@ -104,6 +109,7 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
                 url: &b.url,
                 healthy,
                 unhealthy,
+                ejected,
             }
         })
         .collect();

@@ -335,6 +335,7 @@ async fn apply(s: &Subscriber, snap: &pb::Snapshot, refuse: Option<&str>, unheal
                     backend: b.url.clone(),
                     healthy: !down,
                     circuit: if down { "open" } else { "closed" }.into(),
+                    ejected: down,
                 }
             })
         })

@@ -78,6 +78,7 @@ async fn snapshots_acks_and_the_ledger() {
             backend: "http://127.0.0.1:3001".into(),
             healthy: false,
             circuit: "open".into(),
+            ejected: true,
         }],
     }))
     .await;
@@ -96,6 +97,7 @@ async fn snapshots_acks_and_the_ledger() {
     })
     .await;
     assert_eq!(n["health"][0]["healthy"], false);
+    assert_eq!(n["health"][0]["ejected"], true);
     assert_eq!(n["traffic"]["upstreams"][0]["mean_ms"], 5.0);
 
     // The fleet view counts nodes per backend, and lists the NACK of the
@@ -109,6 +111,7 @@ async fn snapshots_acks_and_the_ledger() {
     assert_eq!(web["name"], "web");
     assert_eq!(web["backends"][0]["unhealthy_nodes"], 1);
     assert_eq!(web["backends"][0]["healthy_nodes"], 0);
+    assert_eq!(web["backends"][0]["ejected_nodes"], 1);
     assert_eq!(web["backends"][1]["reporting_nodes"], 0);
 
     // Closing the stream marks the node disconnected; it stays in the ledger.
@@ -395,6 +398,7 @@ async fn fleet_metrics_come_from_the_ledger_and_the_reports() {
                 backend: "http://127.0.0.1:3001".into(),
                 healthy: std::ptr::eq(node, &a),
                 circuit: "closed".into(),
+                ejected: false,
             }],
         }))
         .await;

@@ -17,6 +17,7 @@ function health(b, connected) {
     "span",
     { class: "health" },
     badge(`healthy on ${b.healthy_nodes} of ${b.reporting_nodes} nodes`, kind),
+    b.ejected_nodes > 0 ? badge(`ejected on ${b.ejected_nodes}`, "warn") : null,
     missing > 0 ? h("span", { class: "muted" }, ` · ${missing} not reporting`) : null,
   );
 }

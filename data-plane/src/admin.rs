@@ -129,6 +129,7 @@ pub fn respond(
 
 fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
     let snap = shared.snapshot();
+    let now = crate::clock::now_nanos();
     let c = &snap.config;
     let upstreams: Vec<_> = snap
         .upstreams
@@ -143,6 +144,7 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
                 "response_timeout": isame_proto::config::duration::format(u.response_timeout),
                 "health_checks": u.health.enabled,
                 "retries": u.retry.enabled,
+                "outlier_detection": u.outlier.settings.enabled,
                 "backends": u.backends.iter().map(|b| json!({
                     "url": b.url,
                     "weight": b.weight,
@@ -152,6 +154,14 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
                     "health_checked": b.state.health.checked(),
                     "last_check": b.state.health.last_result(),
                     "circuit": b.state.breaker.state_name(),
+                    "ejected": b.state.outlier.is_ejected(now),
+                    "ejected_for": b.state.outlier.ejected_for(now).map(|d| {
+                        isame_proto::config::duration::format(std::time::Duration::from_millis(
+                            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                        ))
+                    }),
+                    "ejections": b.state.outlier.total_ejections(),
+                    "last_ejection_reason": b.state.outlier.last_reason().map(crate::outlier::Reason::as_str),
                 })).collect::<Vec<_>>(),
             })
         })

@@ -34,8 +34,8 @@ pub struct StickyRt {
     name: String,
     /// Each backend's id, by backend index.
     ids: Vec<String>,
-    /// What follows `NAME=ID` in `Set-Cookie`.
-    attributes: String,
+    /// Each backend's whole `Set-Cookie` value, made once per config.
+    lines: Vec<Option<HeaderValue>>,
 }
 
 impl StickyRt {
@@ -52,10 +52,17 @@ impl StickyRt {
             attributes.push_str("; HttpOnly");
         }
         let _ = write!(attributes, "; SameSite={}", s.same_site.as_attribute());
+        let ids: Vec<String> = urls.map(|u| backend_id(upstream, u)).collect();
+        // The name is a validated token, the id hex and the attributes
+        // fixed text: always a valid header value.
+        let lines = ids
+            .iter()
+            .map(|id| HeaderValue::try_from(format!("{}={id}{attributes}", s.cookie)).ok())
+            .collect();
         Self {
             name: s.cookie.clone(),
-            ids: urls.map(|u| backend_id(upstream, u)).collect(),
-            attributes,
+            ids,
+            lines,
         }
     }
 
@@ -76,14 +83,8 @@ impl StickyRt {
         if affinity.sticky == Some(chosen) {
             return;
         }
-        let Some(id) = self.ids.get(chosen) else {
-            return;
-        };
-        let line = format!("{}={id}{}", self.name, self.attributes);
-        // The name is a validated token, the id hex and the attributes
-        // fixed text: always a valid header value.
-        if let Ok(v) = HeaderValue::try_from(line) {
-            headers.append(SET_COOKIE, v);
+        if let Some(Some(v)) = self.lines.get(chosen) {
+            headers.append(SET_COOKIE, v.clone());
         }
     }
 }

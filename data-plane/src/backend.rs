@@ -24,6 +24,8 @@ pub struct BackendState {
     pub health: HealthState,
     /// The circuit breaker.
     pub breaker: Breaker,
+    /// What passive outlier detection found.
+    pub outlier: crate::outlier::OutlierState,
     /// Set once the backend left the config (see [`crate::series`]).
     retired: AtomicBool,
     /// What ALPN chose at the last connection to a [`Wire::Auto`] backend.
@@ -49,6 +51,7 @@ impl BackendState {
             in_flight: AtomicUsize::new(0),
             health: HealthState::default(),
             breaker: Breaker::default(),
+            outlier: crate::outlier::OutlierState::default(),
             retired: AtomicBool::new(false),
             negotiated: AtomicU8::new(0),
         })
@@ -149,6 +152,8 @@ pub struct Backend {
     pub healthy_gauge: IntGauge,
     /// `isame_lb_circuit_open{upstream,backend}`.
     pub circuit_gauge: IntGauge,
+    /// `isame_lb_outlier_ejected{upstream,backend}`.
+    pub ejected_gauge: IntGauge,
     /// How to open TLS, for an `https://` backend.
     pub tls: Option<crate::upstream::TlsTarget>,
     /// The HTTP version it is spoken to in.
@@ -222,6 +227,7 @@ impl Backend {
             state: BackendState::new(),
             healthy_gauge: IntGauge::new("h", "h").expect("gauge"),
             circuit_gauge: IntGauge::new("c", "c").expect("gauge"),
+            ejected_gauge: IntGauge::new("e", "e").expect("gauge"),
             tls: None,
             wire: Wire::Http1,
         })

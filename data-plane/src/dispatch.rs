@@ -8,6 +8,7 @@ use crate::breaker::{Outcome, Permit, Transition};
 use crate::error::ProxyError;
 use crate::finish::Finish;
 use crate::metrics::{self, Metrics};
+use crate::outlier::Answer;
 use crate::snapshot::UpstreamRt;
 use crate::upstream::{self, Head, ResponseBody, UpstreamError};
 use crate::{clock, grpc};
@@ -91,6 +92,25 @@ pub async fn dispatch(
         // Success needs no time stamp: the clock is read only on failure.
         let done = if failed { clock::now_nanos() } else { now };
         record(up, backend, permit, outcome, done);
+        if up.outlier.settings.enabled {
+            let answer = match outcome {
+                Outcome::Neutral => None,
+                Outcome::Success => Some(Answer::Good),
+                // 500, 501, 505…: the backend answered; anything else (no
+                // answer, 502–504, gRPC's UNAVAILABLE) is a gateway error.
+                Outcome::Failure
+                    if sent.is_ok()
+                        && status.is_server_error()
+                        && !matches!(status.as_u16(), 502..=504) =>
+                {
+                    Some(Answer::ServerError)
+                }
+                Outcome::Failure => Some(Answer::GatewayError),
+            };
+            if let Some(a) = answer {
+                up.outlier.record(&up.name, &up.backends, bi, a, done);
+            }
+        }
 
         let retry = failed
             && attempt < up.retry.max_attempts

@@ -35,6 +35,7 @@ pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub(crate) mod observe;
+pub(crate) mod outlier;
 pub(crate) mod pool;
 pub(crate) mod proxy_protocol;
 pub(crate) mod ratelimit;

@@ -64,6 +64,11 @@ pub struct Metrics {
     pub proxy_protocol_refused: IntCounterVec,
     /// `isame_lb_grpc_responses_total{upstream,grpc_status}`.
     pub grpc_responses: IntCounterVec,
+    /// `isame_lb_outlier_ejections_total{upstream,backend,reason}`.
+    pub outlier_ejections: IntCounterVec,
+    /// `isame_lb_outlier_ejected{upstream,backend}`: 1 while a backend is
+    /// ejected (back to 0 within a second of its return).
+    pub outlier_ejected: IntGaugeVec,
     /// Per-upstream traffic for the control plane's reports.
     pub traffic: Arc<Traffic>,
     /// Series of backends and upstreams that left the config.
@@ -166,6 +171,22 @@ impl Metrics {
             &["upstream", "grpc_status"],
         )?;
         registry.register(Box::new(grpc_responses.clone()))?;
+        let outlier_ejections = IntCounterVec::new(
+            Opts::new(
+                "isame_lb_outlier_ejections_total",
+                "Backends ejected by outlier detection, by reason (consecutive_5xx, consecutive_gateway_errors, success_rate).",
+            ),
+            &["upstream", "backend", "reason"],
+        )?;
+        let outlier_ejected = IntGaugeVec::new(
+            Opts::new(
+                "isame_lb_outlier_ejected",
+                "1 while outlier detection keeps a backend out of rotation.",
+            ),
+            &["upstream", "backend"],
+        )?;
+        registry.register(Box::new(outlier_ejections.clone()))?;
+        registry.register(Box::new(outlier_ejected.clone()))?;
         registry.register(Box::new(proxy_protocol_refused.clone()))?;
         for reason in crate::proxy_protocol::REFUSED_REASONS {
             proxy_protocol_refused.with_label_values(&[reason]);
@@ -203,6 +224,8 @@ impl Metrics {
             tunnel_bytes,
             proxy_protocol_refused,
             grpc_responses,
+            outlier_ejections,
+            outlier_ejected,
             traffic: Arc::default(),
             series: Arc::default(),
         })

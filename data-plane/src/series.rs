@@ -160,6 +160,13 @@ impl Series {
                             status.as_str(),
                         ]);
                     }
+                    for reason in crate::outlier::REASONS {
+                        let _ = m.outlier_ejections.remove_label_values(&[
+                            c.upstream.as_str(),
+                            c.backend.as_str(),
+                            reason.as_str(),
+                        ]);
+                    }
                 }
                 Leaving::Upstream { name } => {
                     if current.upstreams.iter().any(|u| u.name == name) {

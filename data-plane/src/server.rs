@@ -297,6 +297,7 @@ fn spawn_control(c: Control) -> Result<JoinHandle<()>, StartError> {
                         }
                     }
                 });
+                let sweeper = tokio::spawn(crate::outlier::sweep_loop(shared.clone()));
                 let mut stop = stop;
                 let mut checkers = health::Checkers::default();
                 checkers.reconcile(&shared.snapshot());
@@ -333,6 +334,7 @@ fn spawn_control(c: Control) -> Result<JoinHandle<()>, StartError> {
                     checkers.reconcile(&shared.snapshot());
                 }
                 debouncer.abort();
+                sweeper.abort();
                 admin.abort();
             });
         })

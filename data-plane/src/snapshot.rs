@@ -56,6 +56,8 @@ pub struct UpstreamRt {
     pub health: health::Settings,
     /// Its backends' circuit breakers.
     pub breaker: breaker::Settings,
+    /// Passive outlier detection.
+    pub outlier: crate::outlier::Detector,
     /// When failed requests go again.
     pub retry: retry::Policy,
     /// `isame_lb_retries_total{upstream}`.
@@ -84,11 +86,14 @@ pub struct UpstreamRt {
 
 impl UpstreamRt {
     /// True when backend `i` may take a request now: not draining, healthy,
-    /// and its breaker would let a request through.
+    /// not ejected, and its breaker would let a request through.
     pub fn eligible(&self, i: usize, now: u64) -> bool {
         let b = &self.backends[i];
         let s = &b.state;
-        !b.drain && s.health.is_healthy() && s.breaker.may_try(&self.breaker, now)
+        !b.drain
+            && s.health.is_healthy()
+            && !s.outlier.is_ejected(now)
+            && s.breaker.may_try(&self.breaker, now)
     }
 }
 
@@ -207,6 +212,9 @@ impl Snapshot {
                         .upstream_healthy
                         .with_label_values(&[&u.name, &b.url]),
                     circuit_gauge: metrics.circuit_open.with_label_values(&[&u.name, &b.url]),
+                    ejected_gauge: metrics
+                        .outlier_ejected
+                        .with_label_values(&[&u.name, &b.url]),
                     url: b.url.clone(),
                     target,
                     weight: b.weight,
@@ -245,6 +253,10 @@ impl Snapshot {
                     ..health::Settings::from_config(config.health_of(u))
                 },
                 breaker: breaker::Settings::from_config(config.breaker_of(u)),
+                outlier: crate::outlier::Detector::new(
+                    crate::outlier::Settings::from_config(u.outlier_detection.as_ref()),
+                    metrics.outlier_ejections.clone(),
+                ),
                 retry: {
                     let r = config.retry_of(u);
                     // The budget's history carries over while its settings stay.
@@ -428,6 +440,9 @@ fn publish_gauges(m: &Metrics, previous: Option<&Snapshot>, next: &Snapshot) {
         for b in &u.backends {
             b.healthy_gauge.set(i64::from(b.state.health.is_healthy()));
             b.circuit_gauge.set(i64::from(b.state.breaker.is_open()));
+            b.ejected_gauge.set(i64::from(
+                b.state.outlier.is_ejected(crate::clock::now_nanos()),
+            ));
         }
         m.retries.with_label_values(&[&u.name]);
         m.rate_limited.with_label_values(&[&u.name]);
@@ -444,6 +459,7 @@ fn publish_gauges(m: &Metrics, previous: Option<&Snapshot>, next: &Snapshot) {
             if !still {
                 let _ = m.upstream_healthy.remove_label_values(&[&u.name, &b.url]);
                 let _ = m.circuit_open.remove_label_values(&[&u.name, &b.url]);
+                let _ = m.outlier_ejected.remove_label_values(&[&u.name, &b.url]);
             }
         }
     }

@@ -919,3 +919,53 @@ fn balancing_affinity_rules() {
         "required",
     );
 }
+
+#[test]
+fn outlier_detection_rules() {
+    let with_od = |section: &str| {
+        BASE.replace(
+            "  - name: web\n",
+            &format!("  - name: web\n    outlier_detection: {section}\n"),
+        )
+    };
+    let c = Config::from_yaml(&with_od("{}")).expect("valid");
+    let o = c.upstreams[0].outlier_detection.as_ref().expect("section");
+    assert!(o.enabled);
+    assert_eq!((o.consecutive_5xx, o.max_ejection_percent), (5, 10));
+    Config::from_yaml(&with_od("{success_rate: {minimum_percent: 95}}")).expect("valid");
+    assert_problem(
+        &with_od("{base_ejection_time: 1m, max_ejection_time: 30s}"),
+        "upstreams[0].outlier_detection.max_ejection_time",
+        "at least base_ejection_time",
+    );
+    assert_problem(
+        &with_od("{interval: 0s}"),
+        "upstreams[0].outlier_detection.interval",
+        "longer than 0s",
+    );
+    assert_problem(
+        &with_od("{consecutive_5xx: 0, consecutive_gateway_errors: 0}"),
+        "upstreams[0].outlier_detection",
+        "no rule left",
+    );
+    assert_problem(
+        &with_od("{max_ejection_percent: 101}"),
+        "upstreams[0].outlier_detection.max_ejection_percent",
+        "",
+    );
+    assert_problem(
+        &with_od("{success_rate: {minimum_percent: 0}}"),
+        "upstreams[0].outlier_detection.success_rate.minimum_percent",
+        "",
+    );
+    assert_problem(
+        &with_od("{success_rate: {request_volume: 5}}"),
+        "upstreams[0].outlier_detection.success_rate.minimum_percent",
+        "required",
+    );
+    // Switched off, the rules do not apply.
+    Config::from_yaml(&with_od(
+        "{enabled: false, consecutive_5xx: 0, consecutive_gateway_errors: 0}",
+    ))
+    .expect("valid");
+}

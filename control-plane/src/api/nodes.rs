@@ -62,7 +62,7 @@ pub async fn get_one(
 /// behind or refused a version, and for each backend of the newest config
 /// how many connected nodes see it healthy.
 #[utoipa::path(get, path = "/fleet", tag = "nodes",
-    responses((status = 200, description = "`{version, nodes: {total, connected, behind, nacked}, upstreams: [{name, backends: [{url, healthy_nodes, unhealthy_nodes, reporting_nodes}]}]}`", body = Resource)))]
+    responses((status = 200, description = "`{version, nodes: {total, connected, behind, nacked}, upstreams: [{name, backends: [{url, healthy_nodes, unhealthy_nodes, ejected_nodes, reporting_nodes}]}]}`", body = Resource)))]
 pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let cur = state.configs.current();
     let nodes = state.configs.store().nodes().await?;
@@ -87,6 +87,7 @@ pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
                         "url": b.url,
                         "healthy_nodes": b.healthy,
                         "unhealthy_nodes": b.unhealthy,
+                        "ejected_nodes": b.ejected,
                         "reporting_nodes": b.healthy + b.unhealthy,
                     })
                 })

@@ -283,6 +283,7 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
                         "backend": clip(&b.backend),
                         "healthy": b.healthy,
                         "circuit": clip(&b.circuit),
+                        "ejected": b.ejected,
                     })
                 })
                 .collect(),

@@ -195,6 +195,9 @@ try {
   await page.locator(third).waitFor({ timeout: TIMEOUT });
   await waitContains(page, third, "healthy on 1 of 1 nodes");
   await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://127.0.0.1:3002"]', "healthy on");
+  if (NODES[1]) {
+    await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://127.0.0.1:3002"]', "ejected on 1");
+  }
   await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://127.0.0.1:3001"]', "draining");
   await waitContains(page, 'section[data-upstream="web"] h2', "consistent hash on header:X-User");
   await waitContains(page, 'section[data-upstream="web"] h2', "sticky cookie lb");

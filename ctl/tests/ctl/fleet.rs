@@ -14,6 +14,7 @@ fn health(backends: &[(&str, bool)]) -> Kind {
                 backend: (*url).into(),
                 healthy: *healthy,
                 circuit: "closed".into(),
+                ejected: false,
             })
             .collect(),
     })

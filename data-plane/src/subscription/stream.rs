@@ -159,6 +159,7 @@ async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
                             backend: b.url.clone(),
                             healthy: b.state.health.is_healthy(),
                             circuit: b.state.breaker.state_name().into(),
+                            ejected: b.state.outlier.is_ejected(crate::clock::now_nanos()),
                         })
                     })
                     .collect();

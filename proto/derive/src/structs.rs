@@ -41,6 +41,8 @@ pub fn expand(input: &DeriveInput, data: &DataStruct) -> syn::Result<TokenStream
         let max = opt_u64(a.max.as_ref())?;
         let read = if a.inherit {
             quote! { let #fid: #ty = o.inherited(#key, r); }
+        } else if a.required && (a.min.is_some() || a.max.is_some()) {
+            quote! { let #fid: #ty = o.required_ranged(#key, r, #min, #max); }
         } else if a.required {
             quote! { let #fid: #ty = o.required(#key, r); }
         } else if let Some(with) = &a.with {

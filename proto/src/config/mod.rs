@@ -10,6 +10,7 @@ pub mod duration;
 mod errors;
 pub(crate) mod field;
 pub mod json;
+mod lifecycle;
 pub mod middleware;
 mod protocols;
 mod scalar;
@@ -21,6 +22,7 @@ pub mod yaml;
 
 pub use diff::{diff, diff_from, Change, ChangeOp};
 pub use errors::{ConfigError, ConfigErrors, ProblemKind};
+pub use lifecycle::{OutlierDetection, SuccessRate};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
 pub use protocols::{HealthProtocol, ProxyVersion, UpstreamProtocol};
 pub use traffic::{HashOn, SameSite, Sticky};
@@ -221,6 +223,10 @@ pub struct Upstream {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[config(inherit)]
     pub health: Option<Health>,
+    /// Passive outlier detection: backends whose answers go bad leave the
+    /// rotation for a while. Off unless this section is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
     /// This upstream's own circuit breaker.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[config(inherit)]

@@ -208,6 +208,9 @@ fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
         }
     }
     super::traffic::validate(u, path, p);
+    if let Some(o) = &u.outlier_detection {
+        super::lifecycle::validate(o, &path.key("outlier_detection"), p);
+    }
     if let Some(h) = &u.health {
         health(h, &path.key("health"), p);
     }

@@ -111,6 +111,16 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
                         SameSite::Strict
                     },
                 }),
+                outlier_detection: own.1.then(|| OutlierDetection {
+                    consecutive_5xx: own.4 - 1,
+                    interval: connect,
+                    max_ejection_percent: own.4 * 10,
+                    success_rate: own.2.then_some(SuccessRate {
+                        minimum_percent: 50 + own.4,
+                        request_volume: own.4 * 7,
+                    }),
+                    ..OutlierDetection::default()
+                }),
                 // Fields not drawn here keep their defaults: a new field
                 // needs no edit to be round-tripped at its default.
                 ..Upstream::default()

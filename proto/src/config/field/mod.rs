@@ -133,6 +133,21 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A required whole number within bounds.
+    pub(crate) fn required_ranged<T: Field + Copy + Default + Into<u64>>(
+        &self,
+        key: &str,
+        r: &mut Reader,
+        min: Option<u64>,
+        max: Option<u64>,
+    ) -> T {
+        if self.raw(key).is_none() {
+            r.add(&self.path.key(key), "required field is missing");
+            return T::default();
+        }
+        self.ranged(key, &T::default(), r, min, max)
+    }
+
     /// A whole number within bounds.
     pub(crate) fn ranged<T: Field + Copy + Into<u64>>(
         &self,
