@@ -37,6 +37,10 @@ function upstream(u, seen, connected) {
       h("span", { class: "muted algo" }, u.algorithm.replaceAll("_", " ")),
       hashed ? h("span", { class: "muted hash-on" }, " on ", h("code", null, u.hash_on || "client_ip")) : null,
       u.sticky ? h("span", { class: "muted sticky" }, " · sticky cookie ", h("code", null, u.sticky.cookie)) : null,
+      u.slow_start ? h("span", { class: "muted slow-start" }, ` · slow start ${u.slow_start}`) : null,
+      u.outlier_detection && u.outlier_detection.enabled !== false
+        ? h("span", { class: "muted outliers" }, " · outlier detection")
+        : null,
     ),
     table(
       { class: "backends" },

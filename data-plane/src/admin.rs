@@ -145,6 +145,7 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
                 "health_checks": u.health.enabled,
                 "retries": u.retry.enabled,
                 "outlier_detection": u.outlier.settings.enabled,
+                "slow_start": isame_proto::config::duration::format(std::time::Duration::from_nanos(u.slow_start)),
                 "backends": u.backends.iter().map(|b| json!({
                     "url": b.url,
                     "weight": b.weight,
@@ -154,6 +155,8 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
                     "health_checked": b.state.health.checked(),
                     "last_check": b.state.health.last_result(),
                     "circuit": b.state.breaker.state_name(),
+                    "slow_start_share": crate::ramp::progress(&b.state, u.slow_start, now)
+                        .map(|p| (p * 100.0).round() / 100.0),
                     "ejected": b.state.outlier.is_ejected(now),
                     "ejected_for": b.state.outlier.ejected_for(now).map(|d| {
                         isame_proto::config::duration::format(std::time::Duration::from_millis(
@@ -169,7 +172,13 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
     let routes: Vec<_> = c
         .routes
         .iter()
-        .map(|r| json!({"name": r.name, "host": r.host, "path_prefix": r.path_prefix, "upstream": r.upstream}))
+        .map(|r| json!({
+            "name": r.name,
+            "host": r.host,
+            "path_prefix": r.path_prefix,
+            "upstream": (!r.upstream.is_empty()).then_some(&r.upstream),
+            "split": (!r.split.is_empty()).then(|| r.split.iter().map(|s| json!({"upstream": s.upstream, "weight": s.weight})).collect::<Vec<_>>()),
+        }))
         .collect();
     json!({
         "service": c.service,

@@ -26,6 +26,10 @@ pub struct BackendState {
     pub breaker: Breaker,
     /// What passive outlier detection found.
     pub outlier: crate::outlier::OutlierState,
+    /// When the backend joined its upstream or became healthy again
+    /// (clock nanoseconds; 0: with the upstream from its start), where
+    /// slow start ramps from (see [`crate::ramp`]).
+    pub ramp_from: std::sync::atomic::AtomicU64,
     /// Set once the backend left the config (see [`crate::series`]).
     retired: AtomicBool,
     /// What ALPN chose at the last connection to a [`Wire::Auto`] backend.
@@ -52,6 +56,7 @@ impl BackendState {
             health: HealthState::default(),
             breaker: Breaker::default(),
             outlier: crate::outlier::OutlierState::default(),
+            ramp_from: std::sync::atomic::AtomicU64::new(0),
             retired: AtomicBool::new(false),
             negotiated: AtomicU8::new(0),
         })

@@ -11,7 +11,7 @@ use crate::metrics::{self, Metrics};
 use crate::outlier::Answer;
 use crate::snapshot::UpstreamRt;
 use crate::upstream::{self, Head, ResponseBody, UpstreamError};
-use crate::{clock, grpc};
+use crate::{clock, grpc, ramp};
 use http::StatusCode;
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -157,7 +157,8 @@ pub async fn dispatch(
 
 /// A backend for the next try, with its breaker's permit. The first try
 /// goes to the backend the sticky cookie names while it is eligible, else
-/// asks the balancer (with the request's hash key). A retry goes to the next eligible backend after the
+/// asks the balancer (with the request's hash key), whose pick of a backend
+/// in slow start may be turned down (see [`crate::ramp`]). A retry goes to the next eligible backend after the
 /// last one tried that has not been tried yet (else any eligible one), and
 /// leaves the balancer's rotation as it was.
 fn choose<'a>(
@@ -167,22 +168,39 @@ fn choose<'a>(
     now: u64,
 ) -> Option<(usize, Permit<'a>)> {
     let mut refused: Vec<usize> = Vec::new();
+    // The first backend slow start turned away, for when no other is left.
+    let mut ramping: Option<usize> = None;
     let n = up.backends.len();
-    for _ in 0..=n {
+    // Each turn returns, or rules one backend out (at most twice).
+    for _ in 0..=2 * n {
         let usable = |i: usize| up.eligible(i, now) && !refused.contains(&i);
-        let pick = match tried.last() {
+        let found = match tried.last() {
             None => match affinity.sticky.filter(|&i| usable(i)) {
-                Some(i) => i,
-                None => up.balancer.pick(&up.backends, affinity.hash, usable)?,
+                Some(i) => Some(i),
+                None => up.balancer.pick(&up.backends, affinity.hash, usable),
             },
             Some(&last) => {
                 let after = (1..=n).map(|k| (last + k) % n);
                 after
                     .clone()
                     .find(|&i| usable(i) && !tried.contains(&i))
-                    .or_else(|| after.clone().find(|&i| usable(i)))?
+                    .or_else(|| after.clone().find(|&i| usable(i)))
             }
         };
+        let (pick, forced) = match found {
+            Some(p) => (p, false),
+            None => (ramping.take()?, true),
+        };
+        if up.slow_start != 0 && !forced && tried.is_empty() && affinity.sticky != Some(pick) {
+            let state = &up.backends[pick].state;
+            if let Some(p) = ramp::progress(state, up.slow_start, now) {
+                if !ramp::admits(p, affinity.hash, state.uid) {
+                    ramping.get_or_insert(pick);
+                    refused.push(pick);
+                    continue;
+                }
+            }
+        }
         if let Some(permit) = up.backends[pick].state.breaker.acquire(&up.breaker, now) {
             return Some((pick, permit));
         }

@@ -223,6 +223,11 @@ async fn probe_loop(backend: Arc<Backend>, upstream: String, s: Settings) {
         if let Some(healthy) = backend.state.health.record(ok, detail.clone(), &s) {
             backend.healthy_gauge.set(i64::from(healthy));
             if healthy {
+                // Slow start ramps from here.
+                backend
+                    .state
+                    .ramp_from
+                    .store(crate::clock::now_nanos(), Relaxed);
                 info!(upstream, backend = %backend.url, "backend is healthy again");
             } else {
                 warn!(upstream, backend = %backend.url, last_probe = %detail, "backend is unhealthy; taking it out of rotation");

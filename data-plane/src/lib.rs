@@ -38,6 +38,7 @@ pub(crate) mod observe;
 pub(crate) mod outlier;
 pub(crate) mod pool;
 pub(crate) mod proxy_protocol;
+pub(crate) mod ramp;
 pub(crate) mod ratelimit;
 pub(crate) mod reload;
 pub(crate) mod retry;

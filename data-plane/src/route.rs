@@ -4,6 +4,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use isame_proto::config::Route;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A host pattern, lower-cased.
 #[derive(Debug, Clone)]
@@ -32,8 +33,35 @@ struct CompiledRoute {
     prefix: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
     upstream: usize,
+    /// A weighted split between upstreams, instead of `upstream`.
+    split: Option<Arc<Split>>,
     /// Position of the route in the config's `routes`.
     index: usize,
+}
+
+/// A route's split: upstream indices with weights, shared out by smooth
+/// weighted round robin (exact over every window of sum(weights) requests).
+#[derive(Debug)]
+struct Split {
+    targets: Vec<(usize, i64)>,
+    current: Mutex<Vec<i64>>,
+}
+
+impl Split {
+    fn pick(&self) -> usize {
+        let mut cw = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut total = 0;
+        let mut best = 0;
+        for (i, &(_, w)) in self.targets.iter().enumerate() {
+            cw[i] += w;
+            total += w;
+            if cw[i] > cw[best] {
+                best = i;
+            }
+        }
+        cw[best] -= total;
+        self.targets[best].0
+    }
 }
 
 /// The routing table of one snapshot.
@@ -73,7 +101,20 @@ impl Router {
     pub fn new(routes: &[Route], upstream_index: impl Fn(&str) -> Option<usize>) -> Self {
         let mut compiled = Vec::with_capacity(routes.len());
         for (index, r) in routes.iter().enumerate() {
-            let Some(upstream) = upstream_index(&r.upstream) else {
+            let split = (!r.split.is_empty()).then(|| {
+                let targets: Vec<(usize, i64)> = r
+                    .split
+                    .iter()
+                    .filter(|s| s.weight > 0)
+                    .filter_map(|s| Some((upstream_index(&s.upstream)?, i64::from(s.weight))))
+                    .collect();
+                Arc::new(Split {
+                    current: Mutex::new(vec![0; targets.len()]),
+                    targets,
+                })
+            });
+            let first = split.as_ref().and_then(|s| s.targets.first().map(|t| t.0));
+            let Some(upstream) = first.or_else(|| upstream_index(&r.upstream)) else {
                 continue;
             };
             compiled.push(CompiledRoute {
@@ -93,6 +134,7 @@ impl Router {
                     })
                     .collect(),
                 upstream,
+                split,
                 index,
             });
         }
@@ -120,7 +162,7 @@ impl Router {
                         .all(|(n, v)| headers.get_all(n).iter().any(|have| have == v))
             })
             .map(|r| Match {
-                upstream: r.upstream,
+                upstream: r.split.as_ref().map_or(r.upstream, |s| s.pick()),
                 route: Some(r.index),
             })
     }
@@ -159,8 +201,42 @@ mod tests {
                 })
                 .collect(),
             upstream: upstream.into(),
+            split: Vec::new(),
             rate_limit: None,
             middleware: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_split_is_exact_over_every_window() {
+        use isame_proto::config::Split;
+        let mut r = route("s", None, None, &[], "");
+        r.split = vec![
+            Split {
+                upstream: "web".into(),
+                weight: 9,
+            },
+            Split {
+                upstream: "canary".into(),
+                weight: 1,
+            },
+            Split {
+                upstream: "api".into(),
+                weight: 0,
+            },
+        ];
+        let router = router(&[r]);
+        let picks: Vec<usize> = (0..100)
+            .map(|_| {
+                router
+                    .pick(None, "/", &HeaderMap::new())
+                    .expect("match")
+                    .upstream
+            })
+            .collect();
+        for window in picks.chunks(10) {
+            assert_eq!(window.iter().filter(|&&u| u == 2).count(), 1, "{picks:?}");
+            assert_eq!(window.iter().filter(|&&u| u == 0).count(), 9, "{picks:?}");
         }
     }
 

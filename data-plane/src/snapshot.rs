@@ -58,6 +58,8 @@ pub struct UpstreamRt {
     pub breaker: breaker::Settings,
     /// Passive outlier detection.
     pub outlier: crate::outlier::Detector,
+    /// Slow start, in nanoseconds (0: off).
+    pub slow_start: u64,
     /// When failed requests go again.
     pub retry: retry::Policy,
     /// `isame_lb_retries_total{upstream}`.
@@ -206,7 +208,18 @@ impl Snapshot {
                 let state = carried
                     .get(&(u.name.as_str(), identity(&target, tls.as_ref(), wire)))
                     .cloned()
-                    .unwrap_or_else(BackendState::new);
+                    .unwrap_or_else(|| {
+                        let s = BackendState::new();
+                        // A backend joining a running upstream ramps up
+                        // (slow start); the upstream's first backends do not.
+                        if upstream_existed(previous, &u.name) {
+                            s.ramp_from.store(
+                                crate::clock::now_nanos(),
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                        }
+                        s
+                    });
                 backends.push(Arc::new(Backend {
                     healthy_gauge: metrics
                         .upstream_healthy
@@ -253,6 +266,7 @@ impl Snapshot {
                     ..health::Settings::from_config(config.health_of(u))
                 },
                 breaker: breaker::Settings::from_config(config.breaker_of(u)),
+                slow_start: u64::try_from(u.slow_start.as_nanos()).unwrap_or(u64::MAX),
                 outlier: crate::outlier::Detector::new(
                     crate::outlier::Settings::from_config(u.outlier_detection.as_ref()),
                     metrics.outlier_ejections.clone(),
@@ -349,6 +363,11 @@ impl Snapshot {
             .iter()
             .any(|u| u.backends.iter().any(|b| b.state.uid == uid))
     }
+}
+
+/// True when `previous` had an upstream named `name`.
+fn upstream_existed(previous: Option<&Snapshot>, name: &str) -> bool {
+    previous.is_some_and(|p| p.upstreams.iter().any(|u| u.name == name))
 }
 
 /// The limiter for a `rate_limit` section: the previous one while its

@@ -476,3 +476,43 @@ async fn sticky_cookies_keep_a_client_on_its_backend_while_it_is_eligible() {
     }
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn a_route_split_shares_requests_exactly_and_follows_a_reload() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let yaml = |w1: u32, w2: u32| {
+        config(
+            &[
+                upstream("v1", "round_robin", &[(&v1, 1)]),
+                upstream("v2", "round_robin", &[(&v2, 1)]),
+            ],
+            &format!(
+                "routes:\n  - name: shop\n    path_prefix: /\n    split:\n      - {{upstream: v1, weight: {w1}}}\n      - {{upstream: v2, weight: {w2}}}\n"
+            ),
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("isame.yaml");
+    std::fs::write(&path, yaml(3, 1)).expect("write");
+    let proxy = common::start_with(&yaml(3, 1), Some(path.clone()), 2);
+    let mut client = Client::http1(proxy.proxy_addr).await.expect("connect");
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        seen.push(backend_of(&client.get("/").await.expect("request")));
+    }
+    for window in seen.chunks(4) {
+        assert_eq!(window.iter().filter(|b| *b == "v2").count(), 1, "{seen:?}");
+    }
+    let status = isame_testkit::client::get(proxy.admin_addr, "/status")
+        .await
+        .expect("status")
+        .json();
+    assert_eq!(status["routes"][0]["split"][1]["weight"], 1, "{status}");
+
+    std::fs::write(&path, yaml(0, 1)).expect("write");
+    proxy.reload().await.expect("reload");
+    for _ in 0..10 {
+        assert_eq!(backend_of(&client.get("/").await.expect("request")), "v2");
+    }
+    stop(proxy).await;
+}

@@ -188,3 +188,69 @@ async fn ejection_state_survives_a_reload_and_a_removed_backend_loses_its_series
     assert!(!m.contains(&b.url()), "b's series linger:\n{m}");
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn slow_start_ramps_a_new_backends_share_and_never_turns_a_request_away() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let yaml = |backends: &[(&Backend, u32)]| {
+        let mut up = upstream("web", "round_robin", backends);
+        up.push_str("    slow_start: 2s\n");
+        config(&[up], "")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("isame.yaml");
+    std::fs::write(&path, yaml(&[(&a, 1)])).expect("write");
+    let proxy = start_with(&yaml(&[(&a, 1)]), Some(path.clone()), 1);
+    let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
+    assert_eq!(backend_of(&c.get("/").await.expect("request")), "a");
+
+    std::fs::write(&path, yaml(&[(&a, 1), (&b, 1)])).expect("write");
+    proxy.reload().await.expect("reload");
+    let s = status(proxy.admin_addr).await;
+    assert_eq!(s["upstreams"][0]["slow_start"], "2s");
+    assert!(
+        backend(&s, 1)["slow_start_share"]
+            .as_f64()
+            .is_some_and(|p| p < 0.5),
+        "{s}"
+    );
+    assert!(backend(&s, 0)["slow_start_share"].is_null(), "{s}");
+    let t0 = Instant::now();
+    let mut seen: Vec<(f64, bool)> = Vec::new();
+    while t0.elapsed() < Duration::from_millis(2600) {
+        let r = c.get("/").await.expect("request");
+        assert_eq!(r.status, 200, "slow start never fails a request");
+        seen.push((t0.elapsed().as_secs_f64(), backend_of(&r) == "b"));
+    }
+    let share = |from: f64, to: f64| {
+        let w: Vec<bool> = seen
+            .iter()
+            .filter(|(t, _)| (from..to).contains(t))
+            .map(|(_, b)| *b)
+            .collect();
+        assert!(
+            w.len() >= 20,
+            "too few requests in [{from}, {to}): {}",
+            w.len()
+        );
+        w.iter().filter(|b| **b).count() as f64 / w.len() as f64
+    };
+    let (early, middle, done) = (share(0.0, 0.4), share(0.9, 1.3), share(2.2, 2.6));
+    assert!(early < 0.2, "b takes little at first: {early}");
+    assert!((0.15..0.45).contains(&middle), "b ramps: {middle}");
+    assert!(
+        (0.4..0.6).contains(&done),
+        "b takes its full share after 2s: {done}"
+    );
+    assert!(early < middle && middle < done, "{early} {middle} {done}");
+
+    // Every backend ramping at once (the only one replaced): still served.
+    let c2 = Backend::start("c").await;
+    std::fs::write(&path, yaml(&[(&c2, 1)])).expect("write");
+    proxy.reload().await.expect("reload");
+    for _ in 0..20 {
+        let r = c.get("/").await.expect("request");
+        assert_eq!((r.status.as_u16(), backend_of(&r).as_str()), (200, "c"));
+    }
+    stop(proxy).await;
+}

@@ -141,7 +141,7 @@ async fn an_unknown_field_is_a_nack_naming_it_and_the_last_good_config_stays() {
     // would send it: refused with its path, not dropped.
     let mut newer = good.clone();
     newer["upstreams"][0]["backends"][0]["priority"] = serde_json::json!(2);
-    newer["upstreams"][0]["slow_start"] = serde_json::json!("30s");
+    newer["upstreams"][0]["warmup"] = serde_json::json!("30s");
     snap_tx
         .send(snapshot(2, newer.to_string()))
         .await
@@ -152,14 +152,11 @@ async fn an_unknown_field_is_a_nack_naming_it_and_the_last_good_config_stays() {
             let paths: Vec<&str> = n.errors.iter().map(|e| e.path.as_str()).collect();
             assert_eq!(
                 paths,
-                [
-                    "upstreams[0].slow_start",
-                    "upstreams[0].backends[0].priority"
-                ],
+                ["upstreams[0].warmup", "upstreams[0].backends[0].priority"],
                 "{:?}",
                 n.errors
             );
-            assert!(n.errors[0].message.contains("unknown field `slow_start`"));
+            assert!(n.errors[0].message.contains("unknown field `warmup`"));
         }
         other => panic!("expected NACK of 2, got {other:?}"),
     }

@@ -894,6 +894,16 @@ fn balancing_affinity_rules() {
         "applies only",
     );
 
+    let c = Config::from_yaml(&plain("    slow_start: 30s\n")).expect("valid");
+    assert_eq!(
+        c.upstreams[0].slow_start,
+        std::time::Duration::from_secs(30)
+    );
+    assert_problem(
+        &plain("    slow_start: 2h\n"),
+        "upstreams[0].slow_start",
+        "at most 1h",
+    );
     let c = Config::from_yaml(&plain("    sticky: {cookie: lb, ttl: 1h}\n")).expect("valid");
     let s = c.upstreams[0].sticky.as_ref().expect("sticky");
     assert!(s.http_only && !s.secure);
@@ -968,4 +978,50 @@ fn outlier_detection_rules() {
         "{enabled: false, consecutive_5xx: 0, consecutive_gateway_errors: 0}",
     ))
     .expect("valid");
+}
+
+#[test]
+fn route_split_rules() {
+    let base = BASE.replace(
+        "      - url: http://127.0.0.1:3001\n        weight: 2\n",
+        "      - url: http://127.0.0.1:3001\n        weight: 2\n  - name: canary\n    backends: [http://127.0.0.1:4000]\n",
+    );
+    let split = |body: &str| base.replace("    upstream: web\n", body);
+    let c = Config::from_yaml(&split(
+        "    split:\n      - {upstream: web, weight: 90}\n      - {upstream: canary, weight: 10}\n",
+    ))
+    .expect("valid");
+    assert_eq!(c.routes[0].split.len(), 2);
+    assert!(c.routes[0].upstream.is_empty());
+    assert_problem(&split(""), "routes[0].upstream", "required (or `split`");
+    assert_problem(
+        &split("    upstream: web\n    split: [{upstream: canary}]\n"),
+        "routes[0].split",
+        "either `upstream` or `split`",
+    );
+    assert_problem(
+        &split("    split: [{upstream: web}, {upstream: nope}]\n"),
+        "routes[0].split[1].upstream",
+        "no upstream is named \"nope\"",
+    );
+    assert_problem(
+        &split("    split: [{upstream: web}, {upstream: web}]\n"),
+        "routes[0].split[1].upstream",
+        "already in this split",
+    );
+    assert_problem(
+        &split("    split: [{upstream: web, weight: 0}]\n"),
+        "routes[0].split",
+        "at least one weight",
+    );
+    assert_problem(
+        &split("    split: [{upstream: web, weight: 1001}]\n"),
+        "routes[0].split[0].weight",
+        "",
+    );
+    assert_problem(
+        &split("    split: [{weight: 3}]\n"),
+        "routes[0].split[0].upstream",
+        "required",
+    );
 }

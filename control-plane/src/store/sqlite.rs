@@ -164,7 +164,8 @@ async fn write_resources(
         )
         .bind(&r.name)
         .bind(int(i as u64))
-        .bind(&r.upstream)
+        // A split's first upstream stands for it (the column is informational).
+        .bind(r.split.first().map_or(&r.upstream, |s| &s.upstream))
         .bind(json_text(r)?)
         .execute(&mut **tx)
         .await?;

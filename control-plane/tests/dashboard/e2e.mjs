@@ -170,6 +170,8 @@ try {
   web.algorithm = "consistent_hash";
   web.hash_on = "header:X-User";
   web.sticky = { cookie: "lb" };
+  web.slow_start = "30s";
+  web.outlier_detection = { consecutive_5xx: 3 };
   web.backends.find((b) => b.url === "http://127.0.0.1:3001").drain = true;
   web.backends.find((b) => b.url === "http://127.0.0.1:3002").weight = 5;
   web.backends.push({ url: "http://127.0.0.1:3003", weight: 2 });
@@ -201,6 +203,8 @@ try {
   await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://127.0.0.1:3001"]', "draining");
   await waitContains(page, 'section[data-upstream="web"] h2', "consistent hash on header:X-User");
   await waitContains(page, 'section[data-upstream="web"] h2', "sticky cookie lb");
+  await waitContains(page, 'section[data-upstream="web"] h2', "slow start 30s");
+  await waitContains(page, 'section[data-upstream="web"] h2', "outlier detection");
   await shot(page, "upstreams");
 
   step("traffic shows live rates per upstream");

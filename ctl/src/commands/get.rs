@@ -84,13 +84,7 @@ fn routes(rows: &[Value]) -> String {
     let mut t = Table::new(&["NAME", "HOST", "PATH", "HEADERS", "UPSTREAM"]);
     for r in rows {
         let (host, path, headers) = route_match(r);
-        t.row(vec![
-            text(&r["name"]),
-            host,
-            path,
-            headers,
-            text(&r["upstream"]),
-        ]);
+        t.row(vec![text(&r["name"]), host, path, headers, route_target(r)]);
     }
     t.render()
 }
@@ -153,7 +147,7 @@ pub fn describe(ctx: &Ctx, what: &Describe) -> Result<()> {
                     ("Host", host),
                     ("Path prefix", path),
                     ("Headers", headers),
-                    ("Upstream", text(&r["upstream"])),
+                    ("Upstream", route_target(&r)),
                     ("Rate limit", text(&r["rate_limit"])),
                 ])
             })
@@ -174,7 +168,12 @@ fn upstream(ctx: &Ctx, name: &str) -> Result<()> {
     let routes = ctx.client.get("/routes")?;
     let used_by: Vec<String> = items(&routes, "routes")
         .iter()
-        .filter(|r| r["upstream"].as_str() == Some(name))
+        .filter(|r| {
+            r["upstream"].as_str() == Some(name)
+                || items(r, "split")
+                    .iter()
+                    .any(|s| s["upstream"].as_str() == Some(name))
+        })
         .map(|r| text(&r["name"]))
         .collect();
     let health = items(&fleet, "upstreams")
@@ -313,4 +312,18 @@ fn algorithm(u: &Value) -> String {
         .as_str()
         .unwrap_or("weighted_round_robin");
     format!("{name} on {on} (without it: {fallback})")
+}
+
+/// Where a route sends requests: its upstream, or its split as
+/// `v1=90, v2=10`.
+fn route_target(r: &Value) -> String {
+    let split = items(r, "split");
+    if split.is_empty() {
+        return text(&r["upstream"]);
+    }
+    split
+        .iter()
+        .map(|s| format!("{}={}", text(&s["upstream"]), text(&s["weight"])))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

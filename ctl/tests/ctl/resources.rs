@@ -303,3 +303,34 @@ fn hashing_and_sticky_cookies_show_in_the_diff_and_describe() {
         .expect(1);
     assert!(r.stderr.contains("upstreams[0].hash_on"), "{r}");
 }
+
+#[test]
+fn a_route_split_is_shown_and_counts_as_use_of_its_upstreams() {
+    let cp = Cp::start();
+    cp.seed();
+    let split = BASE.replace(
+        "    upstream: api\n",
+        "    split:\n      - {upstream: api, weight: 90}\n      - {upstream: web, weight: 10}\n",
+    );
+    let r = cp
+        .ctl(&["apply", "-f", &cp.file("split.yaml", &split)])
+        .expect(0);
+    assert!(r.stdout.contains("+ routes[api].split[web]\n"), "{r}");
+    assert!(r.stdout.contains("- routes[api].upstream: api\n"), "{r}");
+    let t = cp.ctl(&["get", "routes"]).expect(0).stdout;
+    assert!(t.contains("api=90, web=10"), "{t}");
+    let t = cp.ctl(&["describe", "upstream", "web"]).expect(0).stdout;
+    assert!(t.contains("Used by routes:    api\n"), "{t}");
+    // Moving the canary's share is one change.
+    let moved = split
+        .replace("weight: 90", "weight: 50")
+        .replace("weight: 10", "weight: 50");
+    let r = cp
+        .ctl(&["apply", "-f", &cp.file("moved.yaml", &moved), "--dry-run"])
+        .expect(0);
+    assert!(
+        r.stdout
+            .contains("~ routes[api].split[web].weight: 10 → 50\n"),
+        "{r}"
+    );
+}

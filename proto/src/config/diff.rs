@@ -43,9 +43,10 @@ pub struct Change {
 
 /// Lists whose elements are matched by a key field rather than by position:
 /// (list path without keys, key field).
-const KEYED: [(&str, &str); 4] = [
+const KEYED: [(&str, &str); 5] = [
     ("upstreams", "name"),
     ("routes", "name"),
+    ("routes.split", "upstream"),
     ("upstreams.backends", "url"),
     ("tls.certificates", "cert_file"),
 ];

@@ -223,6 +223,15 @@ pub struct Upstream {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[config(inherit)]
     pub health: Option<Health>,
+    /// A backend that joins the upstream (added by a reload), becomes
+    /// healthy again or returns from an ejection takes a share of requests
+    /// that grows linearly from nothing to its full share over this time,
+    /// under every algorithm; `0s`: at once.
+    #[serde(
+        serialize_with = "duration::serialize",
+        skip_serializing_if = "Duration::is_zero"
+    )]
+    pub slow_start: Duration,
     /// Passive outlier detection: backends whose answers go bad leave the
     /// rotation for a while. Off unless this section is given.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,9 +336,17 @@ pub struct Route {
     )]
     #[config(with = header_map)]
     pub headers: Vec<HeaderMatch>,
-    /// Name of the upstream that serves matching requests.
-    #[config(required, pattern = NAME_PATTERN)]
+    /// Name of the upstream that serves matching requests; required
+    /// unless `split` is given.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    #[config(pattern = NAME_PATTERN)]
     pub upstream: String,
+    /// Instead of `upstream`: matching requests shared between upstreams
+    /// by weight, exactly (like `weighted_round_robin`: every window of
+    /// sum(weights) requests holds each share), for canaries and blue-green
+    /// moves. A weight of 0 sends nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<Split>,
     /// Per-client rate limit for requests this route matches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
@@ -337,6 +354,17 @@ pub struct Route {
     /// written (responses pass back in reverse order).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub middleware: Vec<Middleware>,
+}
+
+/// One upstream of a route's `split` and its share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
+pub struct Split {
+    /// Name of the upstream.
+    #[config(required, pattern = NAME_PATTERN)]
+    pub upstream: String,
+    /// Its share of the route's requests, relative to the others'.
+    #[config(default = 1, max = 1000)]
+    pub weight: u32,
 }
 
 /// One header a route requires: its name and exact value.

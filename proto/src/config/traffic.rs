@@ -152,6 +152,9 @@ impl SameSite {
 /// Longest sticky cookie lifetime: what browsers keep at most (400 days).
 const MAX_STICKY_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
 
+/// Longest ramp of a backend's share.
+const MAX_SLOW_START: Duration = Duration::from_secs(3600);
+
 /// The rules across an upstream's balancing fields.
 pub(super) fn validate(u: &Upstream, path: &Path, p: &mut Problems) {
     if u.algorithm != Algorithm::ConsistentHash {
@@ -173,6 +176,9 @@ pub(super) fn validate(u: &Upstream, path: &Path, p: &mut Problems) {
             &path.key("hash_fallback"),
             "must be round_robin, weighted_round_robin or least_connections",
         );
+    }
+    if u.slow_start > MAX_SLOW_START {
+        p.add(&path.key("slow_start"), "must be at most 1h");
     }
     if let Some(s) = &u.sticky {
         let at = path.key("sticky");

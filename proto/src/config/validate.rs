@@ -342,13 +342,40 @@ fn grpc_health(c: &Config, u: &Upstream, path: &Path, p: &mut Problems) {
 
 fn route(r: &Route, upstreams: &HashSet<&str>, path: &Path, p: &mut Problems) {
     name(&r.name, &path.key("name"), p);
-    if r.upstream.is_empty() {
-        p.add(&path.key("upstream"), "must not be empty");
-    } else if !upstreams.contains(r.upstream.as_str()) {
-        p.add(
+    let known = |u: &str, at: &Path, p: &mut Problems| {
+        if !upstreams.contains(u) {
+            p.add(at, format!("no upstream is named {u:?}"));
+        }
+    };
+    match (r.upstream.is_empty(), r.split.is_empty()) {
+        (true, true) => p.add(
             &path.key("upstream"),
-            format!("no upstream is named {:?}", r.upstream),
-        );
+            "required (or `split`: upstreams with weights)",
+        ),
+        (false, false) => p.add(
+            &path.key("split"),
+            "give either `upstream` or `split`, not both",
+        ),
+        (false, true) => known(&r.upstream, &path.key("upstream"), p),
+        (true, false) => {
+            let mut seen = HashSet::new();
+            for (i, s) in r.split.iter().enumerate() {
+                let at = path.key("split").index(i);
+                if s.upstream.is_empty() {
+                    continue;
+                }
+                known(&s.upstream, &at.key("upstream"), p);
+                if !seen.insert(s.upstream.as_str()) {
+                    p.add(
+                        &at.key("upstream"),
+                        format!("{:?} is already in this split", s.upstream),
+                    );
+                }
+            }
+            if r.split.iter().all(|s| s.weight == 0) {
+                p.add(&path.key("split"), "at least one weight must be above 0");
+            }
+        }
     }
     if let Some(host) = &r.host {
         host_pattern(host, &path.key("host"), p);

@@ -111,6 +111,7 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
                         SameSite::Strict
                     },
                 }),
+                slow_start: Duration::from_secs(u64::from(own.4) * 3),
                 outlier_detection: own.1.then(|| OutlierDetection {
                     consecutive_5xx: own.4 - 1,
                     interval: connect,
@@ -247,7 +248,23 @@ pub fn config() -> impl Strategy<Value = Config> {
                                     .into_iter()
                                     .map(|(name, value)| HeaderMatch { name, value })
                                     .collect(),
-                                upstream: names[up.index(names.len())].clone(),
+                                upstream: if i % 3 == 2 && names.len() > 1 {
+                                    String::new()
+                                } else {
+                                    names[up.index(names.len())].clone()
+                                },
+                                split: if i % 3 == 2 && names.len() > 1 {
+                                    names
+                                        .iter()
+                                        .enumerate()
+                                        .map(|(k, n)| Split {
+                                            upstream: n.clone(),
+                                            weight: k as u32,
+                                        })
+                                        .collect()
+                                } else {
+                                    Vec::new()
+                                },
                                 rate_limit: wildcard.then(|| RateLimit {
                                     enabled: true,
                                     requests_per_ip: 7,
