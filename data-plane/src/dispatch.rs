@@ -157,10 +157,11 @@ pub async fn dispatch(
 
 /// A backend for the next try, with its breaker's permit. The first try
 /// goes to the backend the sticky cookie names while it is eligible, else
-/// asks the balancer (with the request's hash key), whose pick of a backend
-/// in slow start may be turned down (see [`crate::ramp`]). A retry goes to the next eligible backend after the
-/// last one tried that has not been tried yet (else any eligible one), and
-/// leaves the balancer's rotation as it was.
+/// asks the balancer (with the request's hash key), whose pick of a
+/// backend in slow start may be turned down (see [`crate::ramp`]). A retry
+/// goes to the next eligible backend after the last one tried that has not
+/// been tried yet (else any eligible one), and leaves the balancer's
+/// rotation as it was.
 fn choose<'a>(
     up: &'a UpstreamRt,
     affinity: &Affinity,
