@@ -149,7 +149,7 @@ fn key<'a>(on: &HashOn, parts: &'a Parts, client: IpAddr) -> Option<Key<'a>> {
 
 /// The value of cookie `name` in the request's `Cookie` headers (HTTP/2
 /// clients may send several), without surrounding quotes.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers.get_all(COOKIE).iter().find_map(|line| {
         line.as_bytes().split(|&b| b == b';').find_map(|pair| {
             let pair = pair.trim_ascii();

@@ -32,6 +32,7 @@ struct CompiledRoute {
     host: Option<HostMatch>,
     prefix: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    cookies: Vec<(String, String)>,
     upstream: usize,
     /// A weighted split between upstreams, instead of `upstream`.
     split: Option<Arc<Split>>,
@@ -133,6 +134,11 @@ impl Router {
                         ))
                     })
                     .collect(),
+                cookies: r
+                    .cookies
+                    .iter()
+                    .map(|c| (c.name.clone(), c.value.clone()))
+                    .collect(),
                 upstream,
                 split,
                 index,
@@ -160,6 +166,9 @@ impl Router {
                     && r.headers
                         .iter()
                         .all(|(n, v)| headers.get_all(n).iter().any(|have| have == v))
+                    && r.cookies
+                        .iter()
+                        .all(|(n, v)| crate::affinity::cookie(headers, n) == Some(v.as_bytes()))
             })
             .map(|r| Match {
                 upstream: r.split.as_ref().map_or(r.upstream, |s| s.pick()),
@@ -201,6 +210,7 @@ mod tests {
                 })
                 .collect(),
             upstream: upstream.into(),
+            cookies: Vec::new(),
             split: Vec::new(),
             rate_limit: None,
             middleware: Vec::new(),

@@ -516,3 +516,29 @@ async fn a_route_split_shares_requests_exactly_and_follows_a_reload() {
     }
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn canary_users_are_picked_out_by_cookie() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let proxy = start(&config(
+        &[
+            upstream("v1", "round_robin", &[(&v1, 1)]),
+            upstream("v2", "round_robin", &[(&v2, 1)]),
+        ],
+        "routes:\n  - name: canary-users\n    cookies: {canary: \"1\"}\n    upstream: v2\n  - name: everyone\n    upstream: v1\n",
+    ));
+    let mut client = Client::http1(proxy.proxy_addr).await.expect("connect");
+    for (cookie, want) in [
+        (None, "v1"),
+        (Some("canary=1"), "v2"),
+        (Some("session=abc; canary=1"), "v2"),
+        (Some("canary=0"), "v1"),
+        (Some("xcanary=1"), "v1"),
+        (Some("canary=\"1\""), "v2"),
+    ] {
+        let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+        let r = client.send(get_with(&headers)).await.expect("request");
+        assert_eq!(backend_of(&r), want, "cookie {cookie:?}");
+    }
+    stop(proxy).await;
+}

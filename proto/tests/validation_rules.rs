@@ -1025,3 +1025,29 @@ fn route_split_rules() {
         "required",
     );
 }
+
+#[test]
+fn route_cookie_rules() {
+    let c = Config::from_yaml(&BASE.replace(
+        "    upstream: web\n",
+        "    upstream: web\n    cookies: {canary: \"1\"}\n",
+    ))
+    .expect("valid");
+    assert_eq!(c.routes[0].cookies[0].name, "canary");
+    assert_problem(
+        &BASE.replace(
+            "    upstream: web\n",
+            "    upstream: web\n    cookies: {\"a b\": x}\n",
+        ),
+        "routes[0].cookies.a b",
+        "not a valid cookie name",
+    );
+    assert_problem(
+        &BASE.replace(
+            "    upstream: web\n",
+            "    upstream: web\n    cookies: {c: \"x;y\"}\n",
+        ),
+        "routes[0].cookies.c",
+        "visible ASCII other than",
+    );
+}

@@ -28,6 +28,14 @@ pub struct Route {
     )]
     #[config(with = header_map)]
     pub headers: Vec<HeaderMatch>,
+    /// Cookies that must all be present with exactly these values (names
+    /// case-sensitive), e.g. `{canary: "1"}` for the users of a canary.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "serialize_headers"
+    )]
+    #[config(with = header_map)]
+    pub cookies: Vec<HeaderField>,
     /// Name of the upstream that serves matching requests; required
     /// unless `split` is given.
     #[serde(skip_serializing_if = "String::is_empty")]

@@ -387,6 +387,26 @@ fn route(r: &Route, upstreams: &HashSet<&str>, path: &Path, p: &mut Problems) {
         rate_limit(rl, &path.key("rate_limit"), p);
     }
     super::middleware::validate(&r.middleware, &path.key("middleware"), p);
+    let mut cookies = HashSet::new();
+    for c in &r.cookies {
+        let at = path.key("cookies").key(&c.name);
+        if c.name.is_empty() || !c.name.bytes().all(is_token_byte) {
+            p.add(&at, format!("{:?} is not a valid cookie name", c.name));
+        } else if !cookies.insert(c.name.as_str()) {
+            p.add(&at, "duplicate cookie");
+        }
+        // RFC 6265's cookie-octet: visible ASCII but `"`, `,`, `;` and `\`.
+        if !c
+            .value
+            .bytes()
+            .all(|b| (b'!'..=b'~').contains(&b) && !b"\",;\\".contains(&b))
+        {
+            p.add(
+                &at,
+                "value may only contain visible ASCII other than '\"', ',', ';' and '\\'",
+            );
+        }
+    }
     let mut seen = HashSet::new();
     for h in &r.headers {
         let hpath = path.key("headers").key(&h.name);

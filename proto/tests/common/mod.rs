@@ -248,6 +248,14 @@ pub fn config() -> impl Strategy<Value = Config> {
                                     .into_iter()
                                     .map(|(name, value)| HeaderMatch { name, value })
                                     .collect(),
+                                cookies: if i % 2 == 1 {
+                                    vec![HeaderField {
+                                        name: "canary".into(),
+                                        value: format!("v{i}"),
+                                    }]
+                                } else {
+                                    Vec::new()
+                                },
                                 upstream: if i % 3 == 2 && names.len() > 1 {
                                     String::new()
                                 } else {
