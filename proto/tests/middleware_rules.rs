@@ -178,7 +178,7 @@ fn unknown_fields_and_types_are_named() {
     assert_problem(
         "      - request_headers: {set: [X-A]}\n",
         "routes[0].middleware[0].request_headers.set",
-        "mapping of header name to value",
+        "mapping of name to value",
     );
     assert_problem(
         "      - request_headers: {set: {X-A: 5}}\n",

@@ -488,7 +488,7 @@ fn route_rules() {
     assert_problem(
         &route("    headers: [1]\n"),
         "routes[0].headers",
-        "mapping of header name",
+        "mapping of name to value",
     );
     assert_problem(
         &BASE.replace("upstream: web", "upstream: nowhere"),

@@ -368,7 +368,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, v: NewVersion) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let inserted = sqlx::query(
             "INSERT INTO config_versions
                (version, created_at, author, message, hash, config, changes, rollback_of,
@@ -407,7 +407,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit(&self, entry: NewAudit) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         insert_audit(&mut tx, &entry, None).await?;
         tx.commit().await?;
         Ok(())
@@ -479,7 +479,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_nodes(&self, updates: &[(String, NodeUpdate)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         for (id, update) in updates {
             record_node(&mut tx, id, update).await?;
         }
@@ -544,4 +544,14 @@ impl Store for SqliteStore {
         }
         self.pool.close().await;
     }
+}
+
+/// A transaction that holds SQLite's write lock from its start. A deferred
+/// one that reads before it writes fails at once (`SQLITE_BUSY`, no
+/// waiting) when another connection wrote in between; taking the lock
+/// first makes it wait for the busy timeout like any writer instead.
+pub(super) async fn begin_write(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
 }

@@ -1,6 +1,6 @@
 //! The certificate store's tables in SQLite (`migrations/0003_certificates.sql`).
 
-use super::sqlite::insert_audit;
+use super::sqlite::{begin_write, insert_audit};
 use super::{CertificateMeta, Material, NewAudit, NewCertificate, StoreError};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{Row, Sqlite, Transaction};
@@ -164,7 +164,7 @@ pub async fn put(
     c: &NewCertificate,
     audit: &NewAudit,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin_write(pool).await?;
     unused_by_head(&mut tx, &c.meta.name).await?;
     upsert(&mut tx, c).await?;
     insert_audit(&mut tx, audit, None).await?;
@@ -175,7 +175,7 @@ pub async fn put(
 /// Removes a name with its audit entry, and its material when no version
 /// used it; [`StoreError::Conflict`] when the newest version names it.
 pub async fn delete(pool: &SqlitePool, name: &str, audit: &NewAudit) -> Result<bool, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin_write(pool).await?;
     unused_by_head(&mut tx, name).await?;
     let material: Option<String> =
         sqlx::query_scalar("SELECT material_id FROM certificates WHERE name = ?")

@@ -93,10 +93,7 @@ pub(crate) mod header_map {
             other => {
                 r.add(
                     at,
-                    format!(
-                        "expected a mapping of header name to value, found {}",
-                        kind(other)
-                    ),
+                    format!("expected a mapping of name to value, found {}", kind(other)),
                 );
                 None
             }

@@ -104,7 +104,7 @@ impl<'a> Writer<'a> {
             return (format!("list of {}", plural(&inner)), extra);
         }
         if s.get("additionalProperties").is_some_and(Value::is_object) {
-            return ("mapping of header name to value".into(), String::new());
+            return ("mapping of name to value".into(), String::new());
         }
         if let Some(values) = s.get("enum").and_then(Value::as_array) {
             let shown: Vec<String> = values
