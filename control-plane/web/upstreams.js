@@ -22,6 +22,15 @@ function health(b, connected) {
   );
 }
 
+// An upstream's own retry policy, in a few words.
+function retries(r) {
+  if (!r) return null;
+  if (r.enabled === false) return h("span", { class: "muted retry" }, " · no retries");
+  const on = (r.retry_on || []).join(", ");
+  const perTry = r.per_try_timeout && r.per_try_timeout !== "0s" ? `, ${r.per_try_timeout} a try` : "";
+  return h("span", { class: "muted retry" }, ` · retries on ${on}${perTry}`);
+}
+
 function upstream(u, seen, connected) {
   const byUrl = new Map((seen?.backends || []).map((b) => [b.url, b]));
   const weighted = ["weighted_round_robin", "consistent_hash"].includes(u.algorithm);
@@ -41,6 +50,7 @@ function upstream(u, seen, connected) {
       u.outlier_detection && u.outlier_detection.enabled !== false
         ? h("span", { class: "muted outliers" }, " · outlier detection")
         : null,
+      retries(u.retry),
     ),
     table(
       { class: "backends" },

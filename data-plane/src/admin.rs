@@ -134,7 +134,9 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
     let upstreams: Vec<_> = snap
         .upstreams
         .iter()
-        .map(|u| {
+        .zip(&c.upstreams)
+        .map(|(u, uc)| {
+            let r = c.retry_of(uc);
             json!({
                 "name": u.name,
                 "algorithm": u.algorithm.as_str(),
@@ -144,6 +146,12 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
                 "response_timeout": isame_proto::config::duration::format(u.response_timeout),
                 "health_checks": u.health.enabled,
                 "retries": u.retry.enabled,
+                "retry": {
+                    "max_attempts": r.max_attempts,
+                    "retry_on": r.retry_on,
+                    "per_try_timeout": isame_proto::config::duration::format(r.per_try_timeout),
+                    "retriable_methods": r.retriable_methods,
+                },
                 "outlier_detection": u.outlier.settings.enabled,
                 "slow_start": isame_proto::config::duration::format(std::time::Duration::from_nanos(u.slow_start)),
                 "backends": u.backends.iter().map(|b| json!({
@@ -178,6 +186,7 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
             "path_prefix": r.path_prefix,
             "upstream": (!r.upstream.is_empty()).then_some(&r.upstream),
             "split": (!r.split.is_empty()).then(|| r.split.iter().map(|s| json!({"upstream": s.upstream, "weight": s.weight})).collect::<Vec<_>>()),
+            "retry": r.retry,
         }))
         .collect();
     json!({

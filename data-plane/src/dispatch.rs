@@ -9,10 +9,11 @@ use crate::error::ProxyError;
 use crate::finish::Finish;
 use crate::metrics::{self, Metrics};
 use crate::outlier::Answer;
+use crate::retry::{Failure, Policy};
 use crate::snapshot::UpstreamRt;
 use crate::upstream::{self, Head, ResponseBody, UpstreamError};
 use crate::{clock, grpc, ramp};
-use http::StatusCode;
+use http::Method;
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::time::Duration;
@@ -44,15 +45,16 @@ pub async fn dispatch(
         parts,
         start,
         client_stall,
+        retry: policy,
         ..
     } = *out;
-    let idempotent = upstream::is_idempotent(&parts.method);
-    let mut body = keep_for_resending(up, idempotent, body, client_stall).await?;
+    let method_ok = policy.method_ok(&parts.method);
+    let mut body = keep_for_resending(policy, &parts.method, body, client_stall).await?;
     // Decided before the first try: a streamed body is gone once sent.
     let replayable = body.replayable();
-    let retries_on = up.retry.enabled;
+    let retries_on = policy.enabled;
     if retries_on {
-        up.retry.budget.note_request(start);
+        policy.budget.note_request(start);
     }
     let mut tried: Vec<usize> = Vec::new();
     let mut rng = None;
@@ -112,26 +114,29 @@ pub async fn dispatch(
             }
         }
 
-        let retry = failed
-            && attempt < up.retry.max_attempts
-            && retries_on
+        let retry = retries_on
+            && attempt < policy.max_attempts
             && match &sent {
-                Err(e) if e.request_not_sent() => true,
-                Err(e) => !e.client_fault() && idempotent && replayable,
-                // gRPC's UNAVAILABLE says the call may be made again,
-                // whatever its method, when its whole body was kept.
-                Ok((head, _)) if unavailable(head) => body.replayable(),
+                Err(e) if e.request_not_sent() => policy.retries(Failure::NotSent, true, true),
+                // A stalled or vanished client, or a backend that cannot
+                // carry the call: another try would fare no better.
+                Err(e) if e.client_fault() || matches!(e, UpstreamError::NeedsHttp2) => false,
+                Err(UpstreamError::Timeout) => {
+                    policy.retries(Failure::Timeout, method_ok, replayable)
+                }
+                Err(_) => policy.retries(Failure::Reset, method_ok, replayable),
+                // A gRPC body is kept as it streams: whether all of it was
+                // is known only now.
+                Ok((head, _)) if unavailable(head) => {
+                    policy.retries(Failure::GrpcUnavailable, method_ok, body.replayable())
+                }
                 Ok((head, _)) => {
-                    matches!(
-                        head.status,
-                        StatusCode::BAD_GATEWAY
-                            | StatusCode::SERVICE_UNAVAILABLE
-                            | StatusCode::GATEWAY_TIMEOUT
-                    ) && idempotent
-                        && replayable
+                    policy.retries(Failure::Status(head.status), method_ok, replayable)
                 }
             }
-            && up.retry.budget.try_retry(done);
+            && policy
+                .budget
+                .try_retry(if failed { done } else { clock::now_nanos() });
         if !retry {
             return match sent {
                 Ok((head, body)) => Ok(Dispatched {
@@ -146,9 +151,7 @@ pub async fn dispatch(
         // it reached the client.
         drop(sent);
         up.retries.inc();
-        let wait = up
-            .retry
-            .backoff(attempt, rng.get_or_insert_with(fastrand::Rng::new));
+        let wait = policy.backoff(attempt, rng.get_or_insert_with(fastrand::Rng::new));
         tokio::time::sleep(wait).await;
         attempt += 1;
         now = clock::now_nanos();
@@ -234,16 +237,16 @@ fn record(up: &UpstreamRt, b: &Backend, permit: Permit<'_>, outcome: Outcome, no
 /// Reads a small request body into memory when a retry might need to send
 /// it again; other bodies stream.
 async fn keep_for_resending(
-    up: &UpstreamRt,
-    idempotent: bool,
+    policy: &Policy,
+    method: &Method,
     body: ReqBody,
     client_stall: Duration,
 ) -> Result<ReqBody, ProxyError> {
     let small = body
         .size_hint()
         .exact()
-        .is_some_and(|n| n > 0 && n <= up.retry.max_body_bytes);
-    if !(up.retry.enabled && idempotent && small && !body.is_end_stream()) {
+        .is_some_and(|n| n > 0 && n <= policy.max_body_bytes);
+    if !(small && !body.is_end_stream() && policy.may_replay(method)) {
         return Ok(body);
     }
     match tokio::time::timeout(client_stall, body.collect()).await {

@@ -268,6 +268,11 @@ pub async fn handle(
             snap.timeouts.header_read
         },
         grpc: caller.grpc,
+        retry: found
+            .route
+            .and_then(|r| snap.route_retry[r].as_ref())
+            .and_then(|p| p.get(ui))
+            .unwrap_or(&up.retry),
     };
     let affinity = if up.hash_on.is_some() || up.sticky.is_some() {
         affinity::of(up.hash_on.as_ref(), up.sticky.as_ref(), &parts, client)

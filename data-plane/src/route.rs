@@ -213,6 +213,7 @@ mod tests {
             cookies: Vec::new(),
             split: Vec::new(),
             rate_limit: None,
+            retry: None,
             middleware: Vec::new(),
         }
     }

@@ -114,6 +114,9 @@ pub struct Snapshot {
     pub route_limits: Vec<Option<Arc<Limiter>>>,
     /// Each route's middleware, by route index.
     pub middleware: Vec<Chain>,
+    /// Each route's versions of its upstreams' retry policies, by route
+    /// index (none: the upstreams' own apply).
+    pub route_retry: Vec<Option<retry::RoutePolicies>>,
     /// Proxies whose forwarding headers are believed.
     pub trusted: TrustedProxies,
     /// Client connection timeouts.
@@ -320,6 +323,21 @@ impl Snapshot {
         let router = Router::new(&config.routes, |name| {
             config.upstreams.iter().position(|u| u.name == name)
         });
+        let route_retry = config
+            .routes
+            .iter()
+            .map(|r| {
+                let over = r.retry.as_ref()?;
+                let names = std::iter::once(r.upstream.as_str())
+                    .chain(r.split.iter().map(|s| s.upstream.as_str()));
+                let targets = upstreams
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, u)| names.clone().any(|n| n == u.name))
+                    .map(|(i, u)| (i, &u.retry));
+                Some(retry::RoutePolicies::new(over, targets))
+            })
+            .collect();
         let route_limits = config
             .routes
             .iter()
@@ -331,6 +349,7 @@ impl Snapshot {
             generation,
             router,
             route_limits,
+            route_retry,
             middleware,
             upstreams,
             trusted: TrustedProxies::new(config.trusted_proxies.clone()),

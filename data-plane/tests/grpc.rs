@@ -489,9 +489,26 @@ async fn unavailable_is_retried_and_opens_the_breaker() {
         b.url()
     )];
 
-    // Retries on: every call ends on the backend that serves.
+    // Retries on, but gRPC calls are POSTs: none is sent twice unless a
+    // route says its calls may be.
     let retry = "retry:\n  enabled: true\n  max_attempts: 2\n  initial_backoff: 1ms\n  max_backoff: 2ms\n  budget_percent: 100\n";
     let proxy = start(&config(&two, retry));
+    let mut c = client(&proxy).await;
+    let before = a.calls();
+    let answers = served_by(&mut c, 8).await;
+    assert_eq!(
+        answers.iter().filter(|s| *s == "error Unavailable").count(),
+        a.calls() - before,
+        "every call a answered failed, none went again: {answers:?}"
+    );
+    assert!(a.calls() > before, "a took its turns");
+    stop(proxy).await;
+
+    // The route opts in: every call ends on the backend that serves.
+    let opt_in = format!(
+        "{retry}routes:\n  - name: calls\n    path_prefix: /\n    upstream: grpc\n    retry:\n      retriable_methods: [POST]\n"
+    );
+    let proxy = start(&config(&two, &opt_in));
     let mut c = client(&proxy).await;
     assert_eq!(served_by(&mut c, 8).await, ["b"; 8]);
     assert!(a.calls() >= 3, "a was tried: {}", a.calls());

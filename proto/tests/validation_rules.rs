@@ -1,7 +1,7 @@
 //! Every validation rule, checked by a config that breaks it. Each case names
 //! the path and a fragment of the message the user must see.
 
-use isame_proto::config::{Config, ConfigErrors, ProblemKind};
+use isame_proto::config::{Config, ConfigErrors, ProblemKind, RetryOn, IDEMPOTENT_METHODS};
 
 /// A valid config; cases patch it by replacing text.
 const BASE: &str = r#"
@@ -1049,5 +1049,119 @@ fn route_cookie_rules() {
         ),
         "routes[0].cookies.c",
         "visible ASCII other than",
+    );
+}
+
+#[test]
+fn retry_policy_rules() {
+    let r = |body: &str| with(&format!("retry:\n{body}"));
+    let c = Config::from_yaml(&r(
+        "  retry_on: [connect_failure, 5xx, 429, \"503\"]\n  per_try_timeout: 250ms\n  retriable_methods: [GET, HEAD]\n",
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.retry.retry_on,
+        [
+            RetryOn::ConnectFailure,
+            RetryOn::Status5xx,
+            RetryOn::Status(429),
+            RetryOn::Status(503)
+        ]
+    );
+    assert_eq!(
+        c.retry.per_try_timeout,
+        std::time::Duration::from_millis(250)
+    );
+    // Defaults: today's conditions, the idempotent methods, no per-try limit.
+    let d = Config::from_yaml(BASE).expect("valid");
+    assert_eq!(d.retry.retry_on, RetryOn::defaults());
+    assert_eq!(d.retry.retriable_methods, IDEMPOTENT_METHODS);
+    assert!(d.retry.per_try_timeout.is_zero());
+
+    assert_problem(
+        &r("  retry_on: [bogus]\n"),
+        "retry.retry_on[0]",
+        "not a retry condition",
+    );
+    assert_problem(
+        &r("  retry_on: [reset, 700]\n"),
+        "retry.retry_on[1]",
+        "400 to 599",
+    );
+    assert_problem(&r("  retry_on: [200]\n"), "retry.retry_on[0]", "400 to 599");
+    assert_problem(
+        &r("  retry_on: [reset, reset]\n"),
+        "retry.retry_on[1]",
+        "listed twice",
+    );
+    assert_problem(
+        &r("  retry_on: [{a: 1}]\n"),
+        "retry.retry_on[0]",
+        "condition name or a status code",
+    );
+    assert_problem(
+        &r("  retriable_methods: [get]\n"),
+        "retry.retriable_methods[0]",
+        "write GET",
+    );
+    assert_problem(
+        &r("  retriable_methods: [\"G T\"]\n"),
+        "retry.retriable_methods[0]",
+        "not a method",
+    );
+    // Only a route may make a method that is not idempotent retriable.
+    assert_problem(
+        &r("  retriable_methods: [GET, POST]\n"),
+        "retry.retriable_methods[1]",
+        "not idempotent",
+    );
+    assert_problem(
+        &BASE.replace(
+            "    backends:",
+            "    retry:\n      retriable_methods: [PATCH]\n    backends:",
+        ),
+        "upstreams[0].retry.retriable_methods[0]",
+        "a route can opt in",
+    );
+    let route = |body: &str| {
+        BASE.replace(
+            "    upstream: web\n",
+            &format!("    upstream: web\n    retry:\n{body}"),
+        )
+    };
+    let c = Config::from_yaml(&route(
+        "      retriable_methods: [POST]\n      per_try_timeout: 1s\n",
+    ))
+    .expect("a route may opt POST in");
+    let rr = c.routes[0].retry.as_ref().expect("route retry");
+    assert_eq!(
+        rr.retriable_methods.as_deref(),
+        Some(&["POST".to_owned()][..])
+    );
+    assert_eq!(rr.retry_on, None, "left out: the upstream's");
+    assert_problem(
+        &route("      max_attempts: 0\n"),
+        "routes[0].retry.max_attempts",
+        "between 1 and 10",
+    );
+    assert_problem(
+        &route("      max_attempts: 11\n"),
+        "routes[0].retry.max_attempts",
+        "between 1 and 10",
+    );
+    assert_problem(
+        &route("      retry_on: [nope]\n"),
+        "routes[0].retry.retry_on[0]",
+        "not a retry condition",
+    );
+    assert_problem(
+        &route("      retriable_methods: [post]\n"),
+        "routes[0].retry.retriable_methods[0]",
+        "write POST",
+    );
+    assert_problem(
+        &route("      budget_percent: 5\n"),
+        "routes[0].retry.budget_percent",
+        "unknown field",
     );
 }

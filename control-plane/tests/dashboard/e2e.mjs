@@ -172,6 +172,7 @@ try {
   web.sticky = { cookie: "lb" };
   web.slow_start = "30s";
   web.outlier_detection = { consecutive_5xx: 3 };
+  web.retry = { retry_on: ["connect_failure", "5xx", 429], per_try_timeout: "250ms" };
   web.backends.find((b) => b.url === "http://127.0.0.1:3001").drain = true;
   web.backends.find((b) => b.url === "http://127.0.0.1:3002").weight = 5;
   web.backends.push({ url: "http://127.0.0.1:3003", weight: 2 });
@@ -205,6 +206,7 @@ try {
   await waitContains(page, 'section[data-upstream="web"] h2', "sticky cookie lb");
   await waitContains(page, 'section[data-upstream="web"] h2', "slow start 30s");
   await waitContains(page, 'section[data-upstream="web"] h2', "outlier detection");
+  await waitContains(page, 'section[data-upstream="web"] h2', "retries on connect_failure, 5xx, 429, 250ms a try");
   await shot(page, "upstreams");
 
   step("traffic shows live rates per upstream");

@@ -57,13 +57,15 @@ pub struct Outgoing<'a> {
     pub client_stall: Duration,
     /// The gRPC call the request is, if it is one.
     pub grpc: Option<crate::grpc::Call>,
+    /// The retry policy for it: the upstream's, or its route's version.
+    pub retry: &'a crate::retry::Policy,
 }
 
 /// Sends the request to `backend` and waits for the response head.
 ///
 /// `start` is when this try began (clock nanoseconds). The response head
-/// must come within the upstream's `response_timeout` of the request being
-/// sent; a client that pauses its body for `client_stall` gets 408. A
+/// must come within the upstream's `response_timeout` (or the retry
+/// policy's shorter `per_try_timeout`) of the request being sent; a client that pauses its body for `client_stall` gets 408. A
 /// pooled connection that turns out to be dead before the backend saw the
 /// request is replaced transparently; that is always safe and not a retry.
 pub async fn send(
@@ -92,37 +94,29 @@ pub async fn send(
     if out.grpc.is_some() {
         return Err(UpstreamError::NeedsHttp2);
     }
-    send_http1(
-        out.parts,
-        out.rewrite,
-        body,
-        backend,
-        upstream,
-        start,
-        out.client_stall,
-    )
-    .await
+    send_http1(out, body, backend, upstream, start).await
 }
 
 /// [`send`] over HTTP/1.1.
 async fn send_http1(
-    parts: &Parts,
-    rewrite: &Rewrite,
+    out: &Outgoing<'_>,
     body: &mut ReqBody,
     backend: &Backend,
     upstream: &UpstreamRt,
     start: u64,
-    client_stall: Duration,
 ) -> Result<(Head, ResponseBody), UpstreamError> {
+    let (parts, rewrite) = (out.parts, out.rewrite);
     let head_request = parts.method == Method::HEAD;
     let framing = request_framing(body);
     // An exchange that never produced a response byte may be replayed on a
     // fresh connection when nothing else can have happened: an idempotent
     // method without a body.
     let replayable = framing == BodyFraming::Empty && is_idempotent(&parts.method);
+    let response = nanos(upstream.response_timeout);
     let waits = Waits {
-        response: nanos(upstream.response_timeout),
-        client: nanos(client_stall),
+        head: out.retry.head_wait(response),
+        response,
+        client: nanos(out.client_stall),
     };
     let mut attempt = 0;
     loop {
@@ -185,8 +179,9 @@ fn request_framing(body: &ReqBody) -> BodyFraming {
 /// How long an exchange may wait, in clock nanoseconds.
 #[derive(Debug, Clone, Copy)]
 struct Waits {
-    /// For the response head once the request is sent, and between reads
-    /// of the response body or writes of the request body.
+    /// For the response head once the request is sent.
+    head: u64,
+    /// Between reads of the response body or writes of the request body.
     response: u64,
     /// Between two parts of the client's request body.
     client: u64,
@@ -221,17 +216,17 @@ async fn exchange(
     if let Err((sent, source)) = wrote {
         return Err(UpstreamError::Send { sent, source });
     }
-    // The response is due `response_timeout` after the request was sent:
+    // The response head is due `head` after the request was sent:
     // after its arrival for a request without a streamed body, after the
     // last byte of the body otherwise.
-    let mut deadline = start.saturating_add(waits.response);
+    let mut deadline = start.saturating_add(waits.head);
     let mut reusable = true;
     if matches!(body, ReqBody::Stream(_)) && framing != BodyFraming::Empty {
         let sent = Upload::new(conn, body, framing, waits.client, waits.response)
             .run()
             .await?;
         reusable = sent == Sent::Complete;
-        deadline = clock::now_nanos().saturating_add(waits.response);
+        deadline = clock::now_nanos().saturating_add(waits.head);
     }
     let mut received = !conn.read_buf.is_empty();
     loop {

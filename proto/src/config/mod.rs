@@ -9,10 +9,12 @@ pub mod diff;
 pub mod duration;
 mod errors;
 pub(crate) mod field;
+mod inherit;
 pub mod json;
 mod lifecycle;
 pub mod middleware;
 mod protocols;
+mod retry;
 mod route;
 mod scalar;
 pub mod schema;
@@ -26,6 +28,7 @@ pub use errors::{ConfigError, ConfigErrors, ProblemKind};
 pub use lifecycle::{OutlierDetection, SuccessRate};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
 pub use protocols::{HealthProtocol, ProxyVersion, UpstreamProtocol};
+pub use retry::{Retry, RetryOn, RouteRetry, IDEMPOTENT_METHODS, MAX_ATTEMPTS, MAX_RETRY_BODY};
 pub use route::{HeaderMatch, Route, Split};
 pub use traffic::{HashOn, SameSite, Sticky};
 pub use validate::{backend_port, check_name, check_node_id, speaks_http2, NAME_PATTERN};
@@ -222,7 +225,10 @@ pub struct Upstream {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_proxy_protocol: Option<ProxyVersion>,
     /// This upstream's own health checks.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "inherit::serialize"
+    )]
     #[config(inherit)]
     pub health: Option<Health>,
     /// A backend that joins the upstream (added by a reload), becomes
@@ -239,11 +245,17 @@ pub struct Upstream {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
     /// This upstream's own circuit breaker.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "inherit::serialize"
+    )]
     #[config(inherit)]
     pub circuit_breaker: Option<CircuitBreaker>,
     /// This upstream's own retry policy.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "inherit::serialize"
+    )]
     #[config(inherit)]
     pub retry: Option<Retry>,
     /// How `https://` backends are verified.
@@ -338,7 +350,7 @@ pub struct Health {
     #[serde(skip_serializing_if = "HealthProtocol::is_default")]
     pub protocol: HealthProtocol,
     /// The service a `grpc` probe asks about; empty: the server as a whole.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "inherit::empty")]
     pub grpc_service: String,
     /// Failed probes in a row that take a backend out.
     #[config(default = 3)]
@@ -385,36 +397,6 @@ pub struct CircuitBreaker {
     /// Requests let through to probe a half-open circuit.
     #[config(default = 1)]
     pub half_open_requests: u32,
-}
-
-/// Retry policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
-pub struct Retry {
-    /// Whether failed requests may be retried.
-    #[config(default = true)]
-    pub enabled: bool,
-    /// Tries in all, the first included (1 to 10).
-    #[config(default = 3)]
-    pub max_attempts: u32,
-    /// Backoff before the first retry.
-    #[serde(serialize_with = "duration::serialize")]
-    #[config(default = Duration::from_millis(100))]
-    pub initial_backoff: Duration,
-    /// Upper bound of the backoff; at least `initial_backoff`.
-    #[serde(serialize_with = "duration::serialize")]
-    #[config(default = Duration::from_secs(2))]
-    pub max_backoff: Duration,
-    /// Retries may add at most this share of the last 10 s of requests, in
-    /// percent (0 to 100)...
-    #[config(default = 20)]
-    pub budget_percent: u32,
-    /// ...plus this many retries per second.
-    #[config(default = 10)]
-    pub budget_min_per_second: u32,
-    /// Request bodies up to this size are kept so they can be sent again;
-    /// larger ones stream and are not retried once sent (at most 16 MiB).
-    #[config(default = 64 * 1024)]
-    pub max_body_bytes: u32,
 }
 
 /// TLS termination.

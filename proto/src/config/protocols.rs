@@ -55,6 +55,6 @@ pub enum HealthProtocol {
 
 impl HealthProtocol {
     pub(super) fn is_default(&self) -> bool {
-        *self == Self::Http
+        super::inherit::skips(*self == Self::Http)
     }
 }

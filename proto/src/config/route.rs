@@ -2,7 +2,7 @@
 //! upstreams), with their own rate limits and middleware.
 
 use super::field::forms::header_map;
-use super::{HeaderField, Middleware, RateLimit, NAME_PATTERN};
+use super::{HeaderField, Middleware, RateLimit, RouteRetry, NAME_PATTERN};
 use isame_config_derive::Config;
 use serde::Serialize;
 
@@ -47,6 +47,11 @@ pub struct Route {
     /// moves. A weight of 0 sends nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub split: Vec<Split>,
+    /// Changes to the retry policy of the upstreams this route sends to,
+    /// for its requests: which conditions fail over, how long each try
+    /// waits, and which methods (`POST` too) may be sent again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RouteRetry>,
     /// Per-client rate limit for requests this route matches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,

@@ -9,10 +9,6 @@ use std::collections::HashSet;
 
 /// Longest name of an upstream or route.
 const MAX_NAME: usize = 128;
-/// Most tries a retry policy may make.
-pub const MAX_ATTEMPTS: u32 = 10;
-/// Largest request body kept in memory for retries.
-pub const MAX_RETRY_BODY: u32 = 16 << 20;
 
 pub(super) fn validate(c: &Config, p: &mut Problems) {
     let root = Path::root();
@@ -46,7 +42,7 @@ pub(super) fn validate(c: &Config, p: &mut Problems) {
     health(&c.health, &root.key("health"), p);
     metrics(&c.metrics, &c.server, &c.tls, &root.key("metrics"), p);
     circuit_breaker(&c.circuit_breaker, &root.key("circuit_breaker"), p);
-    retry(&c.retry, &root.key("retry"), p);
+    super::retry::validate(&c.retry, &root.key("retry"), p);
     tls(&c.tls, &root.key("tls"), p);
 }
 
@@ -218,7 +214,7 @@ fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
         circuit_breaker(b, &path.key("circuit_breaker"), p);
     }
     if let Some(r) = &u.retry {
-        retry(r, &path.key("retry"), p);
+        super::retry::validate(r, &path.key("retry"), p);
     }
     if let Some(t) = &u.tls {
         if !t.server_name.is_empty() && t.server_name.parse::<std::net::IpAddr>().is_err() {
@@ -377,6 +373,9 @@ fn route(r: &Route, upstreams: &HashSet<&str>, path: &Path, p: &mut Problems) {
             }
         }
     }
+    if let Some(retry) = &r.retry {
+        super::retry::validate_route(retry, &path.key("retry"), p);
+    }
     if let Some(host) = &r.host {
         host_pattern(host, &path.key("host"), p);
     }
@@ -498,36 +497,6 @@ fn circuit_breaker(c: &CircuitBreaker, path: &Path, p: &mut Problems) {
         at_least_one(c.failure_threshold, &path.key("failure_threshold"), p);
         positive(c.timeout, &path.key("timeout"), p);
         at_least_one(c.half_open_requests, &path.key("half_open_requests"), p);
-    }
-}
-
-fn retry(r: &Retry, path: &Path, p: &mut Problems) {
-    if !r.enabled {
-        return;
-    }
-    if !(1..=MAX_ATTEMPTS).contains(&r.max_attempts) {
-        p.add(
-            &path.key("max_attempts"),
-            format!("must be between 1 and {MAX_ATTEMPTS} (tries in all, the first included)"),
-        );
-    }
-    positive(r.initial_backoff, &path.key("initial_backoff"), p);
-    if r.max_backoff < r.initial_backoff {
-        p.add(
-            &path.key("max_backoff"),
-            "must not be shorter than retry.initial_backoff",
-        );
-    }
-    if r.budget_percent > 100 {
-        p.add(&path.key("budget_percent"), "must be between 0 and 100");
-    }
-    if r.max_body_bytes > MAX_RETRY_BODY {
-        p.add(
-            &path.key("max_body_bytes"),
-            format!(
-                "must be at most {MAX_RETRY_BODY} (bodies are held in memory to be sent again)"
-            ),
-        );
     }
 }
 

@@ -279,6 +279,13 @@ pub fn config() -> impl Strategy<Value = Config> {
                                     window_size: Duration::from_secs(9),
                                     ipv6_prefix: 64,
                                 }),
+                                retry: (i % 2 == 0).then(|| RouteRetry {
+                                    max_attempts: (i % 4 == 0).then_some(2),
+                                    retry_on: (i % 4 == 2).then(|| vec![RetryOn::Status(503)]),
+                                    per_try_timeout: (i % 4 == 0)
+                                        .then(|| Duration::from_millis(250)),
+                                    retriable_methods: Some(vec!["POST".into(), "GET".into()]),
+                                }),
                                 middleware,
                             },
                         )
@@ -317,6 +324,17 @@ pub fn config() -> impl Strategy<Value = Config> {
                         budget_percent: retry.1 * 10,
                         budget_min_per_second: retry.1,
                         max_body_bytes: 65536,
+                        retry_on: if retry.1 % 2 == 0 {
+                            RetryOn::defaults()
+                        } else {
+                            vec![RetryOn::Status5xx, RetryOn::Status(429), RetryOn::Reset]
+                        },
+                        per_try_timeout: retry.2 * u32::from(retry.1 % 3 == 0),
+                        retriable_methods: if retry.1 % 2 == 0 {
+                            IDEMPOTENT_METHODS.iter().map(|m| (*m).to_owned()).collect()
+                        } else {
+                            vec!["GET".into()]
+                        },
                     },
                     tls: Tls {
                         enabled: tls_on,

@@ -50,8 +50,9 @@ pub enum Sent {
 }
 
 /// Sends the request to `backend` over HTTP/2 and waits for the response
-/// head: within `response_timeout` of the client's body ending, or by a
-/// gRPC call's deadline.
+/// head: within `response_timeout` (or the retry policy's shorter
+/// `per_try_timeout`) of the client's body ending, or by a gRPC call's
+/// deadline.
 pub async fn send(
     out: &Outgoing<'_>,
     body: &mut ReqBody,
@@ -60,6 +61,7 @@ pub async fn send(
     now: u64,
 ) -> Result<Sent, UpstreamError> {
     let response = nanos(up.response_timeout);
+    let head_wait = out.retry.head_wait(response);
     let deadline = out
         .grpc
         .and_then(|c| c.timeout)
@@ -80,8 +82,8 @@ pub async fn send(
         };
         // A gRPC call answered UNAVAILABLE may go again (see `dispatch`)
         // when its whole body was kept.
-        let state = Arc::new(if out.grpc.is_some() && up.retry.enabled {
-            UploadState::teeing(up.retry.max_body_bytes)
+        let state = Arc::new(if out.grpc.is_some() && out.retry.replays_grpc() {
+            UploadState::teeing(out.retry.max_body_bytes)
         } else {
             UploadState::default()
         });
@@ -89,7 +91,7 @@ pub async fn send(
         let req = request(out, &backend.target, backend.tls.is_some(), upload);
         let mut send = lease.send;
         let fut = send.try_send_request(req);
-        match wait_head(fut, &state, now, response, deadline).await {
+        match wait_head(fut, &state, now, head_wait, deadline).await {
             Ok(resp) => {
                 let (parts, incoming) = resp.into_parts();
                 let mut headers = parts.headers;
@@ -182,7 +184,7 @@ async fn wait_head(
                     return Err(Wait::Failed(UpstreamError::Timeout));
                 }
                 let now = clock::now_nanos();
-                // The head is due `response_timeout` after the client's
+                // The head is due `response` after the client's
                 // body ended; a body still streaming has its own limit.
                 due = match state.ended_at() {
                     None => now.saturating_add(response),
