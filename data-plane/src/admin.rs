@@ -187,6 +187,7 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
             "upstream": (!r.upstream.is_empty()).then_some(&r.upstream),
             "split": (!r.split.is_empty()).then(|| r.split.iter().map(|s| json!({"upstream": s.upstream, "weight": s.weight})).collect::<Vec<_>>()),
             "retry": r.retry,
+            "mirror": r.mirror,
         }))
         .collect();
     json!({

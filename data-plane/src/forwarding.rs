@@ -79,7 +79,7 @@ pub struct Forwarded<'a> {
 /// How one request's headers change on the way to the backend. The writer of
 /// the request head applies it while copying the headers ([`Rewrite::skips`],
 /// [`Rewrite::extra`]), so the header map itself is never grown or rehashed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rewrite {
     forwarded_for: HeaderValue,
     forwarded_proto: Option<HeaderValue>,

@@ -13,7 +13,7 @@ use crate::middleware::{Flow, RequestParts};
 use crate::ratelimit::Decision;
 use crate::snapshot::{Shared, Snapshot, MIN_HEAD_BUFFER};
 use crate::tunnel::Tunnel;
-use crate::{affinity, client_ip, clock, dispatch, grpc, observe, upgrade};
+use crate::{affinity, client_ip, clock, dispatch, grpc, mirror, observe, upgrade};
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, TRANSFER_ENCODING, UPGRADE,
@@ -279,15 +279,28 @@ pub async fn handle(
     } else {
         affinity::Affinity::default()
     };
-    let mut dispatched = dispatch::dispatch(
-        up,
-        &out,
-        &affinity,
-        ReqBody::Stream(ClientBody::new(body, cx.state.clone())),
-        &mut finish,
-        &cx.shared.metrics,
-    )
-    .await;
+    let mut body = ReqBody::Stream(ClientBody::new(body, cx.state.clone()));
+    // Upgrades are not copied: a tunnel cannot go to two places.
+    let mirror = found
+        .route
+        .and_then(|r| Some((r, snap.mirrors[r].as_ref()?)));
+    if let (Some((route, m)), None) = (mirror, rewrite.upgrade()) {
+        let source = mirror::Source {
+            snap: &snap,
+            route,
+            shared: &cx.shared,
+            client,
+            origin: cx.origin(&snap),
+            client_stall: out.client_stall,
+            grpc: caller.grpc,
+        };
+        body = match mirror::copy(m, &source, &parts, &rewrite, body).await {
+            Ok(b) => b,
+            Err(e) => return Ok(reply(&cx, &snap, caller, Some(ui), e, finish)),
+        };
+    }
+    let mut dispatched =
+        dispatch::dispatch(up, &out, &affinity, body, &mut finish, &cx.shared.metrics).await;
     if let (Some(sticky), Ok(d)) = (&up.sticky, &mut dispatched) {
         sticky.set(d.backend, &affinity, &mut d.head.headers);
     }

@@ -34,6 +34,7 @@ pub(crate) mod host;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
+pub(crate) mod mirror;
 pub(crate) mod observe;
 pub(crate) mod outlier;
 pub(crate) mod pool;

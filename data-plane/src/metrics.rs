@@ -64,6 +64,8 @@ pub struct Metrics {
     pub proxy_protocol_refused: IntCounterVec,
     /// `isame_lb_grpc_responses_total{upstream,grpc_status}`.
     pub grpc_responses: IntCounterVec,
+    /// `isame_lb_mirror_requests_total{route,result}`.
+    pub mirror_requests: IntCounterVec,
     /// `isame_lb_outlier_ejections_total{upstream,backend,reason}`.
     pub outlier_ejections: IntCounterVec,
     /// `isame_lb_outlier_ejected{upstream,backend}`: 1 while a backend is
@@ -171,6 +173,14 @@ impl Metrics {
             &["upstream", "grpc_status"],
         )?;
         registry.register(Box::new(grpc_responses.clone()))?;
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "isame_lb_mirror_requests_total",
+                "Requests a route's mirror looked at, by result: answered or failed by the shadow upstream, dropped (max_in_flight reached) or skipped (body too large or of unknown length).",
+            ),
+            &["route", "result"],
+        )?;
+        registry.register(Box::new(mirror_requests.clone()))?;
         let outlier_ejections = IntCounterVec::new(
             Opts::new(
                 "isame_lb_outlier_ejections_total",
@@ -224,6 +234,7 @@ impl Metrics {
             tunnel_bytes,
             proxy_protocol_refused,
             grpc_responses,
+            mirror_requests,
             outlier_ejections,
             outlier_ejected,
             traffic: Arc::default(),

@@ -214,6 +214,7 @@ mod tests {
             split: Vec::new(),
             rate_limit: None,
             retry: None,
+            mirror: None,
             middleware: Vec::new(),
         }
     }

@@ -117,6 +117,8 @@ pub struct Snapshot {
     /// Each route's versions of its upstreams' retry policies, by route
     /// index (none: the upstreams' own apply).
     pub route_retry: Vec<Option<retry::RoutePolicies>>,
+    /// Each route's mirror, by route index.
+    pub mirrors: Vec<Option<crate::mirror::MirrorRt>>,
     /// Proxies whose forwarding headers are believed.
     pub trusted: TrustedProxies,
     /// Client connection timeouts.
@@ -338,6 +340,27 @@ impl Snapshot {
                 Some(retry::RoutePolicies::new(over, targets))
             })
             .collect();
+        let mirrors = config
+            .routes
+            .iter()
+            .map(|r| {
+                let m = r.mirror.as_ref()?;
+                let ui = upstreams.iter().position(|u| u.name == m.upstream)?;
+                // The route's copies in flight and its share's count carry
+                // over a reload, so neither limit restarts.
+                let before = previous.and_then(|p| {
+                    let i = p.config.routes.iter().position(|pr| pr.name == r.name)?;
+                    p.mirrors[i].as_ref()
+                });
+                Some(crate::mirror::MirrorRt::new(
+                    m,
+                    &r.name,
+                    (ui, &upstreams[ui]),
+                    before,
+                    &metrics.mirror_requests,
+                ))
+            })
+            .collect();
         let route_limits = config
             .routes
             .iter()
@@ -350,6 +373,7 @@ impl Snapshot {
             router,
             route_limits,
             route_retry,
+            mirrors,
             middleware,
             upstreams,
             trusted: TrustedProxies::new(config.trusted_proxies.clone()),

@@ -1165,3 +1165,60 @@ fn retry_policy_rules() {
         "unknown field",
     );
 }
+
+#[test]
+fn route_mirror_rules() {
+    let two = BASE.replace(
+        "routes:",
+        "  - name: shadow\n    backends: [\"http://127.0.0.1:4000\"]\nroutes:",
+    );
+    let mirror = |body: &str| {
+        two.replace(
+            "    upstream: web\n",
+            &format!("    upstream: web\n    mirror:\n{body}"),
+        )
+    };
+    let c =
+        Config::from_yaml(&mirror("      upstream: shadow\n      percent: 5\n")).expect("valid");
+    let m = c.routes[0].mirror.as_ref().expect("mirror");
+    assert_eq!(
+        (m.percent, m.max_body_bytes, m.max_in_flight),
+        (5, 65536, 64)
+    );
+    assert_problem(
+        &mirror("      percent: 5\n"),
+        "routes[0].mirror.upstream",
+        "required",
+    );
+    assert_problem(
+        &mirror("      upstream: nope\n"),
+        "routes[0].mirror.upstream",
+        "no upstream is named",
+    );
+    assert_problem(
+        &mirror("      upstream: web\n"),
+        "routes[0].mirror.upstream",
+        "serves this route",
+    );
+    assert_problem(
+        &mirror("      upstream: shadow\n      percent: 101\n"),
+        "routes[0].mirror.percent",
+        "between 0 and 100",
+    );
+    assert_problem(
+        &mirror("      upstream: shadow\n      max_in_flight: 0\n"),
+        "routes[0].mirror.max_in_flight",
+        "between 1 and 10000",
+    );
+    assert_problem(
+        &mirror("      upstream: shadow\n      max_body_bytes: 20000000\n"),
+        "routes[0].mirror.max_body_bytes",
+        "at most 16777216",
+    );
+    // A split's upstreams serve the route too.
+    let split = two.replace(
+        "    upstream: web\n",
+        "    split:\n      - upstream: web\n      - upstream: shadow\n    mirror:\n      upstream: shadow\n",
+    );
+    assert_problem(&split, "routes[0].mirror.upstream", "serves this route");
+}

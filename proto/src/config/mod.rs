@@ -29,7 +29,7 @@ pub use lifecycle::{OutlierDetection, SuccessRate};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
 pub use protocols::{HealthProtocol, ProxyVersion, UpstreamProtocol};
 pub use retry::{Retry, RetryOn, RouteRetry, IDEMPOTENT_METHODS, MAX_ATTEMPTS, MAX_RETRY_BODY};
-pub use route::{HeaderMatch, Route, Split};
+pub use route::{HeaderMatch, Mirror, Route, Split};
 pub use traffic::{HashOn, SameSite, Sticky};
 pub use validate::{backend_port, check_name, check_node_id, speaks_http2, NAME_PATTERN};
 

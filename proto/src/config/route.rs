@@ -47,6 +47,11 @@ pub struct Route {
     /// moves. A weight of 0 sends nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub split: Vec<Split>,
+    /// A copy of some of the matching requests goes to a shadow upstream,
+    /// whose answers are dropped: the client's response never waits for
+    /// it or depends on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
     /// Changes to the retry policy of the upstreams this route sends to,
     /// for its requests: which conditions fail over, how long each try
     /// waits, and which methods (`POST` too) may be sent again.
@@ -70,6 +75,30 @@ pub struct Split {
     /// Its share of the route's requests, relative to the others'.
     #[config(default = 1, max = 1000)]
     pub weight: u32,
+}
+
+/// A route's shadow traffic: copies of its requests sent to another
+/// upstream, fire-and-forget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Config)]
+pub struct Mirror {
+    /// Name of the upstream that gets the copies; it must not serve the
+    /// route itself.
+    #[config(required, pattern = NAME_PATTERN)]
+    pub upstream: String,
+    /// Share of the route's requests copied, in percent: exactly this many
+    /// of every 100, spread evenly.
+    #[config(default = 100, max = 100)]
+    pub percent: u32,
+    /// Requests whose body is larger, or of unknown length (chunked), are
+    /// not copied; smaller bodies are read before the request goes on (at
+    /// most 16 MiB).
+    #[config(default = 64 * 1024)]
+    pub max_body_bytes: u32,
+    /// Most copies from this route in flight at once on a node; a copy
+    /// over the limit is dropped (and counted), so a slow shadow cannot
+    /// take the primary's memory or connections.
+    #[config(default = 64, min = 1, max = 10000)]
+    pub max_in_flight: u32,
 }
 
 /// One header a route requires: its name and exact value.

@@ -373,6 +373,29 @@ fn route(r: &Route, upstreams: &HashSet<&str>, path: &Path, p: &mut Problems) {
             }
         }
     }
+    if let Some(m) = &r.mirror {
+        let at = path.key("mirror");
+        if !m.upstream.is_empty() {
+            known(&m.upstream, &at.key("upstream"), p);
+            let serves =
+                m.upstream == r.upstream || r.split.iter().any(|s| s.upstream == m.upstream);
+            if serves {
+                p.add(
+                    &at.key("upstream"),
+                    format!(
+                        "{:?} serves this route; a mirror needs an upstream of its own",
+                        m.upstream
+                    ),
+                );
+            }
+        }
+        if m.max_body_bytes > MAX_RETRY_BODY {
+            p.add(
+                &at.key("max_body_bytes"),
+                format!("must be at most {MAX_RETRY_BODY} (copied bodies are held in memory)"),
+            );
+        }
+    }
     if let Some(retry) = &r.retry {
         super::retry::validate_route(retry, &path.key("retry"), p);
     }

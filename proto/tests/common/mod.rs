@@ -279,6 +279,16 @@ pub fn config() -> impl Strategy<Value = Config> {
                                     window_size: Duration::from_secs(9),
                                     ipv6_prefix: 64,
                                 }),
+                                mirror: (i % 3 == 1 && names.len() > 1).then(|| Mirror {
+                                    upstream: names
+                                        .iter()
+                                        .find(|n| **n != names[up.index(names.len())])
+                                        .cloned()
+                                        .unwrap_or_default(),
+                                    percent: (i as u32 * 7) % 101,
+                                    max_body_bytes: 1024,
+                                    max_in_flight: 5,
+                                }),
                                 retry: (i % 2 == 0).then(|| RouteRetry {
                                     max_attempts: (i % 4 == 0).then_some(2),
                                     retry_on: (i % 4 == 2).then(|| vec![RetryOn::Status(503)]),
