@@ -156,6 +156,7 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
                 "slow_start": isame_proto::config::duration::format(std::time::Duration::from_nanos(u.slow_start)),
                 "backends": u.backends.iter().map(|b| json!({
                     "url": b.url,
+                    "resolved_from": b.source.as_deref(),
                     "weight": b.weight,
                     "draining": b.drain,
                     "in_flight": b.state.in_flight(),
@@ -207,5 +208,11 @@ fn status(shared: &Shared, info: &AdminInfo) -> serde_json::Value {
         "parked_connections": shared.metrics.parked_connections.get(),
         "upstreams": upstreams,
         "routes": routes,
+        "dns": shared.dns.entries().into_iter().map(|(name, e)| json!({
+            "name": name,
+            "addresses": e.addrs.as_ref().map(|a| a.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            "error": e.error,
+            "resolved_at": e.resolved_at.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        })).collect::<Vec<_>>(),
     })
 }

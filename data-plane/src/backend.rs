@@ -140,11 +140,15 @@ impl Wire {
     }
 }
 
-/// One backend of a compiled upstream.
+/// One backend of a compiled upstream: a backend of the config, or one
+/// address of a backend given by host name (an endpoint).
 #[derive(Debug)]
 pub struct Backend {
-    /// The URL as configured (the `backend` metric label).
+    /// The URL as configured, or for an endpoint `scheme://address:port`
+    /// (the `backend` metric label, and what places it on a hash ring).
     pub url: String,
+    /// For an endpoint, the configured URL whose name resolved to it.
+    pub source: Option<Arc<str>>,
     /// Where to connect.
     pub target: Target,
     /// Weight for `weighted_round_robin`.
@@ -218,6 +222,15 @@ impl Target {
             addr,
         })
     }
+
+    /// This host-name target at one of the name's addresses: connections go
+    /// to `ip`, while TLS still names the host.
+    pub fn at(&self, ip: IpAddr) -> Target {
+        Target {
+            addr: Some(SocketAddr::new(ip, self.port)),
+            ..self.clone()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +240,7 @@ impl Backend {
         Arc::new(Backend {
             target: Target::parse(url).expect("target"),
             url: url.to_owned(),
+            source: None,
             weight,
             drain: false,
             state: BackendState::new(),

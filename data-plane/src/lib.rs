@@ -24,6 +24,7 @@ pub(crate) mod clock;
 pub(crate) mod conn_timeouts;
 pub(crate) mod connection;
 pub(crate) mod dispatch;
+pub(crate) mod dns;
 pub(crate) mod error;
 pub(crate) mod finish;
 pub(crate) mod forwarding;
@@ -63,7 +64,7 @@ pub use reload::{load_file, ReloadError};
 pub fn check(config: isame_proto::Config) -> Result<(), ReloadError> {
     let metrics = metrics::Metrics::new()
         .map_err(|e| ReloadError::Invalid(isame_proto::ConfigErrors::one("", e.to_string())))?;
-    snapshot::Snapshot::compile(config, None, 1, &metrics)?;
+    snapshot::Snapshot::compile(config, None, 1, &metrics, &dns::Dns::default())?;
     Ok(())
 }
 

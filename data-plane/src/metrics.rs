@@ -66,6 +66,10 @@ pub struct Metrics {
     pub grpc_responses: IntCounterVec,
     /// `isame_lb_mirror_requests_total{route,result}`.
     pub mirror_requests: IntCounterVec,
+    /// `isame_lb_dns_lookups_total{name,result}`.
+    pub dns_lookups: IntCounterVec,
+    /// `isame_lb_dns_addresses{name}`.
+    pub dns_addresses: IntGaugeVec,
     /// `isame_lb_outlier_ejections_total{upstream,backend,reason}`.
     pub outlier_ejections: IntCounterVec,
     /// `isame_lb_outlier_ejected{upstream,backend}`: 1 while a backend is
@@ -181,6 +185,22 @@ impl Metrics {
             &["route", "result"],
         )?;
         registry.register(Box::new(mirror_requests.clone()))?;
+        let dns_lookups = IntCounterVec::new(
+            Opts::new(
+                "isame_lb_dns_lookups_total",
+                "Lookups of backend host names, by name and result (ok, failed); a failed lookup keeps the last good addresses.",
+            ),
+            &["name", "result"],
+        )?;
+        let dns_addresses = IntGaugeVec::new(
+            Opts::new(
+                "isame_lb_dns_addresses",
+                "Addresses (endpoints) a backend host name resolved to at its last good lookup.",
+            ),
+            &["name"],
+        )?;
+        registry.register(Box::new(dns_lookups.clone()))?;
+        registry.register(Box::new(dns_addresses.clone()))?;
         let outlier_ejections = IntCounterVec::new(
             Opts::new(
                 "isame_lb_outlier_ejections_total",
@@ -235,6 +255,8 @@ impl Metrics {
             proxy_protocol_refused,
             grpc_responses,
             mirror_requests,
+            dns_lookups,
+            dns_addresses,
             outlier_ejections,
             outlier_ejected,
             traffic: Arc::default(),

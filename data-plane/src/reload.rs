@@ -37,7 +37,14 @@ pub fn load_file(path: &Path) -> Result<Config, ReloadError> {
 
 /// Compiles `config` against the running snapshot and swaps it in; returns
 /// the new generation. Counts the outcome in `isame_lb_config_reloads_total`.
-pub fn apply(shared: &Shared, config: Result<Config, ReloadError>) -> Result<u64, ReloadError> {
+/// Host names the config adds are looked up first.
+pub async fn apply(
+    shared: &Shared,
+    config: Result<Config, ReloadError>,
+) -> Result<u64, ReloadError> {
+    if let Ok(c) = &config {
+        shared.dns.prepare(c, &shared.metrics).await;
+    }
     let result = config.and_then(|config| {
         let current = shared.snapshot();
         warn_restart_needed(&current.config, &config);
@@ -46,6 +53,7 @@ pub fn apply(shared: &Shared, config: Result<Config, ReloadError>) -> Result<u64
             Some(&current),
             current.generation + 1,
             &shared.metrics,
+            &shared.dns,
         )?;
         let generation = next.generation;
         shared.install(next);
@@ -116,5 +124,24 @@ pub async fn debounce(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
             Ok(None) => return false,
             Err(_) => return true,
         }
+    }
+}
+
+/// Compiles the config in force again because what its host names resolve
+/// to changed; the generation stays.
+pub fn rebuild(shared: &Shared) {
+    let current = shared.snapshot();
+    match Snapshot::compile(
+        (*current.config).clone(),
+        Some(&current),
+        current.generation,
+        &shared.metrics,
+        &shared.dns,
+    ) {
+        Ok(next) => shared.install(next),
+        // It compiled before with other addresses; nothing here depends on them.
+        Err(e) => error!(
+            "recompiling after a DNS change failed, still serving the previous endpoints: {e}"
+        ),
     }
 }

@@ -56,6 +56,8 @@ enum Msg {
     FileChanged,
     Reload(oneshot::Sender<Result<u64, ReloadError>>),
     Apply(Box<Config>, oneshot::Sender<Result<u64, ReloadError>>),
+    /// What a backend host name resolves to changed.
+    DnsChanged,
 }
 
 /// A running data plane.
@@ -95,8 +97,10 @@ impl Server {
         let admin_addr = opts
             .admin_listen
             .unwrap_or(SocketAddr::new(c.metrics.address, c.metrics.port));
-        let snapshot = Snapshot::compile(opts.config.clone(), None, 1, &metrics)?;
-        let shared = Shared::new(snapshot, metrics);
+        let dns = crate::dns::Dns::default();
+        dns.resolve_at_start(&opts.config, &metrics);
+        let snapshot = Snapshot::compile(opts.config.clone(), None, 1, &metrics, &dns)?;
+        let shared = Shared::new(snapshot, metrics, dns);
         shared
             .metrics
             .config_reloads
@@ -289,6 +293,7 @@ fn spawn_control(c: Control) -> Result<JoinHandle<()>, StartError> {
                     }
                 };
                 let _watcher = watcher;
+                let dns_tx = control_tx.clone();
                 // One message per burst of file events, however the editor saved.
                 let debouncer = tokio::spawn(async move {
                     while reload::debounce(&mut file_rx).await {
@@ -298,6 +303,9 @@ fn spawn_control(c: Control) -> Result<JoinHandle<()>, StartError> {
                     }
                 });
                 let sweeper = tokio::spawn(crate::outlier::sweep_loop(shared.clone()));
+                let resolver = tokio::spawn(crate::dns::refresh_loop(shared.clone(), move || {
+                    dns_tx.send(Msg::DnsChanged).is_ok()
+                }));
                 let mut stop = stop;
                 let mut checkers = health::Checkers::default();
                 checkers.reconcile(&shared.snapshot());
@@ -308,14 +316,15 @@ fn spawn_control(c: Control) -> Result<JoinHandle<()>, StartError> {
                             None => break,
                             Some(Msg::Reload(reply)) => {
                                 let result = match &config_path {
-                                    Some(p) => reload::apply(&shared, reload::load_file(p)),
+                                    Some(p) => reload::apply(&shared, reload::load_file(p)).await,
                                     None => Err(ReloadError::Invalid(ConfigErrors::one("", "no config file to reload"))),
                                 };
                                 let _ = reply.send(result);
                             }
                             Some(Msg::Apply(config, reply)) => {
-                                let _ = reply.send(reload::apply(&shared, Ok(*config)));
+                                let _ = reply.send(reload::apply(&shared, Ok(*config)).await);
                             }
+                            Some(Msg::DnsChanged) => reload::rebuild(&shared),
                             Some(Msg::FileChanged) => {
                                 let Some(p) = &config_path else { continue };
                                 match reload::load_file(p) {
@@ -324,7 +333,7 @@ fn spawn_control(c: Control) -> Result<JoinHandle<()>, StartError> {
                                         debug!("config file saved without changes");
                                     }
                                     loaded => {
-                                        let _ = reload::apply(&shared, loaded);
+                                        let _ = reload::apply(&shared, loaded).await;
                                     }
                                 }
                             }
@@ -335,6 +344,7 @@ fn spawn_control(c: Control) -> Result<JoinHandle<()>, StartError> {
                 }
                 debouncer.abort();
                 sweeper.abort();
+                resolver.abort();
                 admin.abort();
             });
         })

@@ -144,6 +144,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         generation: u64,
         metrics: &Metrics,
+        dns: &crate::dns::Dns,
     ) -> Result<Snapshot, ConfigErrors> {
         let mut carried: HashMap<(&str, String), Arc<BackendState>> = HashMap::new();
         let mut budgets: HashMap<&str, Arc<retry::Budget>> = HashMap::new();
@@ -210,37 +211,59 @@ impl Snapshot {
                     None
                 };
                 let wire = Wire::of(&target, u.protocol);
-                let state = carried
-                    .get(&(u.name.as_str(), identity(&target, tls.as_ref(), wire)))
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        let s = BackendState::new();
-                        // A backend joining a running upstream ramps up
-                        // (slow start); the upstream's first backends do not.
-                        if upstream_existed(previous, &u.name) {
-                            s.ramp_from.store(
-                                crate::clock::now_nanos(),
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
+                // A backend by host name stands for every address the name
+                // has (none before its first answer); each is an endpoint.
+                let endpoints: Vec<(Target, Option<Arc<str>>)> = if target.addr.is_some() {
+                    vec![(target, None)]
+                } else {
+                    let source: Arc<str> = Arc::from(b.url.as_str());
+                    dns.addresses(&target.host)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|ip| (target.at(ip), Some(source.clone())))
+                        .collect()
+                };
+                for (target, source) in endpoints {
+                    let url = match (&source, target.addr) {
+                        (Some(_), Some(addr)) => {
+                            let scheme = b.url.split_once("://").map_or("http", |(s, _)| s);
+                            format!("{scheme}://{addr}")
                         }
-                        s
-                    });
-                backends.push(Arc::new(Backend {
-                    healthy_gauge: metrics
-                        .upstream_healthy
-                        .with_label_values(&[&u.name, &b.url]),
-                    circuit_gauge: metrics.circuit_open.with_label_values(&[&u.name, &b.url]),
-                    ejected_gauge: metrics
-                        .outlier_ejected
-                        .with_label_values(&[&u.name, &b.url]),
-                    url: b.url.clone(),
-                    target,
-                    weight: b.weight,
-                    drain: b.drain,
-                    state,
-                    tls,
-                    wire,
-                }));
+                        _ => b.url.clone(),
+                    };
+                    // Two names with a shared address: one endpoint.
+                    if source.is_some() && backends.iter().any(|e: &Arc<Backend>| e.url == url) {
+                        continue;
+                    }
+                    let state = carried
+                        .get(&(u.name.as_str(), identity(&target, tls.as_ref(), wire)))
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            let s = BackendState::new();
+                            // A backend joining a running upstream ramps up
+                            // (slow start); the upstream's first backends do not.
+                            if upstream_existed(previous, &u.name) {
+                                s.ramp_from.store(
+                                    crate::clock::now_nanos(),
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
+                            }
+                            s
+                        });
+                    backends.push(Arc::new(Backend {
+                        healthy_gauge: metrics.upstream_healthy.with_label_values(&[&u.name, &url]),
+                        circuit_gauge: metrics.circuit_open.with_label_values(&[&u.name, &url]),
+                        ejected_gauge: metrics.outlier_ejected.with_label_values(&[&u.name, &url]),
+                        url,
+                        source,
+                        target,
+                        weight: b.weight,
+                        drain: b.drain,
+                        state,
+                        tls: tls.clone(),
+                        wire,
+                    }));
+                }
             }
             let speaks_h2 = backends.iter().any(|b| b.wire != Wire::Http1);
             upstreams.push(UpstreamRt {
@@ -444,9 +467,14 @@ fn identity(t: &Target, tls: Option<&upstream::TlsTarget>, wire: Wire) -> String
         (false, Wire::Http1) => "http",
         (false, _) => "h2c",
     };
+    // An endpoint of a name is known by its address too.
+    let at = match t.addr {
+        Some(a) if t.host.parse::<std::net::IpAddr>().is_err() => format!("@{a}"),
+        _ => String::new(),
+    };
     match tls {
-        Some(tls) => format!("{scheme}://{};{}", t.authority, tls.identity()),
-        None => format!("{scheme}://{}", t.authority),
+        Some(tls) => format!("{scheme}://{}{at};{}", t.authority, tls.identity()),
+        None => format!("{scheme}://{}{at}", t.authority),
     }
 }
 
@@ -455,17 +483,20 @@ pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     /// The proxy's metrics.
     pub metrics: Metrics,
+    /// What backend host names resolve to.
+    pub dns: crate::dns::Dns,
     draining: AtomicBool,
 }
 
 impl Shared {
     /// Starts serving `first`.
-    pub fn new(first: Snapshot, metrics: Metrics) -> Arc<Self> {
+    pub fn new(first: Snapshot, metrics: Metrics, dns: crate::dns::Dns) -> Arc<Self> {
         let first = Arc::new(first);
         publish_gauges(&metrics, None, &first);
         Arc::new(Self {
             snapshot: ArcSwap::new(first),
             metrics,
+            dns,
             draining: AtomicBool::new(false),
         })
     }

@@ -9,7 +9,7 @@ use isame_proto::config::{diff, diff_from, Change, ChangeOp, Config};
 use proptest::prelude::*;
 
 /// The top-level fields of `Config`, as serialized.
-const TOP_LEVEL: [&str; 11] = [
+const TOP_LEVEL: [&str; 12] = [
     "version",
     "service",
     "server",
@@ -21,6 +21,7 @@ const TOP_LEVEL: [&str; 11] = [
     "circuit_breaker",
     "retry",
     "tls",
+    "dns",
 ];
 
 /// How many ways `near` can change a config.

@@ -1222,3 +1222,54 @@ fn route_mirror_rules() {
     );
     assert_problem(&split, "routes[0].mirror.upstream", "serves this route");
 }
+
+#[test]
+fn dns_rules() {
+    let c = Config::from_yaml(&with(
+        "dns:\n  servers: [\"127.0.0.1:5353\", \"::1\", 10.0.0.2]\n",
+    ))
+    .expect("valid");
+    let addrs: Vec<String> = c
+        .dns
+        .server_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(addrs, ["127.0.0.1:5353", "[::1]:53", "10.0.0.2:53"]);
+    assert_eq!(
+        c.upstreams[0].dns_refresh,
+        std::time::Duration::from_secs(30)
+    );
+    assert_problem(
+        &with("dns:\n  servers: [\"ns.example:53\"]\n"),
+        "dns.servers[0]",
+        "not a name server address",
+    );
+    assert_problem(
+        &with("dns:\n  timeout: 0s\n"),
+        "dns.timeout",
+        "between 1ms and 30s",
+    );
+    assert_problem(
+        &with("dns:\n  timeout: 1m\n"),
+        "dns.timeout",
+        "between 1ms and 30s",
+    );
+    let refresh = |d: &str| {
+        BASE.replace(
+            "    backends:",
+            &format!("    dns_refresh: {d}\n    backends:"),
+        )
+    };
+    Config::from_yaml(&refresh("5s")).expect("valid");
+    assert_problem(
+        &refresh("500ms"),
+        "upstreams[0].dns_refresh",
+        "between 1s and 1h",
+    );
+    assert_problem(
+        &refresh("2h"),
+        "upstreams[0].dns_refresh",
+        "between 1s and 1h",
+    );
+}

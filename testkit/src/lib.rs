@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod blackhole;
 pub mod client;
+pub mod dns;
 pub mod grpc;
 pub mod otlp;
 pub mod raw;
@@ -12,5 +13,6 @@ pub mod tls;
 pub use backend::{Backend, Mode};
 pub use blackhole::Blackhole;
 pub use client::{Client, Reply};
+pub use dns::{DnsMode, DnsServer};
 pub use grpc::GrpcBackend;
 pub use raw::RawBackend;

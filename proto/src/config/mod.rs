@@ -6,6 +6,7 @@
 //! runs every validation rule, returning every problem at once with its path.
 
 pub mod diff;
+mod dns;
 pub mod duration;
 mod errors;
 pub(crate) mod field;
@@ -24,6 +25,7 @@ mod validate;
 pub mod yaml;
 
 pub use diff::{diff, diff_from, Change, ChangeOp};
+pub use dns::{Dns, MAX_DNS_REFRESH, MIN_DNS_REFRESH};
 pub use errors::{ConfigError, ConfigErrors, ProblemKind};
 pub use lifecycle::{OutlierDetection, SuccessRate};
 pub use middleware::{HeaderEdits, HeaderField, Middleware, Redirect, RewritePath};
@@ -75,6 +77,9 @@ pub struct Config {
     pub retry: Retry,
     /// TLS termination.
     pub tls: Tls,
+    /// How backend host names are resolved.
+    #[serde(skip_serializing_if = "Dns::is_default")]
+    pub dns: Dns,
 }
 
 /// Client-facing listener settings.
@@ -240,6 +245,16 @@ pub struct Upstream {
         skip_serializing_if = "Duration::is_zero"
     )]
     pub slow_start: Duration,
+    /// Backends given by host name are looked up again this often, or
+    /// sooner when the answer's TTL is shorter (never more often than once
+    /// a second); every address becomes an endpoint with the backend's
+    /// weight and settings.
+    #[serde(
+        serialize_with = "duration::serialize",
+        skip_serializing_if = "duration::is_secs::<30>"
+    )]
+    #[config(default = Duration::from_secs(30))]
+    pub dns_refresh: Duration,
     /// Passive outlier detection: backends whose answers go bad leave the
     /// rotation for a while. Off unless this section is given.
     #[serde(skip_serializing_if = "Option::is_none")]

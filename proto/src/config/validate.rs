@@ -44,6 +44,7 @@ pub(super) fn validate(c: &Config, p: &mut Problems) {
     circuit_breaker(&c.circuit_breaker, &root.key("circuit_breaker"), p);
     super::retry::validate(&c.retry, &root.key("retry"), p);
     tls(&c.tls, &root.key("tls"), p);
+    super::dns::validate(&c.dns, &root.key("dns"), p);
 }
 
 fn positive(d: Duration, path: &Path, p: &mut Problems) {
@@ -204,6 +205,7 @@ fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
         }
     }
     super::traffic::validate(u, path, p);
+    super::dns::validate_refresh(u.dns_refresh, &path.key("dns_refresh"), p);
     if let Some(o) = &u.outlier_detection {
         super::lifecycle::validate(o, &path.key("outlier_detection"), p);
     }

@@ -346,6 +346,14 @@ pub fn config() -> impl Strategy<Value = Config> {
                             vec!["GET".into()]
                         },
                     },
+                    dns: Dns {
+                        servers: if tls_on {
+                            vec!["127.0.0.1:5353".into(), "::1".into()]
+                        } else {
+                            Vec::new()
+                        },
+                        timeout: Duration::from_millis(if tls_on { 2000 } else { 500 }),
+                    },
                     tls: Tls {
                         enabled: tls_on,
                         certificate: String::new(),
