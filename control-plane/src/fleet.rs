@@ -31,6 +31,21 @@ pub struct BackendHealth<'a> {
     pub unhealthy: u32,
     /// Nodes whose outlier detection keeps it out of rotation.
     pub ejected: u32,
+    /// For a backend by host name: nodes whose last lookup of it failed
+    /// (they keep serving the addresses they had).
+    pub dns_failing: u32,
+    /// For a backend by host name: the most endpoints a node resolved it to.
+    pub endpoints: Option<u32>,
+}
+
+/// What the connected nodes say of one backend, counted.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    healthy: u32,
+    unhealthy: u32,
+    ejected: u32,
+    dns_failing: u32,
+    endpoints: Option<u32>,
 }
 
 /// The fleet at a glance.
@@ -77,7 +92,7 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
             })
         })
         .collect();
-    let mut seen: HashMap<(&str, &str), (u32, u32, u32)> = HashMap::new();
+    let mut seen: HashMap<(&str, &str), Seen> = HashMap::new();
     for n in &connected {
         for b in n.health.as_array().into_iter().flatten() {
             let (Some(u), Some(url)) = (b["upstream"].as_str(), b["backend"].as_str()) else {
@@ -85,12 +100,19 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
             };
             let e = seen.entry((u, url)).or_default();
             if b["healthy"].as_bool() == Some(true) {
-                e.0 += 1;
+                e.healthy += 1;
             } else {
-                e.1 += 1;
+                e.unhealthy += 1;
             }
             if b["ejected"].as_bool() == Some(true) {
-                e.2 += 1;
+                e.ejected += 1;
+            }
+            if b["dns_error"].is_string() {
+                e.dns_failing += 1;
+            }
+            if b["by_name"].as_bool() == Some(true) {
+                let n = u32::try_from(b["endpoints"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+                e.endpoints = Some(e.endpoints.map_or(n, |m| m.max(n)));
             }
         }
     }
@@ -100,7 +122,13 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
         .flat_map(|c| c.upstreams.iter())
         .flat_map(|u| u.backends.iter().map(move |b| (u, b)))
         .map(|(u, b)| {
-            let (healthy, unhealthy, ejected) = seen
+            let Seen {
+                healthy,
+                unhealthy,
+                ejected,
+                dns_failing,
+                endpoints,
+            } = seen
                 .get(&(u.name.as_str(), b.url.as_str()))
                 .copied()
                 .unwrap_or_default();
@@ -110,6 +138,8 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
                 healthy,
                 unhealthy,
                 ejected,
+                dns_failing,
+                endpoints,
             }
         })
         .collect();

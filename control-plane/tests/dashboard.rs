@@ -330,12 +330,24 @@ async fn apply(s: &Subscriber, snap: &pb::Snapshot, refuse: Option<&str>, unheal
         .flat_map(|u| {
             u.backends.iter().map(|b| {
                 let down = unhealthy.contains(&b.url.as_str());
+                // A backend by host name: two addresses, kept while the
+                // node's lookups of it fail.
+                let by_name = url::Url::parse(&b.url)
+                    .is_ok_and(|u| matches!(u.host(), Some(url::Host::Domain(_))));
                 pb::BackendHealth {
                     upstream: u.name.clone(),
                     backend: b.url.clone(),
                     healthy: !down,
                     circuit: if down { "open" } else { "closed" }.into(),
                     ejected: down,
+                    by_name,
+                    endpoints: if by_name { 2 } else { 0 },
+                    healthy_endpoints: if by_name { 2 } else { 0 },
+                    dns_error: if by_name {
+                        "SERVFAIL".into()
+                    } else {
+                        String::new()
+                    },
                 }
             })
         })

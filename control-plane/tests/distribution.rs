@@ -79,6 +79,7 @@ async fn snapshots_acks_and_the_ledger() {
             healthy: false,
             circuit: "open".into(),
             ejected: true,
+            ..Default::default()
         }],
     }))
     .await;
@@ -113,6 +114,39 @@ async fn snapshots_acks_and_the_ledger() {
     assert_eq!(web["backends"][0]["healthy_nodes"], 0);
     assert_eq!(web["backends"][0]["ejected_nodes"], 1);
     assert_eq!(web["backends"][1]["reporting_nodes"], 0);
+    assert_eq!(web["backends"][0]["dns_failing_nodes"], 0);
+    assert!(
+        web["backends"][0]["endpoints"].is_null(),
+        "not a name: {web}"
+    );
+
+    // A backend by host name: how many addresses it has, and nodes whose
+    // lookups of it fail.
+    let url = web["backends"][1]["url"].as_str().expect("url").to_owned();
+    node.send(Kind::Health(pb::HealthReport {
+        backends: vec![pb::BackendHealth {
+            upstream: "web".into(),
+            backend: url,
+            healthy: true,
+            circuit: "closed".into(),
+            by_name: true,
+            endpoints: 3,
+            healthy_endpoints: 2,
+            dns_error: "no answer within 2s".into(),
+            ..Default::default()
+        }],
+    }))
+    .await;
+    let n = wait_node(&cp, "dp-1", |n| n["health"][0]["by_name"] == true).await;
+    assert_eq!(n["health"][0]["dns_error"], "no answer within 2s");
+    assert_eq!(n["health"][0]["healthy_endpoints"], 2);
+    let f = cp.get("/api/v1/fleet").await.json();
+    let b = &f["upstreams"][0]["backends"][1];
+    assert_eq!(
+        (b["dns_failing_nodes"].as_u64(), b["endpoints"].as_u64()),
+        (Some(1), Some(3)),
+        "{f}"
+    );
 
     // Closing the stream marks the node disconnected; it stays in the ledger.
     drop(node);
@@ -399,6 +433,7 @@ async fn fleet_metrics_come_from_the_ledger_and_the_reports() {
                 healthy: std::ptr::eq(node, &a),
                 circuit: "closed".into(),
                 ejected: false,
+                ..Default::default()
             }],
         }))
         .await;

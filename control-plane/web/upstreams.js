@@ -18,6 +18,8 @@ function health(b, connected) {
     { class: "health" },
     badge(`healthy on ${b.healthy_nodes} of ${b.reporting_nodes} nodes`, kind),
     b.ejected_nodes > 0 ? badge(`ejected on ${b.ejected_nodes}`, "warn") : null,
+    b.dns_failing_nodes > 0 ? badge(`DNS failing on ${b.dns_failing_nodes}`, "warn") : null,
+    b.endpoints != null ? h("span", { class: "muted endpoints" }, ` · ${b.endpoints} address${b.endpoints === 1 ? "" : "es"}`) : null,
     missing > 0 ? h("span", { class: "muted" }, ` · ${missing} not reporting`) : null,
   );
 }

@@ -93,6 +93,27 @@ impl Dns {
         self.lock().names.get(host).and_then(|e| e.addrs.clone())
     }
 
+    /// Records what `host` resolved to and why its last lookup failed.
+    #[cfg(test)]
+    pub fn set_for_test(&self, host: &str, addrs: Option<Vec<IpAddr>>, error: Option<&str>) {
+        self.lock().names.insert(
+            host.to_owned(),
+            Entry {
+                addrs,
+                error: error.map(str::to_owned),
+                resolved_at: None,
+                refresh: Duration::from_secs(30),
+                due: Instant::now(),
+                failures: 0,
+            },
+        );
+    }
+
+    /// Why the last lookup of `host` failed, while it stays failed.
+    pub fn error(&self, host: &str) -> Option<String> {
+        self.lock().names.get(host).and_then(|e| e.error.clone())
+    }
+
     /// Every name with what is known of it, sorted by name (for `/status`).
     pub fn entries(&self) -> Vec<(String, Entry)> {
         let mut all: Vec<_> = self

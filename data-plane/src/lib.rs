@@ -43,6 +43,7 @@ pub(crate) mod proxy_protocol;
 pub(crate) mod ramp;
 pub(crate) mod ratelimit;
 pub(crate) mod reload;
+pub(crate) mod report;
 pub(crate) mod retry;
 pub(crate) mod rewind;
 pub(crate) mod ring;

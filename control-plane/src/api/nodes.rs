@@ -62,7 +62,7 @@ pub async fn get_one(
 /// behind or refused a version, and for each backend of the newest config
 /// how many connected nodes see it healthy.
 #[utoipa::path(get, path = "/fleet", tag = "nodes",
-    responses((status = 200, description = "`{version, nodes: {total, connected, behind, nacked}, upstreams: [{name, backends: [{url, healthy_nodes, unhealthy_nodes, ejected_nodes, reporting_nodes}]}]}`", body = Resource)))]
+    responses((status = 200, description = "`{version, nodes: {total, connected, behind, nacked}, upstreams: [{name, backends: [{url, healthy_nodes, unhealthy_nodes, ejected_nodes, dns_failing_nodes, endpoints, reporting_nodes}]}]}`", body = Resource)))]
 pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let cur = state.configs.current();
     let nodes = state.configs.store().nodes().await?;
@@ -88,6 +88,8 @@ pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
                         "healthy_nodes": b.healthy,
                         "unhealthy_nodes": b.unhealthy,
                         "ejected_nodes": b.ejected,
+                        "dns_failing_nodes": b.dns_failing,
+                        "endpoints": b.endpoints,
                         "reporting_nodes": b.healthy + b.unhealthy,
                     })
                 })

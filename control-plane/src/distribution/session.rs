@@ -284,6 +284,10 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
                         "healthy": b.healthy,
                         "circuit": clip(&b.circuit),
                         "ejected": b.ejected,
+                        "by_name": b.by_name,
+                        "endpoints": b.endpoints,
+                        "healthy_endpoints": b.healthy_endpoints,
+                        "dns_error": (!b.dns_error.is_empty()).then(|| clip(&b.dns_error)),
                     })
                 })
                 .collect(),

@@ -174,6 +174,7 @@ try {
   web.outlier_detection = { consecutive_5xx: 3 };
   web.retry = { retry_on: ["connect_failure", "5xx", 429], per_try_timeout: "250ms" };
   web.backends.find((b) => b.url === "http://127.0.0.1:3001").drain = true;
+  web.backends.push({ url: "http://api.internal:8080" });
   web.backends.find((b) => b.url === "http://127.0.0.1:3002").weight = 5;
   web.backends.push({ url: "http://127.0.0.1:3003", weight: 2 });
   const applied = await rest("PUT", "/config", {
@@ -206,6 +207,8 @@ try {
   await waitContains(page, 'section[data-upstream="web"] h2', "sticky cookie lb");
   await waitContains(page, 'section[data-upstream="web"] h2', "slow start 30s");
   await waitContains(page, 'section[data-upstream="web"] h2', "outlier detection");
+  await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://api.internal:8080"]', "DNS failing on 1");
+  await waitContains(page, 'section[data-upstream="web"] tr[data-backend="http://api.internal:8080"]', "2 addresses");
   await waitContains(page, 'section[data-upstream="web"] h2', "retries on connect_failure, 5xx, 429, 250ms a try");
   await shot(page, "upstreams");
 

@@ -15,6 +15,7 @@ fn health(backends: &[(&str, bool)]) -> Kind {
                 healthy: *healthy,
                 circuit: "closed".into(),
                 ejected: false,
+                ..Default::default()
             })
             .collect(),
     })

@@ -150,19 +150,7 @@ async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
                 if tx.send(pb::NodeMessage { kind: Some(Out::Stats(stats)) }).await.is_err() {
                     return Ok(());
                 }
-                let health: Vec<pb::BackendHealth> = snap
-                    .upstreams
-                    .iter()
-                    .flat_map(|u| {
-                        u.backends.iter().map(|b| pb::BackendHealth {
-                            upstream: u.name.clone(),
-                            backend: b.url.clone(),
-                            healthy: b.state.health.is_healthy(),
-                            circuit: b.state.breaker.state_name().into(),
-                            ejected: b.state.outlier.is_ejected(crate::clock::now_nanos()),
-                        })
-                    })
-                    .collect();
+                let health = crate::report::backend_health(&snap, &shared.dns);
                 if health != last_health {
                     let report = pb::HealthReport { backends: health.clone() };
                     if tx.send(pb::NodeMessage { kind: Some(Out::Health(report)) }).await.is_err() {
