@@ -32,6 +32,12 @@ pub struct BackendState {
     pub ramp_from: std::sync::atomic::AtomicU64,
     /// Set once the backend left the config (see [`crate::series`]).
     retired: AtomicBool,
+    /// When the backend left the rotation (removed or set to drain), the
+    /// time its requests in flight and tunnels are cut (clock nanoseconds;
+    /// 0: it is in rotation).
+    pub cut_at: std::sync::atomic::AtomicU64,
+    /// Wakes the tunnels of the backend when `cut_at` changes.
+    pub cut_changed: tokio::sync::Notify,
     /// What ALPN chose at the last connection to a [`Wire::Auto`] backend.
     negotiated: AtomicU8,
 }
@@ -58,8 +64,33 @@ impl BackendState {
             outlier: crate::outlier::OutlierState::default(),
             ramp_from: std::sync::atomic::AtomicU64::new(0),
             retired: AtomicBool::new(false),
+            cut_at: std::sync::atomic::AtomicU64::new(0),
+            cut_changed: tokio::sync::Notify::new(),
             negotiated: AtomicU8::new(0),
         })
+    }
+
+    /// Cuts the backend's requests in flight and tunnels at `at`, unless an
+    /// earlier cut is already set.
+    pub fn cut_from(&self, at: u64) {
+        let at = at.max(1);
+        if self.cut_at.load(Relaxed) == 0 {
+            self.cut_at.store(at, Relaxed);
+            self.cut_changed.notify_waiters();
+        }
+    }
+
+    /// The backend is in rotation again: nothing is cut.
+    pub fn uncut(&self) {
+        if self.cut_at.swap(0, Relaxed) != 0 {
+            self.cut_changed.notify_waiters();
+        }
+    }
+
+    /// True when the backend's requests and tunnels are due to be cut at `now`.
+    pub fn cut_due(&self, now: u64) -> bool {
+        let at = self.cut_at.load(Relaxed);
+        at != 0 && now >= at
     }
 
     /// What ALPN chose last.

@@ -102,6 +102,10 @@ impl Body for ReqBody {
 pub struct ProxyBody {
     inner: Inner,
     finish: Option<Finish>,
+    /// The backend's body made the client wait at least once: from then on
+    /// each frame checks whether the backend's drain deadline passed (a
+    /// body that never waits is over before any deadline matters).
+    waited: bool,
 }
 
 enum Inner {
@@ -115,6 +119,7 @@ impl ProxyBody {
         let mut b = Self {
             inner: Inner::Upstream(body),
             finish: Some(finish),
+            waited: false,
         };
         b.finish_if_ended();
         b
@@ -125,6 +130,7 @@ impl ProxyBody {
         Self {
             inner: Inner::Full(Some(data.into())),
             finish,
+            waited: false,
         }
     }
 
@@ -133,6 +139,15 @@ impl ProxyBody {
             Inner::Upstream(b) => b.is_end_stream(),
             Inner::Full(d) => d.is_none(),
         }
+    }
+
+    /// True when the backend left the rotation and its `drain_timeout`
+    /// passed: the rest of the response is cut.
+    fn drain_passed(&self) -> bool {
+        self.finish
+            .as_ref()
+            .and_then(Finish::backend_state)
+            .is_some_and(|s| s.cut_due(crate::clock::now_nanos()))
     }
 
     fn finish_if_ended(&mut self) {
@@ -164,6 +179,12 @@ impl Body for ProxyBody {
                     f.cut_off();
                 }
             }
+            Poll::Ready(Some(Ok(_))) if this.waited && this.drain_passed() => {
+                if let Some(mut f) = this.finish.take() {
+                    f.cut_off();
+                }
+                return Poll::Ready(Some(Err(UpstreamError::Drained)));
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(o)) = (
                     frame.data_ref(),
@@ -173,7 +194,7 @@ impl Body for ProxyBody {
                 }
                 this.finish_if_ended()
             }
-            Poll::Pending => {}
+            Poll::Pending => this.waited = true,
         }
         polled
     }

@@ -89,6 +89,12 @@ impl Finish {
         self.target = Some((snapshot, upstream, None));
     }
 
+    /// The state of the backend the request went to.
+    pub fn backend_state(&self) -> Option<&Arc<crate::backend::BackendState>> {
+        let (snap, u, b) = self.target.as_ref()?;
+        Some(&snap.upstreams[*u].backends[(*b)?].state)
+    }
+
     /// Moves the request's in-flight slot to `backend` (none: releases it).
     pub fn use_backend(&mut self, backend: Option<usize>) {
         let Some((snap, u, current)) = self.target.as_mut() else {

@@ -72,6 +72,9 @@ pub struct UpstreamRt {
     pub upgrades: Vec<String>,
     /// Longest silence on an upgraded connection.
     pub tunnel_idle_timeout: Duration,
+    /// How long a departing backend's requests and tunnels may go on, in
+    /// nanoseconds.
+    pub drain_nanos: u64,
     /// `isame_lb_tunnels_active{upstream}`.
     pub tunnels_active: IntGauge,
     /// `isame_lb_tunnel_bytes_total{upstream,direction}`, in the order of
@@ -319,6 +322,7 @@ impl Snapshot {
                 rate_limited: metrics.rate_limited.with_label_values(&[&u.name]),
                 upgrades: u.upgrades.iter().map(|t| t.to_ascii_lowercase()).collect(),
                 tunnel_idle_timeout: u.tunnel_idle_timeout,
+                drain_nanos: u64::try_from(u.drain_timeout.as_nanos()).unwrap_or(u64::MAX),
                 tunnels_active: metrics.tunnels_active.with_label_values(&[&u.name]),
                 tunnel_bytes: crate::metrics::TUNNEL_DIRECTIONS.map(|d| {
                     metrics
@@ -510,6 +514,7 @@ impl Shared {
     pub fn install(&self, next: Snapshot) {
         let next = Arc::new(next);
         let previous = self.snapshot.swap(next.clone());
+        set_drain_deadlines(&previous, &next);
         publish_gauges(&self.metrics, Some(&previous), &next);
     }
 
@@ -521,6 +526,28 @@ impl Shared {
     /// True once shutdown began.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Backends that left the rotation (set to drain, or gone from the config)
+/// get the time their requests and tunnels are cut; those back in it lose it.
+fn set_drain_deadlines(previous: &Snapshot, next: &Snapshot) {
+    let now = crate::clock::now_nanos();
+    let mut kept = std::collections::HashSet::new();
+    for u in &next.upstreams {
+        for b in &u.backends {
+            kept.insert(b.state.uid);
+            if b.drain {
+                b.state.cut_from(now.saturating_add(u.drain_nanos));
+            } else {
+                b.state.uncut();
+            }
+        }
+    }
+    for u in &previous.upstreams {
+        for b in u.backends.iter().filter(|b| !kept.contains(&b.state.uid)) {
+            b.state.cut_from(now.saturating_add(u.drain_nanos));
+        }
     }
 }
 

@@ -72,6 +72,8 @@ enum Ended {
     Closed,
     /// No byte moved for the idle timeout.
     Idle,
+    /// The backend left the rotation and its drain timeout passed.
+    Drained,
     /// A side failed.
     Failed(io::Error),
 }
@@ -91,6 +93,7 @@ where
         bytes: [to_backend, to_client],
     } = t;
     let _active = Active::new(active);
+    let state = finish.backend_state().cloned();
     let last = AtomicU64::new(clock::now_nanos());
     let mut client = Counted::new(Rewind::new(client_early, client), &to_backend, &last);
     let mut backend = Counted::new(Rewind::new(backend_early, backend), &to_client, &last);
@@ -100,21 +103,42 @@ where
         tokio::pin!(copy);
         let timer = tokio::time::sleep(idle);
         tokio::pin!(timer);
+        // A tunnel never outlives its backend's drain deadline.
+        // Armed before `cut_at` is read, so that no change is missed.
+        let mut armed = arm(state.as_deref());
+        let cut_at = || state.as_ref().map_or(0, |s| s.cut_at.load(Relaxed));
+        let mut cut = cut_at();
+        if cut != 0 {
+            timer.as_mut().reset(clock::instant_at(
+                cut.min(clock::now_nanos().saturating_add(idle_nanos)),
+            ));
+        }
         loop {
             tokio::select! {
                 r = &mut copy => break r.map_or_else(Ended::Failed, |_| Ended::Closed),
+                () = moved(&mut armed) => {
+                    armed = arm(state.as_deref());
+                    cut = cut_at();
+                    let idle_due = last.load(Relaxed).saturating_add(idle_nanos);
+                    let due = if cut == 0 { idle_due } else { cut.min(idle_due) };
+                    timer.as_mut().reset(clock::instant_at(due));
+                }
                 () = &mut timer => {
+                    let now = clock::now_nanos();
+                    if cut != 0 && now >= cut {
+                        break Ended::Drained;
+                    }
                     let since = last.load(Relaxed);
                     let due = since.saturating_add(idle_nanos);
-                    if clock::now_nanos() >= due {
+                    if now >= due {
                         break Ended::Idle;
                     }
-                    timer.as_mut().reset(clock::instant_at(due));
+                    timer.as_mut().reset(clock::instant_at(if cut == 0 { due } else { cut.min(due) }));
                 }
             }
         }
     };
-    if matches!(ended, Ended::Idle) {
+    if matches!(ended, Ended::Idle | Ended::Drained) {
         // Close both properly (a FIN, a TLS close_notify), without waiting
         // on a peer that stopped reading.
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
@@ -126,12 +150,36 @@ where
     match &ended {
         Ended::Closed => debug!(to_backend, to_client, "tunnel closed"),
         Ended::Idle => debug!(to_backend, to_client, idle = ?idle, "idle tunnel closed"),
+        Ended::Drained => debug!(
+            to_backend,
+            to_client, "tunnel of a drained backend closed at its drain_timeout"
+        ),
         Ended::Failed(e) => debug!(to_backend, to_client, error = %e, "tunnel failed"),
     }
     if let Some(o) = finish.observation() {
         o.tunneled(to_backend, to_client);
     }
     drop(finish);
+}
+
+type Armed<'a> = Option<std::pin::Pin<Box<tokio::sync::futures::Notified<'a>>>>;
+
+/// A wait for the backend's drain deadline to be set or cleared, already
+/// registered with its `Notify`.
+fn arm(state: Option<&crate::backend::BackendState>) -> Armed<'_> {
+    state.map(|s| {
+        let mut n = Box::pin(s.cut_changed.notified());
+        n.as_mut().enable();
+        n
+    })
+}
+
+/// Resolves when the armed wait does (never without a backend).
+async fn moved(armed: &mut Armed<'_>) {
+    match armed {
+        Some(n) => n.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Counts a tunnel in `isame_lb_tunnels_active` while it lives.

@@ -254,3 +254,84 @@ async fn slow_start_ramps_a_new_backends_share_and_never_turns_a_request_away() 
     }
     stop(proxy).await;
 }
+
+/// Starts `GET path` on a new connection and returns it once the response
+/// head arrived, with the body bytes read so far.
+async fn started(addr: std::net::SocketAddr, path: &str) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    (s, got)
+}
+
+/// Reads until the peer closes (or 5 s pass); the bytes and how long it took.
+async fn drain_all(mut s: tokio::net::TcpStream, mut got: Vec<u8>) -> (Vec<u8>, Duration) {
+    use tokio::io::AsyncReadExt;
+    let t = Instant::now();
+    let mut buf = [0u8; 16384];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    (got, t.elapsed())
+}
+
+#[tokio::test]
+async fn a_removed_backends_streaming_responses_are_cut_at_its_drain_timeout() {
+    let (slow, other) = (Backend::start("slow").await, Backend::start("other").await);
+    let yaml = |backends: &[&Backend], timeout: &str| {
+        let list: Vec<String> = backends
+            .iter()
+            .map(|b| format!("\"{}\"", b.url()))
+            .collect();
+        config(
+            &[format!(
+                "  - name: web\n    drain_timeout: {timeout}\n    backends: [{}]\n",
+                list.join(", ")
+            )],
+            "",
+        )
+    };
+    // 20 chunks of 16 KiB, 100 ms apart: two seconds of body.
+    let path = "/stream?bytes=327680&trickle_ms=100";
+    let proxy = start(&yaml(&[&slow], "300ms"));
+    let (s, got) = started(proxy.proxy_addr, path).await;
+    let t = Instant::now();
+    proxy
+        .apply(parse(&yaml(&[&other], "300ms")))
+        .await
+        .expect("remove slow");
+    let (got, _) = drain_all(s, got).await;
+    let took = t.elapsed();
+    assert!(got.len() < 327_680, "cut short: {} bytes", got.len());
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "cut {took:?} after the backend left"
+    );
+    // New requests go to the backend that stayed.
+    let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
+    assert_eq!(backend_of(&c.get("/").await.expect("response")), "other");
+    stop(proxy).await;
+
+    // With a longer deadline the same response finishes whole.
+    let proxy = start(&yaml(&[&slow], "10s"));
+    let (s, got) = started(proxy.proxy_addr, path).await;
+    proxy
+        .apply(parse(&yaml(&[&other], "10s")))
+        .await
+        .expect("remove slow");
+    let (got, _) = drain_all(s, got).await;
+    assert!(got.len() > 327_680, "whole: {} bytes", got.len());
+    stop(proxy).await;
+}

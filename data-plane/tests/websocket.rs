@@ -410,3 +410,62 @@ async fn a_backend_that_declines_the_upgrade_answers_as_usual() {
     assert_eq!(first["connection"], "upgrade", "{first}");
     stop(proxy).await;
 }
+
+#[tokio::test]
+async fn a_drained_backends_tunnels_close_at_its_drain_timeout() {
+    let server = ws_server().await;
+    let other = ws_server().await;
+    let up = |drain: bool| {
+        format!(
+            "upstreams:\n  - name: ws\n    drain_timeout: 400ms\n    backends:\n      - url: {}\n        drain: {drain}\n      - url: {}\nroutes:\n  - name: chat\n    path_prefix: /chat\n    upstream: ws\n",
+            server.url, other.url
+        )
+    };
+    let proxy = start(&up(false));
+    // Round robin: the first tunnel goes to `server`, the second to `other`.
+    let mut ws = connect(proxy.proxy_addr).await;
+    let mut kept = connect(proxy.proxy_addr).await;
+    echoes(&mut ws, "before").await;
+
+    // Drained, then back in rotation before its deadline: nothing is cut.
+    proxy.apply(parse(&up(true))).await.expect("drain");
+    proxy.apply(parse(&up(false))).await.expect("undrain");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    echoes(&mut ws, "still here").await;
+
+    // Drained for good: the tunnel goes on until the deadline, then closes.
+    let t = Instant::now();
+    proxy.apply(parse(&up(true))).await.expect("drain");
+    echoes(&mut ws, "within the deadline").await;
+    let took = ends(ws, Duration::from_secs(5)).await;
+    let since = t.elapsed();
+    assert!(
+        since >= Duration::from_millis(350),
+        "closed after {since:?} ({took:?})"
+    );
+    assert!(since < Duration::from_secs(3), "closed after {since:?}");
+    // The other backend's tunnel is untouched.
+    echoes(&mut kept, "unaffected").await;
+
+    // A backend removed from the config: the same.
+    let mut third = connect(proxy.proxy_addr).await;
+    echoes(&mut third, "on other").await;
+    let only_server = format!(
+        "upstreams:\n  - name: ws\n    drain_timeout: 400ms\n    backends: [\"{}\"]\nroutes:\n  - name: chat\n    path_prefix: /chat\n    upstream: ws\n",
+        server.url
+    );
+    let t = Instant::now();
+    proxy
+        .apply(parse(&only_server))
+        .await
+        .expect("remove other");
+    echoes(&mut kept, "removed, within the deadline").await;
+    ends(kept, Duration::from_secs(5)).await;
+    let since = t.elapsed();
+    assert!(
+        since >= Duration::from_millis(350) && since < Duration::from_secs(3),
+        "{since:?}"
+    );
+    ends(third, Duration::from_secs(5)).await;
+    stop(proxy).await;
+}

@@ -1273,3 +1273,21 @@ fn dns_rules() {
         "between 1s and 1h",
     );
 }
+
+#[test]
+fn drain_timeout_rules() {
+    let d = |v: &str| {
+        BASE.replace(
+            "    backends:",
+            &format!("    drain_timeout: {v}\n    backends:"),
+        )
+    };
+    let c = Config::from_yaml(&d("0s")).expect("cut at once is valid");
+    assert!(c.upstreams[0].drain_timeout.is_zero());
+    let c = Config::from_yaml(BASE).expect("valid");
+    assert_eq!(
+        c.upstreams[0].drain_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    assert_problem(&d("25h"), "upstreams[0].drain_timeout", "at most 24h");
+}

@@ -47,6 +47,10 @@ pub enum UpstreamError {
     /// A gRPC call reached a backend that speaks HTTP/1.1 only; it was not sent.
     #[error("gRPC needs an HTTP/2 backend; this one speaks HTTP/1.1")]
     NeedsHttp2,
+    /// The backend left the rotation and its `drain_timeout` passed while
+    /// the response was still streaming.
+    #[error("the backend was drained and its drain_timeout passed")]
+    Drained,
     /// The connection failed after part of the response had arrived.
     #[error("connection failed in the middle of the response: {0}")]
     Incomplete(#[source] io::Error),

@@ -214,6 +214,15 @@ pub struct Upstream {
     #[serde(skip_serializing_if = "is_websocket_only")]
     #[config(default = vec!["websocket".into()])]
     pub upgrades: Vec<String>,
+    /// When a backend leaves the config or is set to drain, how long its
+    /// requests in flight and its tunnels (WebSockets) may go on; then they
+    /// are cut. It takes no new request from the moment it leaves.
+    #[serde(
+        serialize_with = "duration::serialize",
+        skip_serializing_if = "duration::is_secs::<30>"
+    )]
+    #[config(default = Duration::from_secs(30))]
+    pub drain_timeout: Duration,
     /// How long an upgraded connection (a WebSocket) may carry no byte in
     /// either direction before the proxy closes it. Request timeouts do not
     /// apply to it.
@@ -301,8 +310,9 @@ pub struct Backend {
     /// Share of traffic under `weighted_round_robin`.
     #[config(default = 1, min = 1, max = 1000)]
     pub weight: u32,
-    /// Draining: takes no new requests; those in flight finish. Set it
-    /// before removing a backend so that nothing is cut off.
+    /// Draining: takes no new requests; those in flight and its tunnels
+    /// finish, up to the upstream's `drain_timeout`, as when the backend
+    /// is removed.
     #[serde(skip_serializing_if = "is_false")]
     pub drain: bool,
 }

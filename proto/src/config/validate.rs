@@ -206,6 +206,9 @@ fn upstream(u: &Upstream, path: &Path, p: &mut Problems) {
     }
     super::traffic::validate(u, path, p);
     super::dns::validate_refresh(u.dns_refresh, &path.key("dns_refresh"), p);
+    if u.drain_timeout > Duration::from_secs(24 * 3600) {
+        p.add(&path.key("drain_timeout"), "must be at most 24h");
+    }
     if let Some(o) = &u.outlier_detection {
         super::lifecycle::validate(o, &path.key("outlier_detection"), p);
     }
