@@ -100,6 +100,11 @@ pub enum Command {
         #[command(subcommand)]
         action: Backend,
     },
+    /// Change one route: its split between upstreams.
+    Route {
+        #[command(subcommand)]
+        action: Route,
+    },
     /// Versions, newest first, with their author, time, message and changes.
     History {
         /// How many versions (1 to 1000).
@@ -196,6 +201,39 @@ pub enum Delete {
         #[command(flatten)]
         write: WriteArgs,
     },
+}
+
+/// `route` actions.
+#[derive(Debug, Subcommand)]
+pub enum Route {
+    /// Share a route's requests between upstreams by weight, e.g.
+    /// `route split shop v1=90 v2=10`; `v1=0 v2=100` moves everything.
+    /// Applied only if nobody changed the config since it was read.
+    Split {
+        /// Route name.
+        name: String,
+        /// `UPSTREAM=WEIGHT` (weights 0 to 1000), in the order to keep.
+        #[arg(required = true, value_name = "UPSTREAM=WEIGHT", value_parser = share)]
+        shares: Vec<(String, u32)>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+}
+
+/// Reads `UPSTREAM=WEIGHT`.
+fn share(s: &str) -> Result<(String, u32), String> {
+    let (name, weight) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected UPSTREAM=WEIGHT"))?;
+    let weight: u32 = weight
+        .parse()
+        .map_err(|_| format!("{s:?}: the weight must be a whole number from 0 to 1000"))?;
+    if name.is_empty() || weight > 1000 {
+        return Err(format!(
+            "{s:?}: expected UPSTREAM=WEIGHT with a weight from 0 to 1000"
+        ));
+    }
+    Ok((name.to_owned(), weight))
 }
 
 /// `backend` actions. A backend is named by its URL or its `host:port`.

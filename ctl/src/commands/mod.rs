@@ -6,6 +6,7 @@ mod backend;
 mod get;
 mod history;
 mod resources;
+mod route;
 mod status;
 mod validate;
 
@@ -83,6 +84,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Describe { what } => get::describe(&ctx()?, what),
         Command::Delete { what } => resources::delete(&ctx()?, what),
         Command::Backend { action } => backend::run(&ctx()?, action),
+        Command::Route { action } => route::run(&ctx()?, action),
         Command::History { limit } => history::history(&ctx()?, *limit),
         Command::Rollback { version, write } => history::rollback(&ctx()?, *version, write),
         Command::Status => status::status(&ctx()?),

@@ -334,3 +334,53 @@ fn a_route_split_is_shown_and_counts_as_use_of_its_upstreams() {
         "{r}"
     );
 }
+
+#[test]
+fn route_split_shifts_weights_in_one_command() {
+    let cp = Cp::start();
+    cp.seed();
+    // From a single upstream to a split: a dry run, then for real.
+    let r = cp
+        .ctl(&["route", "split", "api", "api=90", "web=10", "--dry-run"])
+        .expect(0);
+    assert!(r.stdout.contains("+ routes[api].split[web]\n"), "{r}");
+    assert!(r.stdout.contains("dry run, nothing applied"), "{r}");
+    let r = cp
+        .ctl(&[
+            "route",
+            "split",
+            "api",
+            "api=90",
+            "web=10",
+            "-m",
+            "canary 10%",
+        ])
+        .expect(0);
+    assert!(r.stdout.contains("applied as version 2"), "{r}");
+    let t = cp.ctl(&["get", "routes"]).expect(0).stdout;
+    assert!(t.contains("api=90, web=10"), "{t}");
+    // Shifting the share is one change.
+    let r = cp
+        .ctl(&["route", "split", "api", "api=0", "web=100"])
+        .expect(0);
+    assert!(
+        r.stdout
+            .contains("~ routes[api].split[api].weight: 90 → 0\n"),
+        "{r}"
+    );
+    assert!(
+        r.stdout
+            .contains("~ routes[api].split[web].weight: 10 → 100\n"),
+        "{r}"
+    );
+    // Bad shares are refused before anything is sent, with the reason.
+    let r = cp.ctl(&["route", "split", "api", "web"]).expect(2);
+    assert!(r.stderr.contains("expected UPSTREAM=WEIGHT"), "{r}");
+    let r = cp.ctl(&["route", "split", "api", "web=5000"]).expect(2);
+    assert!(r.stderr.contains("from 0 to 1000"), "{r}");
+    // The server's rules still apply: an unknown upstream lists the problem.
+    let r = cp.ctl(&["route", "split", "api", "nope=1"]).expect(1);
+    assert!(r.stderr.contains("routes[0].split[0].upstream"), "{r}");
+    let r = cp.ctl(&["route", "split", "missing", "web=1"]).expect(1);
+    assert!(r.stderr.contains("missing"), "{r}");
+}
