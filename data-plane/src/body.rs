@@ -147,7 +147,10 @@ impl ProxyBody {
         self.finish
             .as_ref()
             .and_then(Finish::backend_state)
-            .is_some_and(|s| s.cut_due(crate::clock::now_nanos()))
+            .is_some_and(|s| {
+                s.cut_at.load(std::sync::atomic::Ordering::Relaxed) != 0
+                    && s.cut_due(crate::clock::now_nanos())
+            })
     }
 
     fn finish_if_ended(&mut self) {

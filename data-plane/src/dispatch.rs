@@ -48,7 +48,8 @@ pub async fn dispatch(
         retry: policy,
         ..
     } = *out;
-    let method_ok = policy.method_ok(&parts.method);
+    // Asked only when a try failed: the success path pays nothing for it.
+    let method_ok = || policy.method_ok(&parts.method);
     let mut body = keep_for_resending(policy, &parts.method, body, client_stall).await?;
     // Decided before the first try: a streamed body is gone once sent.
     let replayable = body.replayable();
@@ -117,7 +118,7 @@ pub async fn dispatch(
         let retry = retries_on
             && attempt < policy.max_attempts
             && match &sent {
-                Err(e) if e.request_not_sent() => policy.retries(Failure::NotSent, true, true),
+                Err(e) if e.request_not_sent() => policy.retries(Failure::NotSent, || true, true),
                 // A stalled or vanished client, or a backend that cannot
                 // carry the call: another try would fare no better.
                 Err(e) if e.client_fault() || matches!(e, UpstreamError::NeedsHttp2) => false,

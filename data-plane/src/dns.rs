@@ -133,7 +133,17 @@ impl Dns {
         let wanted = names(config);
         let (resolver, new) = {
             let mut s = self.lock();
-            s.names.retain(|n, _| wanted.contains_key(n));
+            // A name no backend uses any more leaves the metrics too.
+            s.names.retain(|n, _| {
+                let keep = wanted.contains_key(n);
+                if !keep {
+                    let _ = metrics.dns_addresses.remove_label_values(&[n]);
+                    for result in ["ok", "failed"] {
+                        let _ = metrics.dns_lookups.remove_label_values(&[n, result]);
+                    }
+                }
+                keep
+            });
             if wanted.is_empty() {
                 return;
             }

@@ -294,7 +294,9 @@ pub async fn handle(
             client_stall: out.client_stall,
             grpc: caller.grpc,
         };
-        body = match mirror::copy(m, &source, &parts, &rewrite, body).await {
+        // Boxed: inline, its state would make every request's future that
+        // much larger, mirrored or not.
+        body = match Box::pin(mirror::copy(m, &source, &parts, &rewrite, body)).await {
             Ok(b) => b,
             Err(e) => return Ok(reply(&cx, &snap, caller, Some(ui), e, finish)),
         };

@@ -134,7 +134,12 @@ impl Policy {
     /// True when a failure of this kind goes again, given that the method
     /// may be sent twice (`method_ok`) and the body can be (`replayable`).
     /// A request that was not sent goes again whatever its method.
-    pub fn retries(&self, failure: Failure, method_ok: bool, replayable: bool) -> bool {
+    pub fn retries(
+        &self,
+        failure: Failure,
+        method_ok: impl FnOnce() -> bool,
+        replayable: bool,
+    ) -> bool {
         let again = match failure {
             Failure::NotSent => return self.on & CONNECT_FAILURE != 0,
             Failure::Reset => self.on & RESET != 0,
@@ -146,7 +151,7 @@ impl Policy {
                     || self.statuses.contains(&s.as_u16())
             }
         };
-        again && method_ok && replayable
+        again && replayable && method_ok()
     }
 
     /// True when requests of method `m` may go again once a backend may
@@ -365,26 +370,26 @@ mod tests {
         let s = |n| Failure::Status(StatusCode::from_u16(n).expect("status"));
         // Today's defaults.
         assert!(
-            d.retries(Failure::NotSent, false, false),
+            d.retries(Failure::NotSent, || false, false),
             "nothing was sent"
         );
-        assert!(d.retries(Failure::Reset, true, true));
-        assert!(d.retries(Failure::Timeout, true, true));
-        assert!(d.retries(s(502), true, true) && d.retries(s(504), true, true));
-        assert!(!d.retries(s(500), true, true) && !d.retries(s(429), true, true));
+        assert!(d.retries(Failure::Reset, || true, true));
+        assert!(d.retries(Failure::Timeout, || true, true));
+        assert!(d.retries(s(502), || true, true) && d.retries(s(504), || true, true));
+        assert!(!d.retries(s(500), || true, true) && !d.retries(s(429), || true, true));
         // Sent requests need an allowed method and a kept body.
-        assert!(!d.retries(s(503), false, true) && !d.retries(s(503), true, false));
+        assert!(!d.retries(s(503), || false, true) && !d.retries(s(503), || true, false));
         assert!(d.method_ok(&Method::PUT) && !d.method_ok(&Method::POST));
         assert!(d.may_replay(&Method::GET) && !d.may_replay(&Method::POST));
         assert!(!d.replays_grpc(), "gRPC calls are POSTs");
 
         let p = policy("  retry_on: [5xx, 429]\n  per_try_timeout: 1s\n");
         assert!(
-            !p.retries(Failure::NotSent, true, true),
+            !p.retries(Failure::NotSent, || true, true),
             "connect_failure left out"
         );
-        assert!(p.retries(s(500), true, true) && p.retries(s(429), true, true));
-        assert!(!p.retries(s(409), true, true) && !p.retries(Failure::Timeout, true, true));
+        assert!(p.retries(s(500), || true, true) && p.retries(s(429), || true, true));
+        assert!(!p.retries(s(409), || true, true) && !p.retries(Failure::Timeout, || true, true));
         assert_eq!(p.head_wait(5_000_000_000), 1_000_000_000);
         assert_eq!(
             p.head_wait(500_000_000),

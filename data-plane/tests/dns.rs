@@ -242,5 +242,13 @@ async fn a_reload_that_adds_a_name_serves_it_at_once() {
     let mut c = Client::http1(proxy.proxy_addr).await.expect("connect");
     let r = c.get("/").await.expect("response");
     assert_eq!((r.status.as_u16(), backend_of(&r).as_str()), (200, "b3"));
+    assert!(metrics(&proxy)
+        .await
+        .contains("isame_lb_dns_addresses{name=\"new.test\"} 1"));
+    // Back to addresses only: the name leaves `/status` and the metrics.
+    std::fs::write(&path, &before).expect("write");
+    proxy.reload().await.expect("reload");
+    assert!(!metrics(&proxy).await.contains("new.test"));
+    assert_eq!(status(&proxy).await["dns"], serde_json::json!([]));
     stop(proxy).await;
 }
