@@ -127,8 +127,9 @@ impl Dns {
     }
 
     /// Follows `config`: forgets names it no longer uses, and looks up the
-    /// ones it adds (all of them when the name servers changed) before the
-    /// config is compiled, so that a new backend has its endpoints at once.
+    /// ones it adds before the config is compiled, so that a new backend
+    /// has its endpoints at once (when the name servers changed, every name
+    /// is due at once for the refresh task).
     pub async fn prepare(&self, config: &Config, metrics: &Metrics) {
         let wanted = names(config);
         let (resolver, new) = {
@@ -150,19 +151,22 @@ impl Dns {
             let resolver = s.resolver_for(&config.dns);
             let now = Instant::now();
             let mut new = Vec::new();
+            // Only names never asked are awaited here: a name already known
+            // keeps its addresses and is refreshed on its schedule, so an
+            // apply does not wait on a name server that is down.
             for (name, refresh) in &wanted {
-                let e = s.names.entry(name.clone()).or_insert_with(|| Entry {
-                    addrs: None,
-                    error: None,
-                    resolved_at: None,
-                    refresh: *refresh,
-                    due: now,
-                    failures: 0,
+                let e = s.names.entry(name.clone()).or_insert_with(|| {
+                    new.push(name.clone());
+                    Entry {
+                        addrs: None,
+                        error: None,
+                        resolved_at: None,
+                        refresh: *refresh,
+                        due: now,
+                        failures: 0,
+                    }
                 });
                 e.refresh = *refresh;
-                if e.due <= now {
-                    new.push(name.clone());
-                }
             }
             (resolver, new)
         };
@@ -210,7 +214,17 @@ impl Dns {
             if due.is_empty() {
                 return false;
             }
-            (s.resolver_for(dns), due)
+            let r = s.resolver_for(dns);
+            if r.is_none() {
+                // No resolver to ask (logged): try again in a second rather
+                // than spin.
+                for n in &due {
+                    if let Some(e) = s.names.get_mut(n) {
+                        e.due = now + MIN_DNS_REFRESH;
+                    }
+                }
+            }
+            (r, due)
         };
         match resolver {
             Some((r, timeout)) => self.resolve(&r, timeout, due, metrics).await,
