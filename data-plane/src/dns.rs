@@ -356,13 +356,33 @@ async fn lookup(r: &TokioResolver, name: &str) -> Result<(Vec<IpAddr>, Duration)
         .map(|rec| rec.ttl)
         .min()
         .unwrap_or(0);
-    let mut addrs: Vec<IpAddr> = found.iter().collect();
-    addrs.sort();
-    addrs.dedup();
+    let addrs = settle(name, found.iter().collect());
     if addrs.is_empty() {
         return Err("the name has no A or AAAA record".into());
     }
     Ok((addrs, Duration::from_secs(u64::from(ttl))))
+}
+
+/// Most endpoints one name becomes: each costs health checks, metric series
+/// and pool state, and an answer (a name server's mistake, or someone
+/// else's zone) should not be able to grow a node without bound.
+pub const MAX_ADDRESSES: usize = 256;
+
+/// An answer's addresses sorted, without repeats, and at most
+/// [`MAX_ADDRESSES`] of them (the lowest, so every node keeps the same).
+fn settle(name: &str, mut addrs: Vec<IpAddr>) -> Vec<IpAddr> {
+    addrs.sort();
+    addrs.dedup();
+    if addrs.len() > MAX_ADDRESSES {
+        warn!(
+            name,
+            answered = addrs.len(),
+            kept = MAX_ADDRESSES,
+            "a backend name has more addresses than the limit; keeping the lowest"
+        );
+        addrs.truncate(MAX_ADDRESSES);
+    }
+    addrs
 }
 
 /// A resolver asking `c.servers` (or the system's name servers), without a
@@ -404,5 +424,23 @@ pub async fn refresh_loop(shared: Arc<Shared>, changed: impl Fn() -> bool) {
         if shared.dns.refresh(&dns, &shared.metrics).await && !changed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_sorted_deduplicated_and_bounded() {
+        let ip = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+        assert_eq!(
+            settle("a", vec![ip(3), ip(1), ip(3), ip(2)]),
+            [ip(1), ip(2), ip(3)]
+        );
+        let many: Vec<IpAddr> = (0..1000).rev().map(ip).collect();
+        let kept = settle("a", many);
+        assert_eq!(kept.len(), MAX_ADDRESSES);
+        assert_eq!((kept[0], kept[MAX_ADDRESSES - 1]), (ip(0), ip(255)));
     }
 }
