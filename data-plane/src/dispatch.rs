@@ -16,6 +16,7 @@ use crate::{clock, grpc, ramp};
 use http::Method;
 use http_body::Body;
 use http_body_util::BodyExt;
+use smallvec::SmallVec;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -57,7 +58,8 @@ pub async fn dispatch(
     if retries_on {
         policy.budget.note_request(start);
     }
-    let mut tried: Vec<usize> = Vec::new();
+    // Inline: a request that needs more than four tries is already rare.
+    let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
     let mut rng = None;
     let mut attempt = 1;
     let mut now = start;
@@ -126,6 +128,10 @@ pub async fn dispatch(
                     policy.retries(Failure::Timeout, method_ok, replayable)
                 }
                 Err(_) => policy.retries(Failure::Reset, method_ok, replayable),
+                // No condition names a status below 400, and only a gRPC
+                // answer can say UNAVAILABLE with one: the common answer
+                // decides here.
+                Ok((head, _)) if head.status.as_u16() < 400 && out.grpc.is_none() => false,
                 // A gRPC body is kept as it streams: whether all of it was
                 // is known only now.
                 Ok((head, _)) if unavailable(head) => {
