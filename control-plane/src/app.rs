@@ -6,6 +6,7 @@ use crate::api::{self, AppState};
 use crate::configs::Configs;
 use crate::distribution::Distribution;
 use crate::metrics::Metrics;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DynStore, NewAudit, Role, StoreError};
 use crate::tokens;
@@ -29,7 +30,7 @@ pub enum StartError {
         source: StoreError,
     },
     /// The URL names a database kind this build does not support.
-    #[error("unsupported database URL {0:?}: use sqlite://FILE")]
+    #[error("unsupported database URL {0:?}: use sqlite://FILE or postgres://USER@HOST/DATABASE")]
     UnsupportedDatabase(String),
     /// The API would be reachable from other hosts with no token to protect it.
     #[error(
@@ -63,7 +64,7 @@ pub enum StartError {
 /// How to start.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `sqlite://FILE`.
+    /// `sqlite://FILE` or `postgres://…`.
     pub database_url: String,
     /// REST API, dashboard and `/metrics`.
     pub api_listen: SocketAddr,
@@ -79,6 +80,8 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// Heartbeats, leases and polling among replicas on one database.
+    pub replica: crate::replica::Options,
 }
 
 impl Options {
@@ -94,6 +97,7 @@ impl Options {
             admin_token: None,
             max_body_bytes: api::DEFAULT_MAX_BODY_BYTES,
             shutdown_timeout: Duration::from_secs(10),
+            replica: crate::replica::Options::default(),
         }
     }
 }
@@ -118,18 +122,49 @@ pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap-admin";
 /// 256 random bits).
 pub const MIN_BOOTSTRAP_TOKEN: usize = 32;
 
-/// Opens the store a database URL names.
-pub async fn open_store(url: &str) -> Result<DynStore, StartError> {
-    if !url.starts_with("sqlite:") {
-        return Err(StartError::UnsupportedDatabase(redact(url)));
+/// The database kinds a URL can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// `sqlite:…`: one file, one process (the embedded default).
+    Sqlite,
+    /// `postgres:…` or `postgresql:…`: shared by any number of replicas.
+    Postgres,
+}
+
+/// The kind of database `url` names.
+pub fn database_kind(url: &str) -> Result<DatabaseKind, StartError> {
+    if url.starts_with("sqlite:") {
+        Ok(DatabaseKind::Sqlite)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(DatabaseKind::Postgres)
+    } else {
+        Err(StartError::UnsupportedDatabase(redact(url)))
     }
-    let store = SqliteStore::open(url)
-        .await
-        .map_err(|source| StartError::Store {
-            url: redact(url),
-            source,
-        })?;
-    Ok(Arc::new(store))
+}
+
+/// Opens the store a database URL names, bringing its schema up to date.
+pub async fn open_store(url: &str) -> Result<DynStore, StartError> {
+    let err = |source| StartError::Store {
+        url: redact(url),
+        source,
+    };
+    Ok(match database_kind(url)? {
+        DatabaseKind::Sqlite => Arc::new(SqliteStore::open(url).await.map_err(err)?),
+        DatabaseKind::Postgres => Arc::new(PostgresStore::open(url).await.map_err(err)?),
+    })
+}
+
+/// Applies the schema migrations `url` has not had; returns how many ran
+/// (`isame-control-plane migrate`, run once before a rolling upgrade).
+pub async fn migrate(url: &str) -> Result<usize, StartError> {
+    let err = |source| StartError::Store {
+        url: redact(url),
+        source,
+    };
+    match database_kind(url)? {
+        DatabaseKind::Sqlite => crate::store::sqlite::migrate(url).await.map_err(err),
+        DatabaseKind::Postgres => crate::store::postgres::migrate(url).await.map_err(err),
+    }
 }
 
 /// A URL with any password removed, for messages.
@@ -183,7 +218,11 @@ impl ControlPlane {
                  (ISAME_ADMIN_TOKEN, or `isame-control-plane token create`)"
             );
         }
-        store.disconnect_all().await.map_err(store_err)?;
+        let replica = options.distribution.replica.clone();
+        store
+            .disconnect_replica(&replica)
+            .await
+            .map_err(store_err)?;
         let metrics = Arc::new(Metrics::new()?);
         let configs = Arc::new(
             Configs::load(store.clone(), metrics.clone())
@@ -238,6 +277,21 @@ impl ControlPlane {
         );
         let (stop, stopped) = oneshot::channel::<()>();
         let grace = options.shutdown_timeout;
+        let (background_stop, background) = tokio::sync::watch::channel(false);
+        let follower = options.replica.follow.then(|| {
+            tokio::spawn(crate::replica::follow(
+                configs.clone(),
+                options.replica.poll,
+                background.clone(),
+            ))
+        });
+        let jobs = tokio::spawn(crate::replica::run(
+            store.clone(),
+            replica.clone(),
+            options.replica.clone(),
+            state.metrics.clone(),
+            background,
+        ));
         let task = tokio::spawn(async move {
             let (grpc_stop, grpc_stopped) = oneshot::channel::<()>();
             let grpc = tokio::spawn(serve_grpc(
@@ -266,9 +320,14 @@ impl ControlPlane {
             {
                 abort.abort();
             }
+            background_stop.send_replace(true);
+            if let Some(follower) = follower {
+                let _ = follower.await;
+            }
+            let _ = jobs.await;
             store.close().await;
         });
-        tracing::info!(%api_addr, %grpc_addr, version = configs.current().version, "control plane listening");
+        tracing::info!(%api_addr, %grpc_addr, replica, version = configs.current().version, "control plane listening");
         Ok(ControlPlane {
             api_addr,
             grpc_addr,

@@ -111,7 +111,7 @@ fn check(name: &str, upload: &Upload, actor: &str) -> Result<NewCertificate, Cha
     let Some(info) = info.filter(|_| problems.is_empty()) else {
         return Err(ChangeError::Invalid(ConfigErrors(problems)));
     };
-    let now = crate::store::sqlite::now_ms();
+    let now = crate::store::now_ms();
     let id = material_id(&upload.cert_pem, &upload.key_pem);
     Ok(NewCertificate {
         meta: CertificateMeta {

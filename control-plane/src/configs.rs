@@ -7,7 +7,7 @@
 //! touching the database, and so do the data-plane streams.
 
 use crate::metrics::Metrics;
-use crate::store::{DynStore, Material, NewAudit, NewCertificate, NewVersion, StoreError};
+use crate::store::{now_ms, DynStore, Material, NewAudit, NewCertificate, NewVersion, StoreError};
 use bytes::Bytes;
 use isame_proto::config::{diff_from, Change, ChangeOp, ConfigError};
 use isame_proto::{pb, Config, ConfigErrors};
@@ -235,12 +235,20 @@ impl Configs {
     /// number.
     pub(crate) async fn catch_up(&self) -> Result<u64, StoreError> {
         let newest = match self.store.head().await? {
-            Some(rec) => current_of(&self.store, rec).await?,
+            Some(rec) => {
+                let age = now_ms().saturating_sub(rec.created_at).max(0);
+                let committed = tokio::time::Instant::now()
+                    .checked_sub(std::time::Duration::from_millis(age as u64));
+                Current {
+                    committed_at: committed,
+                    ..current_of(&self.store, rec).await?
+                }
+            }
             None => Current::default(),
         };
         let v = newest.version;
         publish(&self.current, &self.metrics, newest);
-        Ok(v)
+        Ok(self.current().version.max(v))
     }
 
     /// The writer's turn: changes to the config and to the certificate
@@ -261,7 +269,13 @@ impl Configs {
     where
         F: FnOnce(Option<&Config>) -> Result<Config, ChangeError>,
     {
-        let cur = self.current();
+        let mut cur = self.current();
+        if matches!(req.precondition, Some(Precondition::Version(v)) if v > cur.version) {
+            // The client saw a version this replica has not loaded yet
+            // (another replica made it moments ago).
+            self.catch_up().await?;
+            cur = self.current();
+        }
         match req.precondition {
             Some(Precondition::Version(v)) if v != cur.version => {
                 return Err(ChangeError::Stale {
@@ -406,7 +420,7 @@ impl Configs {
             }
             match self.store.certificate(&name).await? {
                 // Every node would refuse it: refuse it here, with the path.
-                Some((meta, _)) if meta.not_after < crate::store::sqlite::now_ms() / 1000 => {
+                Some((meta, _)) if meta.not_after < now_ms() / 1000 => {
                     problems.push(ConfigError::new(
                         path,
                         format!(
@@ -438,10 +452,20 @@ impl Configs {
     }
 }
 
-/// Makes `next` the version readers see.
+/// Makes `next` the version readers see, unless they already see it or a
+/// newer one (a replica catching up and a commit of this process may
+/// publish in either order).
 fn publish(current: &watch::Sender<Arc<Current>>, metrics: &Metrics, next: Current) {
-    metrics.config_version.set(next.version as i64);
-    current.send_replace(Arc::new(next));
+    let next = Arc::new(next);
+    current.send_if_modified(|cur| {
+        if next.version > cur.version {
+            *cur = next.clone();
+            true
+        } else {
+            false
+        }
+    });
+    metrics.config_version.set(current.borrow().version as i64);
 }
 
 /// The reader's view of a stored version. A version that no longer passes

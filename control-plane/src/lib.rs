@@ -14,5 +14,6 @@ pub mod dashboard;
 pub mod distribution;
 pub mod fleet;
 pub mod metrics;
+pub mod replica;
 pub mod store;
 pub mod tokens;

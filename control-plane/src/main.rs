@@ -10,7 +10,8 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "isame-control-plane", version, about)]
 struct Cli {
-    /// Database URL.
+    /// Database URL: `sqlite://FILE` (one process) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (any number of replicas).
     #[arg(long, env = "ISAME_DATABASE_URL", default_value = "sqlite://isame.db")]
     database_url: String,
     /// REST API, dashboard and /metrics address.
@@ -43,6 +44,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Bring the database's schema up to this build's, then exit (run once
+    /// before a rolling upgrade of several replicas; every replica also
+    /// migrates at start).
+    Migrate,
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -110,9 +115,23 @@ fn main() -> ExitCode {
             Some(Command::Token {
                 action: TokenAction::Create { name, role },
             }) => create_token(&cli.database_url, &name, role).await,
+            Some(Command::Migrate) => migrate(&cli.database_url).await,
             None => serve(cli).await,
         }
     })
+}
+
+async fn migrate(url: &str) -> ExitCode {
+    match app::migrate(url).await {
+        Ok(n) => {
+            eprintln!("schema up to date ({n} migrations applied)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("isame-control-plane: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn create_token(url: &str, name: &str, role: Role) -> ExitCode {

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
     /// `isame_cp_nacks_total`: versions refused by a data plane.
     pub nacks: IntCounter,
+    /// `isame_cp_jobs_lease_held`: 1 on the replica that runs the jobs
+    /// that must run once.
+    pub lease_held: IntGauge,
     /// `isame_cp_upstream_requests_total{upstream}`: requests the fleet
     /// served, from the nodes' traffic reports.
     pub upstream_requests: IntCounterVec,
@@ -86,6 +89,10 @@ impl Metrics {
             "isame_cp_nacks_total",
             "Config versions refused by a data plane (NACKs received).",
         )?;
+        let lease_held = IntGauge::new(
+            "isame_cp_jobs_lease_held",
+            "1 when this replica holds the lease of the jobs that run on one replica at a time.",
+        )?;
         let upstream_requests = IntCounterVec::new(
             Opts::new(
                 "isame_cp_upstream_requests_total",
@@ -139,6 +146,7 @@ impl Metrics {
             )?,
         };
         registry.register(Box::new(nacks.clone()))?;
+        registry.register(Box::new(lease_held.clone()))?;
         registry.register(Box::new(upstream_requests.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_seconds.clone()))?;
@@ -154,6 +162,7 @@ impl Metrics {
             push_seconds,
             api_requests,
             nacks,
+            lease_held,
             upstream_requests,
             upstream_errors,
             upstream_seconds,

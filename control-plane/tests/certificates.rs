@@ -365,11 +365,16 @@ async fn a_config_cannot_name_a_certificate_that_expired_since_its_upload() {
 
 #[tokio::test]
 async fn a_second_writer_on_the_same_database_cannot_remove_a_named_certificate() {
-    let a = start().await;
+    // Neither follows the other's commits: A must stay behind.
+    let a = common::start_with(tempfile::tempdir().expect("dir"), Some(ADMIN), |o| {
+        o.replica.follow = false;
+    })
+    .await;
     seed(&a).await;
     let url = a.db_url();
     let b = common::start_with(tempfile::tempdir().expect("dir"), Some(ADMIN), |o| {
         o.database_url = url.clone();
+        o.replica.follow = false;
     })
     .await;
     let ca = TestCa::new();
@@ -410,12 +415,10 @@ async fn keys_no_version_served_leave_the_database() {
     let ca = TestCa::new();
     let first = ca.issue(&["example.com"], KeyKind::Ecdsa);
     let second = ca.issue(&["example.com"], KeyKind::Ecdsa);
-    let pool = sqlx::SqlitePool::connect(&cp.db_url()).await.expect("db");
+    let db = cp.db().await;
     let keys = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM certificate_material")
-            .fetch_one(&pool)
+        db.one::<i64>("SELECT COUNT(*) FROM certificate_material")
             .await
-            .expect("count")
     };
     for pair in [&first, &second] {
         let r = cp
@@ -466,5 +469,5 @@ async fn keys_no_version_served_leave_the_database() {
         204
     );
     assert_eq!(keys().await, 1);
-    pool.close().await;
+    db.close().await;
 }

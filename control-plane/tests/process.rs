@@ -360,3 +360,37 @@ fn exit_codes() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/cp.pem"));
 }
+
+#[test]
+fn migrate_brings_the_schema_up_to_date_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sqlite = db_url(dir.path());
+    let postgres = isame_testkit::postgres::shared().create_database();
+    for (url, steps) in [(sqlite.as_str(), "5"), (postgres.as_str(), "1")] {
+        let migrate = || {
+            Command::new(BIN)
+                .args(["--database-url", url, "migrate"])
+                .output()
+                .expect("run")
+        };
+        let first = migrate();
+        assert!(first.status.success(), "{url}: {:?}", first);
+        let said = String::from_utf8_lossy(&first.stderr);
+        assert!(
+            said.contains(&format!("({steps} migrations applied)")),
+            "{said}"
+        );
+        let again = migrate();
+        assert!(again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("(0 migrations applied)"));
+    }
+    let down = Command::new(BIN)
+        .args([
+            "--database-url",
+            "postgres://isame@127.0.0.1:1/none",
+            "migrate",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(down.status.code(), Some(1), "an unreachable database fails");
+}

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use http::Method;
 use serde_json::json;
-use sqlx::Row;
 
 #[tokio::test]
 async fn upstream_crud() {
@@ -310,35 +309,17 @@ async fn resource_tables_follow_the_newest_version() {
     )
     .await;
     let c = isame_proto::Config::from_value(&config(&cp).await).expect("config");
-    let pool = sqlx::SqlitePool::connect(&cp.db_url()).await.expect("db");
-    let ups: Vec<(String, i64)> =
-        sqlx::query("SELECT name, position FROM upstreams ORDER BY position")
-            .fetch_all(&pool)
-            .await
-            .expect("upstreams")
-            .iter()
-            .map(|r| (r.get("name"), r.get("position")))
-            .collect();
+    let db = cp.db().await;
+    let ups: Vec<(String, i64)> = db
+        .fetch("SELECT name, position FROM upstreams ORDER BY position")
+        .await;
     assert_eq!(
         ups,
         [("web".into(), 0), ("api".into(), 1), ("extra".into(), 2)]
     );
-    let backends: Vec<(String, String, i64, bool)> = sqlx::query(
-        "SELECT upstream, url, weight, drain FROM backends ORDER BY upstream, position",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("backends")
-    .iter()
-    .map(|r| {
-        (
-            r.get("upstream"),
-            r.get("url"),
-            r.get("weight"),
-            r.get("drain"),
-        )
-    })
-    .collect();
+    let backends: Vec<(String, String, i64, bool)> = db
+        .fetch("SELECT upstream, url, weight, drain FROM backends ORDER BY upstream, position")
+        .await;
     let want: Vec<(String, String, i64, bool)> = {
         let mut v: Vec<_> = c
             .upstreams
@@ -353,20 +334,16 @@ async fn resource_tables_follow_the_newest_version() {
         v
     };
     assert_eq!(backends, want);
-    let routes: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM routes")
-        .fetch_one(&pool)
-        .await
-        .expect("routes");
+    let routes: i64 = db.one("SELECT COUNT(*) FROM routes").await;
     assert_eq!(routes, 0);
-    let health: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = 'health'")
-        .fetch_one(&pool)
-        .await
-        .expect("settings");
+    let health: String = db
+        .one("SELECT value FROM settings WHERE key = 'health'")
+        .await;
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&health).expect("json")["enabled"],
         false
     );
-    pool.close().await;
+    db.close().await;
     cp.stop().await;
 }
 
@@ -384,17 +361,13 @@ async fn sql_in_stored_values_stays_text() {
     assert_eq!(r.status, 201, "{}", r.text());
     let c = config(&cp).await;
     assert_eq!(c["service"], evil);
-    let pool = sqlx::SqlitePool::connect(&cp.db_url()).await.expect("db");
-    let spec: String = sqlx::query_scalar("SELECT spec FROM routes WHERE name = 'evil'")
-        .fetch_one(&pool)
-        .await
-        .expect("the routes table is still there");
+    let db = cp.db().await;
+    let spec: String = db.one("SELECT spec FROM routes WHERE name = 'evil'").await;
     assert!(spec.contains("DROP TABLE routes"), "{spec}");
-    let service: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = 'service'")
-        .fetch_one(&pool)
-        .await
-        .expect("settings");
+    let service: String = db
+        .one("SELECT value FROM settings WHERE key = 'service'")
+        .await;
     assert_eq!(service, serde_json::Value::from(evil).to_string());
-    pool.close().await;
+    db.close().await;
     cp.stop().await;
 }

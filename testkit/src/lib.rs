@@ -7,6 +7,7 @@ pub mod client;
 pub mod dns;
 pub mod grpc;
 pub mod otlp;
+pub mod postgres;
 pub mod raw;
 pub mod tls;
 

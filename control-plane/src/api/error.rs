@@ -62,12 +62,27 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Whether a database error means the database cannot be reached (or is
+/// shutting down or starting) rather than that it refused this operation.
+fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: class 08 (connection exception) and 57P0x (the
+        // server is shutting down, restarting or not yet accepting).
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => {
+            StoreError::Database(ref db) if unavailable(db) => {
                 tracing::error!(error = %e, "database unavailable");
                 ApiError::Unavailable
             }

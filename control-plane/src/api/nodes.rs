@@ -17,6 +17,7 @@ fn view(n: &NodeRecord, newest: u64) -> Value {
         "labels": n.labels,
         "build": n.build,
         "connected": n.connected,
+        "replica": n.replica,
         "first_seen": rfc3339(n.first_seen),
         "last_seen": rfc3339(n.last_seen),
         "version": n.version,

@@ -137,6 +137,7 @@ mod tests {
             labels: json!({}),
             build: "test".into(),
             connected,
+            replica: None,
             first_seen: 0,
             last_seen: 0,
             version: Some(1),

@@ -100,13 +100,13 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts the writer task.
-    pub fn start(store: DynStore) -> Ledger {
+    /// Starts the writer task, which records updates as `replica`'s.
+    pub fn start(store: DynStore, replica: String) -> Ledger {
         let ledger = Ledger {
             queue: Arc::default(),
             wake: Arc::new(Notify::new()),
         };
-        tokio::spawn(write(store, ledger.clone()));
+        tokio::spawn(write(store, replica, ledger.clone()));
         ledger
     }
 
@@ -145,7 +145,7 @@ impl Ledger {
     }
 }
 
-async fn write(store: DynStore, ledger: Ledger) {
+async fn write(store: DynStore, replica: String, ledger: Ledger) {
     loop {
         ledger.wake.notified().await;
         // Let the reports of a burst (a hundred ACKs of one commit) gather.
@@ -160,7 +160,7 @@ async fn write(store: DynStore, ledger: Ledger) {
         if batch.is_empty() {
             continue;
         }
-        if let Err(e) = store.record_nodes(&batch).await {
+        if let Err(e) = store.record_nodes(&replica, &batch).await {
             tracing::warn!(error = %e, updates = batch.len(), "cannot record node reports");
         }
     }

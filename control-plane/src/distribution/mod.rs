@@ -38,6 +38,9 @@ pub struct Options {
     /// nothing for this long is disconnected (it reconnects and gets the
     /// newest version).
     pub send_timeout: Duration,
+    /// This process's name among the replicas on one database (in the
+    /// node ledger, the replica table and leases).
+    pub replica: String,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
             node_timeout: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(30),
+            replica: crate::replica::new_id(),
         }
     }
 }
@@ -67,7 +71,7 @@ impl Distribution {
     /// A service over `configs`.
     pub fn new(configs: Arc<Configs>, metrics: Arc<Metrics>, options: Options) -> Arc<Self> {
         Arc::new(Self {
-            ledger: ledger::Ledger::start(configs.store().clone()),
+            ledger: ledger::Ledger::start(configs.store().clone(), options.replica.clone()),
             configs,
             metrics,
             registry: Registry::default(),

@@ -66,7 +66,7 @@ impl NodeSchema {
         json!({
             "version": version,
             "errors": errors,
-            "at": crate::api::rfc3339(crate::store::sqlite::now_ms()),
+            "at": crate::api::rfc3339(crate::store::now_ms()),
             "by": "control-plane",
         })
     }

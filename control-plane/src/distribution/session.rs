@@ -270,7 +270,7 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
             NodeUpdate::Nack(json!({
                 "version": n.version,
                 "errors": errors,
-                "at": crate::api::rfc3339(crate::store::sqlite::now_ms()),
+                "at": crate::api::rfc3339(crate::store::now_ms()),
             }))
         }
         Some(In::Health(h)) => NodeUpdate::Health(
@@ -296,7 +296,7 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
             count_traffic(d, &s);
             NodeUpdate::Traffic(json!({
             "period_ms": s.period_ms,
-            "at": crate::api::rfc3339(crate::store::sqlite::now_ms()),
+            "at": crate::api::rfc3339(crate::store::now_ms()),
             "upstreams": s.upstreams.iter().take(10_000).map(|u| json!({
                 "upstream": clip(&u.upstream),
                 "requests": u.requests,

@@ -1,10 +1,16 @@
 //! Where the control plane keeps its state. Handlers and the change logic see
-//! only the [`Store`] trait; [`sqlite::SqliteStore`] is the embedded backend,
-//! and a Postgres backend implements the same trait.
+//! only the [`Store`] trait; [`sqlite::SqliteStore`] is the embedded backend
+//! and [`postgres::PostgresStore`] the one several replicas share. Both run
+//! the same queries ([`sql`]) on schemas of their own (`migrations/`).
 
 pub mod certs;
+pub mod postgres;
+mod resources;
+mod rows;
+mod sql;
 pub mod sqlite;
-mod sqlite_certs;
+
+pub(crate) use rows::now_ms;
 
 use async_trait::async_trait;
 use isame_proto::config::Change;
@@ -190,6 +196,8 @@ pub struct NodeRecord {
     pub build: String,
     /// Whether its stream is open.
     pub connected: bool,
+    /// The control-plane replica that holds (or last held) its stream.
+    pub replica: Option<String>,
     /// Unix milliseconds.
     pub first_seen: i64,
     /// Unix milliseconds.
@@ -252,6 +260,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// The newest version, with its config.
     async fn head(&self) -> Result<Option<VersionRecord>, StoreError>;
+    /// The newest version's number (0 before the first), cheaply.
+    async fn newest_version(&self) -> Result<u64, StoreError>;
     /// One version, with its config.
     async fn version(&self, version: u64) -> Result<Option<VersionRecord>, StoreError>;
     /// Versions, newest first (without their configs).
@@ -272,11 +282,30 @@ pub trait Store: Send + Sync + 'static {
     async fn create_token(&self, name: &str, role: Role, hash: &str) -> Result<(), StoreError>;
     /// Makes sure a token with this hash exists (the bootstrap admin token).
     async fn ensure_token(&self, name: &str, role: Role, hash: &str) -> Result<(), StoreError>;
-    /// Records changes to the node ledger, in order, in one transaction.
-    /// Every update but `Disconnected` also refreshes the node's `last_seen`.
-    async fn record_nodes(&self, updates: &[(String, NodeUpdate)]) -> Result<(), StoreError>;
-    /// Marks every node disconnected (at start: no stream survives a restart).
-    async fn disconnect_all(&self) -> Result<(), StoreError>;
+    /// Records changes to the node ledger made by `replica` (the one that
+    /// holds these nodes' streams), in order, in one transaction. Every
+    /// update but `Disconnected` also refreshes the node's `last_seen`;
+    /// `Disconnected` applies only while the node is still `replica`'s.
+    async fn record_nodes(
+        &self,
+        replica: &str,
+        updates: &[(String, NodeUpdate)],
+    ) -> Result<(), StoreError>;
+    /// Marks the nodes `replica` held disconnected (at its start: no
+    /// stream survives a restart).
+    async fn disconnect_replica(&self, replica: &str) -> Result<(), StoreError>;
+    /// Records that `replica` (started at `started_at`, Unix ms) is alive.
+    async fn heartbeat(&self, replica: &str, started_at: i64) -> Result<(), StoreError>;
+    /// Forgets replicas not heard from since `silent_since` (Unix ms) and
+    /// marks the nodes they held disconnected; returns how many nodes.
+    async fn reap_replicas(&self, silent_since: i64) -> Result<u64, StoreError>;
+    /// Takes or renews the lease `name` for `holder` for `ttl_ms`; false
+    /// while another holder's lease is unexpired.
+    async fn take_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Gives the lease up, if `holder` has it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+    /// Who holds the lease now.
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Every node in the ledger.
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
     /// One node.
@@ -298,6 +327,31 @@ pub trait Store: Send + Sync + 'static {
     /// that those versions can be sent again); false when there was none;
     /// [`StoreError::Conflict`] when the newest version names it.
     async fn delete_certificate(&self, name: &str, audit: NewAudit) -> Result<bool, StoreError>;
+    /// Numbers of versions other processes committed, as the database
+    /// announces them (`None`: it does not; poll [`Self::newest_version`]).
+    fn version_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     /// Flushes and closes the database.
     async fn close(&self);
+}
+
+/// Runs the migrations `url` has not had; returns how many ran.
+pub(crate) async fn run_migrations<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+) -> Result<usize, StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate;
+    let applied = || async {
+        let mut conn = pool.acquire().await?;
+        conn.ensure_migrations_table().await?;
+        Ok::<_, StoreError>(conn.list_applied_migrations().await?.len())
+    };
+    let before = applied().await?;
+    migrator.run(pool).await?;
+    Ok(applied().await?.saturating_sub(before))
 }

@@ -1,5 +1,11 @@
 //! Shared helpers for the control plane's tests: a control plane on
-//! 127.0.0.1:0 over a temporary SQLite file, and a small HTTP client.
+//! 127.0.0.1:0 over a fresh database, and a small HTTP client.
+//!
+//! The database is a SQLite file in the test's directory, or with
+//! `ISAME_TEST_DATABASE=postgres` a database of its own on the throwaway
+//! PostgreSQL server of `isame_testkit::postgres` (one per directory, so a
+//! control plane restarted on the same directory finds its data): the same
+//! tests run against both stores.
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -30,7 +36,12 @@ impl Cp {
 
     /// The database URL.
     pub fn db_url(&self) -> String {
-        format!("sqlite://{}", self.db_path().display())
+        database_url(self.dir.path())
+    }
+
+    /// A connection to its database, for looking behind the API.
+    pub async fn db(&self) -> Db {
+        Db::connect(&self.db_url()).await
     }
 
     /// A request as the bootstrap admin.
@@ -88,7 +99,7 @@ pub async fn start_with(
     token: Option<&str>,
     adjust: impl FnOnce(&mut Options),
 ) -> Cp {
-    let url = format!("sqlite://{}", dir.path().join("isame.db").display());
+    let url = database_url(dir.path());
     let mut options = Options::new(url, "127.0.0.1:0".parse().expect("addr"));
     options.admin_token = token.map(str::to_owned);
     adjust(&mut options);
@@ -99,6 +110,85 @@ pub async fn start_with(
         addr: cp.api_addr,
         cp,
         dir,
+    }
+}
+
+/// True when the tests run on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("ISAME_TEST_DATABASE").as_deref() == Ok("postgres")
+}
+
+/// The database of the test directory `dir`.
+pub fn database_url(dir: &std::path::Path) -> String {
+    static BY_DIR: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    if !on_postgres() {
+        return format!("sqlite://{}", dir.join("isame.db").display());
+    }
+    let mut known = BY_DIR.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, url)) = known.iter().find(|(d, _)| d == dir) {
+        return url.clone();
+    }
+    let url = isame_testkit::postgres::shared().create_database();
+    known.push((dir.to_path_buf(), url.clone()));
+    url
+}
+
+/// A direct connection to a test database, either kind.
+pub enum Db {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    pub async fn connect(url: &str) -> Db {
+        if url.starts_with("sqlite:") {
+            Db::Sqlite(sqlx::SqlitePool::connect(url).await.expect("sqlite"))
+        } else {
+            Db::Postgres(sqlx::PgPool::connect(url).await.expect("postgres"))
+        }
+    }
+
+    /// Rows of a query without parameters.
+    pub async fn fetch<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        match self {
+            Db::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await,
+            Db::Postgres(p) => sqlx::query_as(sql).fetch_all(p).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The first column of the one row of a query.
+    pub async fn one<T>(&self, sql: &str) -> T
+    where
+        (T,): for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let mut rows = self.fetch::<(T,)>(sql).await;
+        assert_eq!(rows.len(), 1, "{sql}");
+        rows.remove(0).0
+    }
+
+    /// Runs a statement.
+    pub async fn execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        match self {
+            Db::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()),
+            Db::Postgres(p) => sqlx::query(sql).execute(p).await.map(|r| r.rows_affected()),
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
     }
 }
 
