@@ -22,8 +22,11 @@ pub struct Cli {
     )]
     pub config: Option<PathBuf>,
     /// Follow the control plane at this gRPC address (http://host:7071).
-    #[arg(long, value_name = "URL", requires = "node_id")]
-    pub control_plane: Option<String>,
+    /// Repeat it, or separate addresses with commas, for several replicas:
+    /// the node holds one stream, to one of them, and moves to the next when
+    /// it fails.
+    #[arg(long, value_name = "URL", requires = "node_id", value_delimiter = ',')]
+    pub control_plane: Vec<String>,
     /// This node's id in the fleet (with --control-plane).
     #[arg(long, value_name = "ID", requires = "control_plane", value_parser = parse_node_id)]
     pub node_id: Option<String>,
@@ -123,4 +126,39 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_control_planes_repeated_or_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "isame-lb",
+            "--control-plane",
+            "http://cp-a:7071,http://cp-b:7071",
+            "--control-plane",
+            "http://cp-c:7071",
+            "--node-id",
+            "edge-1",
+        ])
+        .expect("parses");
+        assert_eq!(
+            cli.control_plane,
+            ["http://cp-a:7071", "http://cp-b:7071", "http://cp-c:7071"]
+        );
+        let file = Cli::try_parse_from(["isame-lb", "--config", "lb.yaml"]).expect("parses");
+        assert!(file.control_plane.is_empty());
+        assert!(Cli::try_parse_from([
+            "isame-lb",
+            "--config",
+            "lb.yaml",
+            "--control-plane",
+            "http://cp:7071",
+            "--node-id",
+            "n"
+        ])
+        .is_err());
+    }
 }

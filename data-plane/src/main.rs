@@ -121,7 +121,7 @@ fn client_tls(cli: &Cli) -> anyhow::Result<Option<subscription::ClientTls>> {
 }
 
 /// `isame-lb --control-plane URL --node-id ID`: follow the control plane.
-fn run_subscribed(cli: &Cli, url: &str) -> anyhow::Result<()> {
+fn run_subscribed(cli: &Cli, urls: &[String]) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -131,7 +131,7 @@ fn run_subscribed(cli: &Cli, url: &str) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let node = Node::start(subscription::Options {
-            control_plane: url.to_owned(),
+            control_planes: urls.to_vec(),
             node_id: cli.node_id.clone().unwrap_or_default(),
             token: cli.token.clone(),
             cache_dir: cli.cache_dir.clone(),
@@ -155,8 +155,8 @@ fn run_subscribed(cli: &Cli, url: &str) -> anyhow::Result<()> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    if let Some(url) = &cli.control_plane {
-        return run_subscribed(cli, url);
+    if !cli.control_plane.is_empty() {
+        return run_subscribed(cli, &cli.control_plane);
     }
     let Some(path) = &cli.config else {
         eprintln!("isame-lb: --config FILE or --control-plane URL is required (see --help)");

@@ -350,7 +350,7 @@ async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
     let url = format!("https://localhost:{}", cp.grpc_addr.port());
     let tls_options = |id: &str, client: Option<&isame_testkit::tls::Issued>| {
         let mut o = options(cp.grpc_addr, id, None);
-        o.control_plane = url.clone();
+        o.control_planes = vec![url.clone()];
         o.tls = Some(subscription::ClientTls {
             ca_pem: Some(ca.cert_pem().into_bytes()),
             identity: client.map(|c| {

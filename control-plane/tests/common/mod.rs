@@ -214,6 +214,28 @@ pub async fn call(
     client.send(req).await.expect("response")
 }
 
+/// A PATCH as `token` that may fail (a server being killed): `None` when
+/// it got no answer.
+pub async fn try_patch(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> Option<Reply> {
+    let mut req = Request::builder()
+        .method(Method::PATCH)
+        .uri(path)
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).ok()?;
+    let mut client = Client::http1(addr).await.ok()?;
+    client.send(req).await.ok()
+}
+
 /// A small valid config with upstreams `web` (two backends) and `api`.
 pub fn base_config() -> &'static str {
     "\

@@ -31,8 +31,12 @@ use tracing::{info, warn};
 /// How to subscribe.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The control plane's gRPC address, `http://host:port` (or `https://`).
-    pub control_plane: String,
+    /// The control plane's gRPC addresses, `http://host:port` (or
+    /// `https://`): one, or one per replica. The node subscribes to one at
+    /// a time, starting at a random one (so that a fleet spreads over the
+    /// replicas), and moves to the next when the stream fails or ends. A
+    /// host name with several addresses is tried address by address.
+    pub control_planes: Vec<String>,
     /// This node's id (unique in the fleet).
     pub node_id: String,
     /// Bearer token for the control plane.
@@ -81,11 +85,11 @@ impl ClientTls {
     }
 }
 
-/// The endpoint of the control plane, with TLS when the address says `https://`.
-pub(crate) fn endpoint(opts: &Options) -> Result<tonic::transport::Endpoint, String> {
-    let e = tonic::transport::Endpoint::from_shared(opts.control_plane.clone())
-        .map_err(|e| e.to_string())?;
-    if opts.control_plane.starts_with("https://") {
+/// The endpoint of the control plane at `url`, with TLS when the address
+/// says `https://`.
+pub(crate) fn endpoint(opts: &Options, url: &str) -> Result<tonic::transport::Endpoint, String> {
+    let e = tonic::transport::Endpoint::from_shared(url.to_owned()).map_err(|e| e.to_string())?;
+    if url.starts_with("https://") {
         let tls = opts.tls.clone().unwrap_or_default();
         e.tls_config(tls.config()).map_err(|e| format!("TLS: {e}"))
     } else if opts.tls.is_some() {
@@ -101,6 +105,9 @@ pub enum NodeError {
     /// The control plane's address is not a URL tonic can use.
     #[error("--control-plane {0:?}: {1}")]
     BadAddress(String, String),
+    /// No control-plane address was given.
+    #[error("--control-plane: at least one address is needed")]
+    NoAddress,
     /// The waiting admin listener could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
@@ -146,7 +153,12 @@ impl Node {
     /// Serves the cached snapshot if there is one (at once), else waits
     /// with only the admin listener up; subscribes in the background either way.
     pub async fn start(opts: Options) -> Result<Node, NodeError> {
-        endpoint(&opts).map_err(|e| NodeError::BadAddress(opts.control_plane.clone(), e))?;
+        if opts.control_planes.is_empty() {
+            return Err(NodeError::NoAddress);
+        }
+        for url in &opts.control_planes {
+            endpoint(&opts, url).map_err(|e| NodeError::BadAddress(url.clone(), e))?;
+        }
         let admin = opts.admin_listen.unwrap_or(SocketAddr::from(DEFAULT_ADMIN));
         let (serving, _) = watch::channel(None);
         let cert_dir =
@@ -253,7 +265,7 @@ impl Inner {
         // Port 0 was resolved: the proxy's admin listener takes the same port later.
         *self.admin_addr.lock().unwrap_or_else(|e| e.into_inner()) = bound;
         let info = Arc::new(waiting::WaitingInfo {
-            control_plane: self.opts.control_plane.clone(),
+            control_plane: self.opts.control_planes.join(", "),
             node_id: self.opts.node_id.clone(),
         });
         let task = tokio::spawn(waiting::serve(listener, info));

@@ -15,13 +15,20 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 use tonic::Code;
 use tracing::{debug, error, info, warn};
 
-/// Reconnects forever until `stop` turns true.
+/// Reconnects forever until `stop` turns true: to the next control-plane
+/// address at once after a stream to one ends or fails, and after a
+/// jittered, growing delay once every address failed in a row.
 pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    let urls = &inner.opts.control_planes;
+    let mut next = fastrand::usize(..urls.len().max(1));
+    let mut failed_in_a_row = 0usize;
     loop {
         let began = Instant::now();
+        let url = &urls[next % urls.len()];
+        next = next.wrapping_add(1);
         let outcome = tokio::select! {
-            r = session(&inner) => r,
+            r = session(&inner, url) => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         inner.state.connected.store(false, Ordering::SeqCst);
@@ -44,7 +51,14 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
         }
         if began.elapsed() > Duration::from_secs(10) {
             backoff.reset();
+            failed_in_a_row = 0;
         }
+        failed_in_a_row += 1;
+        if failed_in_a_row < urls.len() {
+            // Another replica may answer at once.
+            continue;
+        }
+        failed_in_a_row = 0;
         let delay = backoff.next_delay();
         debug!(?delay, "next connection attempt");
         tokio::select! {
@@ -54,10 +68,10 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// One connection, until it ends.
-async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
+/// One connection to `url`, until it ends.
+async fn session(inner: &Arc<Inner>, url: &str) -> Result<(), tonic::Status> {
     let opts = &inner.opts;
-    let endpoint = super::endpoint(opts)
+    let endpoint = super::endpoint(opts, url)
         .map_err(tonic::Status::invalid_argument)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -66,7 +80,7 @@ async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| tonic::Status::unavailable(format!("{}: {e}", opts.control_plane)))?;
+        .map_err(|e| tonic::Status::unavailable(format!("{url}: {e}")))?;
     let mut client = pb::config_discovery_client::ConfigDiscoveryClient::new(channel)
         .max_decoding_message_size(256 << 20);
     let (tx, rx) = mpsc::channel::<pb::NodeMessage>(16);
@@ -93,7 +107,7 @@ async fn session(inner: &Arc<Inner>) -> Result<(), tonic::Status> {
     }
     let mut inbound = client.subscribe(req).await?.into_inner();
     inner.state.connected.store(true, Ordering::SeqCst);
-    info!(control_plane = %opts.control_plane, node = %opts.node_id, "subscribed");
+    info!(control_plane = %url, node = %opts.node_id, "subscribed");
     let mut reports = interval(opts.report_interval);
     reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_health: Vec<pb::BackendHealth> = Vec::new();

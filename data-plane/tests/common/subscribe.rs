@@ -47,7 +47,7 @@ pub async fn api(cp: SocketAddr, method: Method, path: &str, body: &str) -> Repl
 /// listener on a free port.
 pub fn options(cp: SocketAddr, id: &str, cache: Option<PathBuf>) -> subscription::Options {
     subscription::Options {
-        control_plane: format!("http://{cp}"),
+        control_planes: vec![format!("http://{cp}")],
         node_id: id.into(),
         token: Some(TOKEN.into()),
         cache_dir: cache,
