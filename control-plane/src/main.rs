@@ -48,6 +48,21 @@ enum Command {
     /// before a rolling upgrade of several replicas; every replica also
     /// migrates at start).
     Migrate,
+    /// Write the whole store (versions, certificates with their keys,
+    /// token hashes, the audit log) as JSON, to move it to another database.
+    Export {
+        /// Write here (created with mode 0600: it holds private keys)
+        /// instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Load an export into the database of --database-url, which must hold
+    /// no versions yet (migrated first; run before any replica starts on it).
+    Import {
+        /// The export, or `-` for standard input.
+        #[arg(value_name = "FILE")]
+        input: std::path::PathBuf,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -116,6 +131,8 @@ fn main() -> ExitCode {
                 action: TokenAction::Create { name, role },
             }) => create_token(&cli.database_url, &name, role).await,
             Some(Command::Migrate) => migrate(&cli.database_url).await,
+            Some(Command::Export { output }) => export(&cli.database_url, output.as_deref()).await,
+            Some(Command::Import { input }) => import(&cli.database_url, &input).await,
             None => serve(cli).await,
         }
     })
@@ -125,6 +142,82 @@ async fn migrate(url: &str) -> ExitCode {
     match app::migrate(url).await {
         Ok(n) => {
             eprintln!("schema up to date ({n} migrations applied)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("isame-control-plane: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn export(url: &str, output: Option<&std::path::Path>) -> ExitCode {
+    let written = async {
+        let store = app::open_store(url).await.map_err(|e| e.to_string())?;
+        let dump = store.export().await;
+        store.close().await;
+        let dump = dump.map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec(&dump).map_err(|e| e.to_string())?;
+        match output {
+            None => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&json)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .map_err(|e| format!("standard output: {e}"))?;
+            }
+            Some(path) => {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                f.write_all(&json)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        Ok::<_, String>(dump.versions.len())
+    };
+    match written.await {
+        Ok(n) => {
+            eprintln!("exported {n} versions");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("isame-control-plane: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn import(url: &str, input: &std::path::Path) -> ExitCode {
+    let loaded = async {
+        let bytes = if input == std::path::Path::new("-") {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("standard input: {e}"))?;
+            buf
+        } else {
+            std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?
+        };
+        let dump: isame_control_plane::store::dump::Dump = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not an export: {e}", input.display()))?;
+        let n = dump.versions.len();
+        let store = app::open_store(url).await.map_err(|e| e.to_string())?;
+        let done = store.import(dump).await;
+        store.close().await;
+        done.map_err(|e| e.to_string())?;
+        Ok::<_, String>(n)
+    };
+    match loaded.await {
+        Ok(n) => {
+            eprintln!("imported {n} versions");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -4,6 +4,7 @@
 //! the same queries ([`sql`]) on schemas of their own (`migrations/`).
 
 pub mod certs;
+pub mod dump;
 pub mod postgres;
 mod resources;
 mod rows;
@@ -35,6 +36,9 @@ pub enum StoreError {
     /// Another writer created the version this commit meant to create.
     #[error("version {0} already exists")]
     Conflict(u64),
+    /// An import into a store that has versions.
+    #[error("the database already holds {0} config versions; import into an empty one")]
+    NotEmpty(i64),
     /// A token with this name already exists.
     #[error("a token named {0:?} already exists")]
     DuplicateToken(String),
@@ -327,6 +331,12 @@ pub trait Store: Send + Sync + 'static {
     /// that those versions can be sent again); false when there was none;
     /// [`StoreError::Conflict`] when the newest version names it.
     async fn delete_certificate(&self, name: &str, audit: NewAudit) -> Result<bool, StoreError>;
+    /// Everything kept but the node ledger, as one document.
+    async fn export(&self) -> Result<dump::Dump, StoreError>;
+    /// Loads an exported store into this one, in one transaction: refused
+    /// ([`StoreError::NotEmpty`]) when this one has versions already.
+    /// Tokens of the same name are replaced by the dump's.
+    async fn import(&self, dump: dump::Dump) -> Result<(), StoreError>;
     /// Numbers of versions other processes committed, as the database
     /// announces them (`None`: it does not; poll [`Self::newest_version`]).
     fn version_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

@@ -648,6 +648,160 @@ macro_rules! sql_store {
                 Ok(gone)
             }
 
+            async fn export(&self) -> Result<$crate::store::dump::Dump, StoreError> {
+                use $crate::store::dump::*;
+                let mut tx = self.pool.begin().await?;
+                let versions: Vec<DumpVersion> = sqlx::query_as(&format!(
+                    "SELECT {VERSION_COLUMNS}, config FROM config_versions ORDER BY version"
+                ))
+                .fetch_all(&mut *tx)
+                .await?;
+                let certificate_material: Vec<DumpMaterial> =
+                    sqlx::query_as("SELECT id, cert_pem, key_pem FROM certificate_material ORDER BY id")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let certificates: Vec<DumpCertificate> = sqlx::query_as(&format!(
+                    "SELECT {META_COLUMNS} FROM certificates ORDER BY name"
+                ))
+                .fetch_all(&mut *tx)
+                .await?;
+                let tokens: Vec<DumpToken> =
+                    sqlx::query_as("SELECT name, role, hash, created_at FROM tokens ORDER BY id")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let audit: Vec<DumpAudit> = sqlx::query_as(
+                    "SELECT at, actor, remote_addr, action, target, version, message, changes
+                     FROM audit ORDER BY id",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Dump {
+                    format: FORMAT.into(),
+                    versions,
+                    certificate_material,
+                    certificates,
+                    tokens,
+                    audit,
+                })
+            }
+
+            async fn import(&self, dump: $crate::store::dump::Dump) -> Result<(), StoreError> {
+                if dump.format != $crate::store::dump::FORMAT {
+                    return Err(StoreError::Corrupt(format!(
+                        "not an export of this store: format {:?}",
+                        dump.format
+                    )));
+                }
+                let mut tx = self.begin_write().await?;
+                let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM config_versions")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if have > 0 {
+                    return Err(StoreError::NotEmpty(have));
+                }
+                for m in &dump.certificate_material {
+                    sqlx::query(
+                        "INSERT INTO certificate_material (id, cert_pem, key_pem) VALUES ($1, $2, $3)
+                         ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&m.id)
+                    .bind(&m.cert_pem)
+                    .bind(&m.key_pem)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut versions: Vec<_> = dump.versions.iter().collect();
+                versions.sort_by_key(|v| v.version);
+                for v in &versions {
+                    sqlx::query(
+                        "INSERT INTO config_versions
+                           (version, created_at, author, message, hash, config, changes,
+                            rollback_of, certificates)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(v.version)
+                    .bind(v.created_at)
+                    .bind(&v.author)
+                    .bind(&v.message)
+                    .bind(&v.hash)
+                    .bind(&v.config)
+                    .bind(&v.changes)
+                    .bind(v.rollback_of)
+                    .bind(&v.certificates)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for c in &dump.certificates {
+                    sqlx::query(&format!(
+                        "INSERT INTO certificates ({META_COLUMNS})
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                         ON CONFLICT (name) DO UPDATE SET material_id = excluded.material_id,
+                           fingerprint = excluded.fingerprint, subject = excluded.subject,
+                           issuer = excluded.issuer, names = excluded.names,
+                           not_before = excluded.not_before, not_after = excluded.not_after,
+                           created_at = excluded.created_at, updated_at = excluded.updated_at,
+                           updated_by = excluded.updated_by"
+                    ))
+                    .bind(&c.name)
+                    .bind(&c.material_id)
+                    .bind(&c.fingerprint)
+                    .bind(&c.subject)
+                    .bind(&c.issuer)
+                    .bind(&c.names)
+                    .bind(c.not_before)
+                    .bind(c.not_after)
+                    .bind(c.created_at)
+                    .bind(c.updated_at)
+                    .bind(&c.updated_by)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for t in &dump.tokens {
+                    sqlx::query("DELETE FROM tokens WHERE name = $1 OR hash = $2")
+                        .bind(&t.name)
+                        .bind(&t.hash)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&t.name)
+                    .bind(&t.role)
+                    .bind(&t.hash)
+                    .bind(t.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for a in &dump.audit {
+                    sqlx::query(
+                        "INSERT INTO audit
+                           (at, actor, remote_addr, action, target, version, message, changes)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(a.at)
+                    .bind(&a.actor)
+                    .bind(&a.remote_addr)
+                    .bind(&a.action)
+                    .bind(&a.target)
+                    .bind(a.version)
+                    .bind(&a.message)
+                    .bind(&a.changes)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                // The resource tables describe the newest version.
+                if let Some(head) = versions.last() {
+                    let doc: serde_json::Value = serde_json::from_str(&head.config).map_err(|e| {
+                        StoreError::Corrupt(format!("version {} is not JSON: {e}", head.version))
+                    })?;
+                    let (config, _) = isame_proto::Config::from_value_lenient(&doc);
+                    write_resources(&mut tx, None, &config).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             fn version_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
                 self.notices.clone()
             }
