@@ -5,13 +5,18 @@
 # when missing. Both parse, interpolate and validate the file, and check that
 # every build context exists, without talking to a daemon.
 #
-#   deploy/check-compose.sh [COMPOSE_FILE]     exit 0 valid, 1 invalid or no tool
+#   deploy/check-compose.sh [COMPOSE_FILE...]  exit 0 valid, 1 invalid or no tool
+#   (several files: checked merged, in order, as `-f A -f B` does)
 #
 # testkit/tests/compose.rs runs it; the install is idempotent and serialised
 # with a lock, so parallel runs are safe.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-file="$(realpath "${1:-$root/docker-compose.yml}")"
+files=()
+for f in "${@:-$root/docker-compose.yml}"; do
+    files+=("$(realpath "$f")")
+done
+file="${files[0]}"
 
 # Makes sure docker-compose is installed. Every caller takes the lock, even
 # when the tool looks present: during another run's apt-get the file may
@@ -58,8 +63,12 @@ else
 fi
 
 # Interpolation must succeed with nothing set: every variable has a default.
-unset ISAME_ADMIN_TOKEN GRAFANA_ADMIN_PASSWORD
+unset ISAME_ADMIN_TOKEN GRAFANA_ADMIN_PASSWORD POSTGRES_PASSWORD
 cd "$(dirname "$file")"
-echo "check-compose: ${compose[*]} -f $file config -q" >&2
-"${compose[@]}" -f "$file" config -q
-echo "check-compose: $file is valid" >&2
+args=()
+for f in "${files[@]}"; do
+    args+=(-f "$f")
+done
+echo "check-compose: ${compose[*]} ${args[*]} config -q" >&2
+"${compose[@]}" "${args[@]}" config -q
+echo "check-compose: ${files[*]} valid" >&2

@@ -4,6 +4,10 @@
 //! over REST and measures the time from the write to the last node's ACK.
 //!
 //!   fanout --api 127.0.0.1:7070 --grpc 127.0.0.1:7071 --token T --nodes 100 --versions 50
+//!
+//! `--grpc A,B` spreads the subscribers over several replicas (node i on
+//! address i mod n) while the writes go to `--api`: the figures then
+//! include the way from one replica to the others.
 
 use http::{Method, Request};
 use http_body_util::Full;
@@ -16,7 +20,7 @@ use tokio::time::Instant;
 
 struct Args {
     api: SocketAddr,
-    grpc: SocketAddr,
+    grpc: Vec<SocketAddr>,
     token: String,
     nodes: usize,
     versions: u32,
@@ -29,7 +33,14 @@ fn args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--api" => api = Some(value()?.parse().map_err(|e| format!("--api: {e}"))?),
-            "--grpc" => grpc = Some(value()?.parse().map_err(|e| format!("--grpc: {e}"))?),
+            "--grpc" => {
+                grpc = Some(
+                    value()?
+                        .split(',')
+                        .map(|a| a.parse().map_err(|e| format!("--grpc: {e}")))
+                        .collect::<Result<Vec<SocketAddr>, String>>()?,
+                )
+            }
             "--token" => token = Some(value()?),
             "--nodes" => nodes = value()?.parse().map_err(|e| format!("--nodes: {e}"))?,
             "--versions" => versions = value()?.parse().map_err(|e| format!("--versions: {e}"))?,
@@ -144,7 +155,8 @@ async fn main() {
     assert!(version > 0, "apply a config with an upstream `web` first");
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     for id in 0..a.nodes {
-        tokio::spawn(subscriber(a.grpc, a.token.clone(), id, seen_tx.clone()));
+        let grpc = a.grpc[id % a.grpc.len()];
+        tokio::spawn(subscriber(grpc, a.token.clone(), id, seen_tx.clone()));
     }
     // Everyone has the current version.
     let mut have = vec![0u64; a.nodes];

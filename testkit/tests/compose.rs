@@ -49,6 +49,54 @@ const DASHBOARD_MUST_QUERY: &[&str] = &[
 const MIN_ADMIN_TOKEN: usize = 32;
 
 #[test]
+fn the_high_availability_override_passes_merged_with_the_base_file() {
+    let out = std::process::Command::new(root().join("deploy/check-compose.sh"))
+        .arg(root().join("docker-compose.yml"))
+        .arg(root().join("docker-compose.ha.yml"))
+        .output()
+        .expect("run deploy/check-compose.sh");
+    assert!(
+        out.status.success(),
+        "docker-compose.ha.yml does not merge into valid compose:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ha = std::fs::read_to_string(root().join("docker-compose.ha.yml")).expect("read");
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&ha).expect("yaml");
+    let services = &doc["services"];
+    // Two replicas answer to the name the data planes use, on PostgreSQL.
+    for replica in ["control-plane", "control-plane-2"] {
+        let s = &services[replica];
+        let aliases = &s["networks"]["default"]["aliases"];
+        assert!(
+            aliases
+                .as_sequence()
+                .is_some_and(|a| a.iter().any(|n| n.as_str() == Some("control-plane"))),
+            "{replica} answers to control-plane"
+        );
+        let command: Vec<&str> = s["command"]
+            .as_sequence()
+            .expect("command")
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+        let url = command
+            .iter()
+            .skip_while(|c| **c != "--database-url")
+            .nth(1)
+            .expect("--database-url");
+        assert!(url.starts_with("postgres://"), "{replica}: {url}");
+        assert!(url.contains("@postgres:5432/"), "{replica}: {url}");
+    }
+    assert!(services["postgres"].is_mapping());
+    assert_eq!(
+        services["migrate"]["command"][3].as_str(),
+        Some("migrate"),
+        "the schema is migrated once before the replicas start"
+    );
+}
+
+#[test]
 fn compose_file_passes_the_compose_specification() {
     let out = check_compose(&root().join("docker-compose.yml"));
     assert!(

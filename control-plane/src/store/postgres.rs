@@ -18,8 +18,15 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, Postgres};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Migrations in `migrations/postgres/`, embedded in the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+/// Migrations in `migrations/postgres/`, embedded in the binary. Migrations
+/// a newer build applied are no reason to refuse the database: they only
+/// add to the schema, so replicas of the old build keep working (and
+/// restarting) next to new ones during a rolling upgrade.
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("../migrations/postgres");
+    m.set_ignore_missing(true);
+    m
+}
 
 /// The advisory lock config writers hold (any number the application
 /// owns: "isame" in ASCII).
@@ -41,7 +48,7 @@ impl PostgresStore {
     /// brings the schema up to date and starts listening for commits.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool = connect(url).await?;
-        MIGRATOR.run(&pool).await?;
+        migrator().run(&pool).await?;
         let (tx, rx) = watch::channel(0);
         let listener = tokio::spawn(listen(pool.clone(), tx)).abort_handle();
         Ok(Self {
@@ -86,7 +93,7 @@ async fn connect(url: &str) -> Result<PgPool, StoreError> {
 /// returns how many ran.
 pub async fn migrate(url: &str) -> Result<usize, StoreError> {
     let pool = connect(url).await?;
-    let ran = super::run_migrations(&MIGRATOR, &pool).await;
+    let ran = super::run_migrations(&migrator(), &pool).await;
     pool.close().await;
     ran
 }

@@ -10,8 +10,15 @@ use sqlx::sqlite::{
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Migrations in `migrations/sqlite/`, embedded in the binary.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+/// Migrations in `migrations/sqlite/`, embedded in the binary. Migrations
+/// a newer build applied are no reason to refuse the database: they only
+/// add to the schema, so replicas of the old build keep working (and
+/// restarting) next to new ones during a rolling upgrade.
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut m = sqlx::migrate!("../migrations/sqlite");
+    m.set_ignore_missing(true);
+    m
+}
 
 /// [`Store`] on a SQLite file.
 #[derive(Debug, Clone)]
@@ -27,7 +34,7 @@ impl SqliteStore {
     /// and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let store = Self::connect(url).await?;
-        MIGRATOR.run(&store.pool).await?;
+        migrator().run(&store.pool).await?;
         Ok(store)
     }
 
@@ -81,7 +88,7 @@ impl SqliteStore {
 /// returns how many ran.
 pub async fn migrate(url: &str) -> Result<usize, StoreError> {
     let store = SqliteStore::connect(url).await?;
-    let ran = super::run_migrations(&MIGRATOR, &store.pool).await;
+    let ran = super::run_migrations(&migrator(), &store.pool).await;
     store.close_pool().await;
     ran
 }
