@@ -15,6 +15,26 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_isame-control-plane");
 
+/// What a move must keep, as the API shows it: the history, the audit log
+/// (without ids, which are given anew), the config and the certificates.
+async fn kept(at: std::net::SocketAddr) -> [Value; 4] {
+    let get = |path: &'static str| async move {
+        call(at, Method::GET, path, Some(ADMIN), &[], "")
+            .await
+            .json()
+    };
+    let mut audit = get("/api/v1/audit?limit=100").await;
+    for e in audit["entries"].as_array_mut().into_iter().flatten() {
+        e["id"] = Value::Null;
+    }
+    [
+        get("/api/v1/versions?limit=100").await,
+        audit,
+        get("/api/v1/config").await,
+        get("/api/v1/certificates").await,
+    ]
+}
+
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run")
 }
@@ -52,52 +72,7 @@ async fn a_sqlite_store_moves_to_postgres_with_its_history() {
     assert_eq!(ask(Method::PUT, "/api/v1/config", tls).await.status, 200);
     let r = ask(Method::POST, "/api/v1/versions/1/rollback", String::new()).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let history = |a| async move {
-        call(
-            a,
-            Method::GET,
-            "/api/v1/versions?limit=100",
-            Some(ADMIN),
-            &[],
-            "",
-        )
-        .await
-        .json()
-    };
-    let audit = |a| async move {
-        let mut v = call(
-            a,
-            Method::GET,
-            "/api/v1/audit?limit=100",
-            Some(ADMIN),
-            &[],
-            "",
-        )
-        .await
-        .json();
-        // Ids are given anew on import.
-        for e in v["entries"].as_array_mut().into_iter().flatten() {
-            e["id"] = Value::Null;
-        }
-        v
-    };
-    let before = (
-        history(at).await,
-        audit(at).await,
-        call(at, Method::GET, "/api/v1/config", Some(ADMIN), &[], "")
-            .await
-            .json(),
-        call(
-            at,
-            Method::GET,
-            "/api/v1/certificates",
-            Some(ADMIN),
-            &[],
-            "",
-        )
-        .await
-        .json(),
-    );
+    let before = kept(at).await;
     cp.shutdown().await;
 
     let file = dir.path().join("export.json");
@@ -133,23 +108,7 @@ async fn a_sqlite_store_moves_to_postgres_with_its_history() {
         .await
         .expect("on postgres");
     let at = cp.api_addr;
-    let after = (
-        history(at).await,
-        audit(at).await,
-        call(at, Method::GET, "/api/v1/config", Some(ADMIN), &[], "")
-            .await
-            .json(),
-        call(
-            at,
-            Method::GET,
-            "/api/v1/certificates",
-            Some(ADMIN),
-            &[],
-            "",
-        )
-        .await
-        .json(),
-    );
+    let after = kept(at).await;
     assert_eq!(after, before);
     // The next version follows the history, and the resource tables match it.
     let r = call(

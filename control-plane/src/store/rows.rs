@@ -136,8 +136,7 @@ pub(crate) fn meta_of(row: &impl Cols) -> Result<CertificateMeta, StoreError> {
         fingerprint_sha256: row.text("fingerprint")?,
         subject: row.text("subject")?,
         issuer: row.text("issuer")?,
-        names: json_col(row, "names")
-            .map_err(|e| StoreError::Corrupt(format!("certificate {e}")))?,
+        names: json_col(row, "names")?,
         not_before: row.int("not_before")?,
         not_after: row.int("not_after")?,
         created_at: row.int("created_at")?,
