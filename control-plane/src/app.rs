@@ -285,11 +285,20 @@ impl ControlPlane {
                 background.clone(),
             ))
         });
+        let (holder_tx, holder) = tokio::sync::watch::channel(false);
+        let controller = tokio::spawn(crate::rollout::controller::run(
+            configs.clone(),
+            state.metrics.clone(),
+            options.replica.rollout_tick,
+            holder,
+            background.clone(),
+        ));
         let jobs = tokio::spawn(crate::replica::run(
             store.clone(),
             replica.clone(),
             options.replica.clone(),
             state.metrics.clone(),
+            holder_tx,
             background,
         ));
         let task = tokio::spawn(async move {
@@ -325,6 +334,7 @@ impl ControlPlane {
                 let _ = follower.await;
             }
             let _ = jobs.await;
+            let _ = controller.await;
             store.close().await;
         });
         tracing::info!(%api_addr, %grpc_addr, replica, version = configs.current().version, "control plane listening");

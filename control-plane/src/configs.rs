@@ -4,9 +4,13 @@
 //! Writers in this process take turns (one lock); the store's unique version
 //! number stops a writer in another replica from committing over a version it
 //! did not see. Readers get the newest version from a `watch` channel without
-//! touching the database, and so do the data-plane streams.
+//! touching the database; the data-plane streams follow the [`Plan`] (which
+//! version each node is to serve, as the newest rollout says) through
+//! another.
 
 use crate::metrics::Metrics;
+use crate::rollout::model::RolloutRecord;
+use crate::rollout::plan::{self, Plan};
 use crate::store::{now_ms, DynStore, Material, NewAudit, NewCertificate, NewVersion, StoreError};
 use bytes::Bytes;
 use isame_proto::config::{diff_from, Change, ChangeOp, ConfigError};
@@ -74,6 +78,7 @@ fn snapshot_of(
         hash: hash.to_owned(),
         config_json: json.to_owned(),
         certificates,
+        newest_version: version,
     }))
 }
 
@@ -168,6 +173,7 @@ pub struct Outcome {
 pub struct Configs {
     store: DynStore,
     current: Arc<watch::Sender<Arc<Current>>>,
+    plan: Arc<watch::Sender<Arc<Plan>>>,
     writer: Arc<Mutex<()>>,
     metrics: Arc<Metrics>,
 }
@@ -196,13 +202,39 @@ impl Configs {
             Some(v) => current_of(&store, v).await?,
         };
         metrics.config_version.set(current.version as i64);
-        let (tx, _) = watch::channel(Arc::new(current));
+        let current = Arc::new(current);
+        let rollout = store.latest_rollout().await?;
+        let plan = plan::build(&store, &Plan::default(), current.clone(), rollout).await?;
+        let (tx, _) = watch::channel(current);
         Ok(Self {
             store,
             current: Arc::new(tx),
+            plan: Arc::new(watch::channel(Arc::new(plan)).0),
             writer: Arc::new(Mutex::new(())),
             metrics,
         })
+    }
+
+    /// Who is to serve what now.
+    pub fn plan(&self) -> Arc<Plan> {
+        self.plan.borrow().clone()
+    }
+
+    /// A receiver that sees every new plan (latest wins).
+    pub fn subscribe_plan(&self) -> watch::Receiver<Arc<Plan>> {
+        self.plan.subscribe()
+    }
+
+    /// Reads the newest rollout again (a controller or another replica
+    /// changed it) and makes the plan follow it.
+    pub(crate) async fn refresh_plan(&self) -> Result<(), StoreError> {
+        let rollout = self.store.latest_rollout().await?;
+        self.adopt(rollout).await
+    }
+
+    /// Makes `rollout` (the newest) the plan's.
+    pub(crate) async fn adopt(&self, rollout: Option<RolloutRecord>) -> Result<(), StoreError> {
+        adopt(&self.store, &self.plan, self.current(), rollout).await
     }
 
     /// The newest version.
@@ -248,6 +280,7 @@ impl Configs {
         };
         let v = newest.version;
         publish(&self.current, &self.metrics, newest);
+        self.refresh_plan().await?;
         Ok(self.current().version.max(v))
     }
 
@@ -361,16 +394,19 @@ impl Configs {
         // this future, never the half after the commit.
         let store = self.store.clone();
         let current = self.current.clone();
+        let plan = self.plan.clone();
         let metrics = self.metrics.clone();
         let task = tokio::spawn(async move {
             let _turn = turn;
             match store.commit(commit).await {
-                Ok(()) => {
+                Ok(rollout) => {
                     let next = Current {
                         committed_at: Some(tokio::time::Instant::now()),
                         ..next
                     };
                     publish(&current, &metrics, next);
+                    let newest = current.borrow().clone();
+                    adopt(&store, &plan, newest, Some(rollout)).await?;
                     Ok(())
                 }
                 Err(StoreError::Conflict(_)) => {
@@ -382,6 +418,8 @@ impl Configs {
                     };
                     let v = newest.version;
                     publish(&current, &metrics, newest);
+                    let newest = current.borrow().clone();
+                    adopt(&store, &plan, newest, store.latest_rollout().await?).await?;
                     Err(ChangeError::Stale { current: v })
                 }
                 Err(e) => Err(e.into()),
@@ -466,6 +504,36 @@ fn publish(current: &watch::Sender<Arc<Current>>, metrics: &Metrics, next: Curre
         }
     });
     metrics.config_version.set(current.borrow().version as i64);
+}
+
+/// Builds the plan of `newest` and `rollout` and publishes it, unless the
+/// plan readers see is already as new.
+async fn adopt(
+    store: &DynStore,
+    tx: &watch::Sender<Arc<Plan>>,
+    newest: Arc<Current>,
+    rollout: Option<RolloutRecord>,
+) -> Result<(), StoreError> {
+    let old = tx.borrow().clone();
+    let next = Arc::new(plan::build(store, &old, newest, rollout).await?);
+    tx.send_if_modified(|cur| {
+        if next.key() > cur.key() {
+            *cur = next.clone();
+            true
+        } else {
+            false
+        }
+    });
+    Ok(())
+}
+
+/// Loads stored version `version` as readers see it.
+pub(crate) async fn load_version(store: &DynStore, version: u64) -> Result<Current, StoreError> {
+    let rec = store
+        .version(version)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("version {version} is missing")))?;
+    current_of(store, rec).await
 }
 
 /// The reader's view of a stored version. A version that no longer passes

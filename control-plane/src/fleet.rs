@@ -59,7 +59,8 @@ pub struct Summary<'a> {
     pub connected: usize,
     /// Connected nodes by the version they run (`None`: none ACKed yet).
     pub by_version: BTreeMap<Option<u64>, usize>,
-    /// Connected nodes not on the newest version.
+    /// Connected nodes not on the version they are to serve (the newest,
+    /// or what a staged rollout keeps them on).
     pub behind: Vec<&'a str>,
     /// Connected nodes that refused a version newer than the one they run.
     pub refused: Vec<Refusal<'a>>,
@@ -67,8 +68,13 @@ pub struct Summary<'a> {
     pub backends: Vec<BackendHealth<'a>>,
 }
 
-/// Summarizes `nodes` against the newest version `cur`.
-pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
+/// Summarizes `nodes` against the newest version `cur`, each node being
+/// behind when it does not run `target(node)`.
+pub fn summarize<'a>(
+    nodes: &'a [NodeRecord],
+    cur: &'a Current,
+    target: &dyn Fn(&str) -> u64,
+) -> Summary<'a> {
     let connected: Vec<&NodeRecord> = nodes.iter().filter(|n| n.connected).collect();
     let mut by_version = BTreeMap::new();
     for n in &connected {
@@ -76,7 +82,7 @@ pub fn summarize<'a>(nodes: &'a [NodeRecord], cur: &'a Current) -> Summary<'a> {
     }
     let behind = connected
         .iter()
-        .filter(|n| n.version.is_none_or(|v| v < cur.version))
+        .filter(|n| n.version != Some(target(&n.id)))
         .map(|n| n.id.as_str())
         .collect();
     let refused = connected

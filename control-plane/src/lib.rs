@@ -15,5 +15,6 @@ pub mod distribution;
 pub mod fleet;
 pub mod metrics;
 pub mod replica;
+pub mod rollout;
 pub mod store;
 pub mod tokens;

@@ -30,6 +30,15 @@ pub struct Metrics {
     /// `isame_cp_upstream_request_seconds_total{upstream}`: summed request
     /// durations (divided by requests: the fleet's mean latency).
     pub upstream_seconds: CounterVec,
+    /// `isame_cp_rollouts_total{result}`: rollouts that ended, by how
+    /// (`completed`, `rolled_back`, `aborted`, `promoted`, `superseded`).
+    pub rollouts: IntCounterVec,
+    /// `isame_cp_rollout_stage`: the stage the active rollout is in (1 for
+    /// the first; 0 when none is active).
+    pub rollout_stage: IntGauge,
+    /// `isame_cp_rollout_nodes{side}`: nodes of the active rollout on the
+    /// new version (`new`) and kept on the base (`base`).
+    pub rollout_nodes: IntGaugeVec,
     /// Gauges set from the node ledger when metrics are read.
     fleet: FleetGauges,
     /// Held from setting the fleet gauges to rendering them, so that two
@@ -145,6 +154,27 @@ impl Metrics {
                 &["upstream", "backend"],
             )?,
         };
+        let rollouts = IntCounterVec::new(
+            Opts::new(
+                "isame_cp_rollouts_total",
+                "Staged rollouts that ended, by result.",
+            ),
+            &["result"],
+        )?;
+        let rollout_stage = IntGauge::new(
+            "isame_cp_rollout_stage",
+            "Stage of the active rollout (1 for the first; 0 when none is active).",
+        )?;
+        let rollout_nodes = IntGaugeVec::new(
+            Opts::new(
+                "isame_cp_rollout_nodes",
+                "Nodes of the active rollout on the new version (new) and on the base (base).",
+            ),
+            &["side"],
+        )?;
+        registry.register(Box::new(rollouts.clone()))?;
+        registry.register(Box::new(rollout_stage.clone()))?;
+        registry.register(Box::new(rollout_nodes.clone()))?;
         registry.register(Box::new(nacks.clone()))?;
         registry.register(Box::new(lease_held.clone()))?;
         registry.register(Box::new(upstream_requests.clone()))?;
@@ -163,6 +193,9 @@ impl Metrics {
             api_requests,
             nacks,
             lease_held,
+            rollouts,
+            rollout_stage,
+            rollout_nodes,
             upstream_requests,
             upstream_errors,
             upstream_seconds,

@@ -10,8 +10,9 @@
 //!   `jobs` lease in the database, renewed every heartbeat and taken over
 //!   by another replica once it expires (`lease_ttl` after its holder
 //!   died). Today that is forgetting dead replicas and marking the nodes
-//!   they held disconnected, so that `/nodes` shows them lost; a node that
-//!   reconnected to a live replica is not touched.
+//!   they held disconnected, so that `/nodes` shows them lost (a node that
+//!   reconnected to a live replica is not touched), and the rollout
+//!   controller ([`crate::rollout::controller`]).
 
 use crate::configs::Configs;
 use crate::metrics::Metrics;
@@ -35,6 +36,9 @@ pub struct Options {
     pub lease_ttl: Duration,
     /// How often the newest version is read when no notice came.
     pub poll: Duration,
+    /// How often the rollout controller judges the active rollout (it also
+    /// acts at once on every change of the plan).
+    pub rollout_tick: Duration,
     /// Whether versions committed by other replicas are followed at all
     /// (off only where a replica must stay behind: tests of what a stale
     /// writer gets).
@@ -48,6 +52,7 @@ impl Default for Options {
             replica_timeout: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(10),
             poll: Duration::from_secs(1),
+            rollout_tick: Duration::from_secs(1),
             follow: true,
         }
     }
@@ -92,6 +97,9 @@ pub async fn follow(configs: Arc<Configs>, poll: Duration, mut stop: watch::Rece
                 Ok(v) => tracing::info!(version = v, "version committed by another replica"),
                 Err(e) => tracing::warn!(error = %e, "cannot load the newest version"),
             }
+        } else if let Err(e) = configs.refresh_plan().await {
+            // A rollout may have moved on another replica.
+            tracing::warn!(error = %e, "cannot read the newest rollout");
         }
     }
 }
@@ -109,12 +117,14 @@ async fn notice(notices: &mut Option<watch::Receiver<u64>>) {
 }
 
 /// Heartbeats, and the jobs while this replica holds their lease, until
-/// `stop` turns true; then the lease is given up.
+/// `stop` turns true; then the lease is given up. `holder` says whether
+/// this replica holds it, for the jobs that run on their own.
 pub async fn run(
     store: DynStore,
     replica: String,
     options: Options,
     metrics: Arc<Metrics>,
+    holder_tx: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let started = now_ms();
@@ -138,6 +148,7 @@ pub async fn run(
             }
         }
         metrics.lease_held.set(i64::from(holder));
+        holder_tx.send_if_modified(|h| std::mem::replace(h, holder) != holder);
         if holder {
             match store.reap_replicas(now_ms().saturating_sub(timeout)).await {
                 Ok(0) => {}
@@ -155,5 +166,6 @@ pub async fn run(
             tracing::warn!(error = %e, "cannot give up the jobs lease");
         }
     }
+    holder_tx.send_replace(false);
     metrics.lease_held.set(0);
 }

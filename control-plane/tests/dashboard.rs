@@ -167,6 +167,7 @@ async fn whoami_names_the_token_and_its_role() {
 fn stats(period_ms: u64, upstreams: &[(&str, u64, u64, u64)]) -> Kind {
     Kind::Stats(pb::StatsReport {
         period_ms,
+        version: 0,
         upstreams: upstreams
             .iter()
             .map(|(name, requests, errors, mean_ms)| pb::UpstreamStats {
@@ -174,6 +175,7 @@ fn stats(period_ms: u64, upstreams: &[(&str, u64, u64, u64)]) -> Kind {
                 requests: *requests,
                 errors: *errors,
                 duration_ms_sum: requests * mean_ms,
+                ..Default::default()
             })
             .collect(),
     })

@@ -89,8 +89,10 @@ async fn snapshots_acks_and_the_ledger() {
             requests: 10,
             errors: 1,
             duration_ms_sum: 50,
+            ..Default::default()
         }],
         period_ms: 10_000,
+        ..Default::default()
     }))
     .await;
     let n = wait_node(&cp, "dp-1", |n| {
@@ -446,8 +448,10 @@ async fn fleet_metrics_come_from_the_ledger_and_the_reports() {
                 requests: 10,
                 errors: 2,
                 duration_ms_sum: 500,
+                ..Default::default()
             }],
             period_ms: 5_000,
+            ..Default::default()
         }))
         .await;
     }
@@ -511,8 +515,10 @@ async fn fleet_metrics_come_from_the_ledger_and_the_reports() {
             requests: 1,
             errors: 0,
             duration_ms_sum: 1,
+            ..Default::default()
         }],
         period_ms: 5_000,
+        ..Default::default()
     }))
     .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -16,8 +16,9 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_isame-control-plane");
 
 /// What a move must keep, as the API shows it: the history, the audit log
-/// (without ids, which are given anew), the config and the certificates.
-async fn kept(at: std::net::SocketAddr) -> [Value; 4] {
+/// (without ids, which are given anew), the config, the certificates, the
+/// rollout policy and the rollouts.
+async fn kept(at: std::net::SocketAddr) -> [Value; 6] {
     let get = |path: &'static str| async move {
         call(at, Method::GET, path, Some(ADMIN), &[], "")
             .await
@@ -32,6 +33,8 @@ async fn kept(at: std::net::SocketAddr) -> [Value; 4] {
         audit,
         get("/api/v1/config").await,
         get("/api/v1/certificates").await,
+        get("/api/v1/rollout-policy/history").await,
+        get("/api/v1/rollouts").await,
     ]
 }
 
@@ -56,6 +59,10 @@ async fn a_sqlite_store_moves_to_postgres_with_its_history() {
             .status,
         200
     );
+    let policy =
+        r#"{"stages": [{"name": "canary", "selector": {"stage": "canary"}, "bake": "1s"}]}"#;
+    let r = ask(Method::PUT, "/api/v1/rollout-policy", policy.into()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let ca = TestCa::new();
     let pair = ca.issue(&["example.com"], KeyKind::Ecdsa);
     let upload = json!({"cert_pem": pair.cert_pem, "key_pem": pair.key_pem}).to_string();
@@ -70,9 +77,29 @@ async fn a_sqlite_store_moves_to_postgres_with_its_history() {
         base_config()
     );
     assert_eq!(ask(Method::PUT, "/api/v1/config", tls).await.status, 200);
+    // Staged (no node matches its stage, so it completes at once).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call(at, Method::GET, "/api/v1/rollouts/2", Some(ADMIN), &[], "")
+        .await
+        .json()["state"]
+        != "completed"
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rollout 2 never completed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let r = ask(Method::POST, "/api/v1/versions/1/rollback", String::new()).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let before = kept(at).await;
+    assert_eq!(before[4]["revisions"][0]["revision"], 1, "{}", before[4]);
+    assert_eq!(
+        before[5]["rollouts"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        before[5]
+    );
     cp.shutdown().await;
 
     let file = dir.path().join("export.json");
@@ -110,6 +137,16 @@ async fn a_sqlite_store_moves_to_postgres_with_its_history() {
     let at = cp.api_addr;
     let after = kept(at).await;
     assert_eq!(after, before);
+    let r = call(
+        at,
+        Method::DELETE,
+        "/api/v1/rollout-policy",
+        Some(ADMIN),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["revision"], 2, "{}", r.text());
     // The next version follows the history, and the resource tables match it.
     let r = call(
         at,

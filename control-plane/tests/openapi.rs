@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use http::Method;
 
-/// The REST endpoints CONTRACT.md promises, the certificate store, and what
-/// the dashboard reads (`/traffic`, `/whoami`).
+/// The REST endpoints CONTRACT.md promises, the certificate store, what
+/// the dashboard reads (`/traffic`, `/whoami`) and staged rollouts.
 const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/config"),
     ("put", "/api/v1/config"),
@@ -40,6 +40,17 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/certificates/{name}"),
     ("put", "/api/v1/certificates/{name}"),
     ("delete", "/api/v1/certificates/{name}"),
+    ("get", "/api/v1/rollout-policy"),
+    ("put", "/api/v1/rollout-policy"),
+    ("delete", "/api/v1/rollout-policy"),
+    ("get", "/api/v1/rollout-policy/history"),
+    ("get", "/api/v1/rollouts"),
+    ("get", "/api/v1/rollouts/latest"),
+    ("get", "/api/v1/rollouts/{v}"),
+    ("post", "/api/v1/rollouts/{v}/pause"),
+    ("post", "/api/v1/rollouts/{v}/resume"),
+    ("post", "/api/v1/rollouts/{v}/promote"),
+    ("post", "/api/v1/rollouts/{v}/abort"),
 ];
 
 #[tokio::test]

@@ -366,7 +366,7 @@ async fn migrate_brings_the_schema_up_to_date_once() {
     let dir = tempfile::tempdir().expect("dir");
     let sqlite = db_url(dir.path());
     let postgres = isame_testkit::postgres::shared().create_database();
-    for (url, steps) in [(sqlite.as_str(), "5"), (postgres.as_str(), "1")] {
+    for (url, steps) in [(sqlite.as_str(), "6"), (postgres.as_str(), "2")] {
         let migrate = || {
             Command::new(BIN)
                 .args(["--database-url", url, "migrate"])

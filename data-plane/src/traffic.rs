@@ -7,17 +7,31 @@
 //! error at most. These are plain counters, apart from the Prometheus
 //! registry; a report takes what they gathered since the last one.
 
+use isame_proto::latency::{self, Histogram, BUCKETS};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// One upstream's counters; the request path holds them through its
 /// compiled upstream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     requests: AtomicU64,
     errors: AtomicU64,
     duration_us: AtomicU64,
+    /// Requests per latency bucket (656 bytes per upstream).
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            duration_us: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
 impl Counters {
@@ -28,20 +42,33 @@ impl Counters {
         if failed {
             self.errors.fetch_add(1, Relaxed);
         }
-        self.duration_us.fetch_add(nanos / 1_000, Relaxed);
+        let micros = nanos / 1_000;
+        self.duration_us.fetch_add(micros, Relaxed);
+        self.buckets[latency::bucket_of(micros)].fetch_add(1, Relaxed);
     }
 
     fn take(&self) -> Totals {
+        let requests = self.requests.swap(0, Relaxed);
+        let mut latency = Histogram::new();
+        if requests > 0 {
+            for (i, b) in self.buckets.iter().enumerate() {
+                let n = b.swap(0, Relaxed);
+                if n > 0 {
+                    latency.add(i, n);
+                }
+            }
+        }
         Totals {
-            requests: self.requests.swap(0, Relaxed),
+            requests,
             errors: self.errors.swap(0, Relaxed),
             duration_ms: self.duration_us.swap(0, Relaxed) / 1_000,
+            latency,
         }
     }
 }
 
 /// What one upstream saw over a report's period.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Requests that ended.
     pub requests: u64,
@@ -49,6 +76,8 @@ pub struct Totals {
     pub errors: u64,
     /// Their durations summed, in milliseconds.
     pub duration_ms: u64,
+    /// Their durations, bucketed.
+    pub latency: Histogram,
 }
 
 /// Every upstream's counters, by name.
@@ -108,6 +137,9 @@ mod tests {
             "one set per upstream"
         );
         let first = t.take(|_| true);
+        let mut latency = Histogram::new();
+        latency.record(2_000);
+        latency.record(3_000);
         assert_eq!(
             first,
             [(
@@ -115,7 +147,8 @@ mod tests {
                 Totals {
                     requests: 2,
                     errors: 1,
-                    duration_ms: 5
+                    duration_ms: 5,
+                    latency,
                 }
             )]
         );

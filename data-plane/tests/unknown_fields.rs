@@ -70,6 +70,7 @@ fn snapshot(version: u64, json: String) -> pb::Snapshot {
         hash: format!("hash-{version}"),
         config_json: json,
         certificates: Vec::new(),
+        newest_version: version,
     }
 }
 

@@ -32,7 +32,7 @@ pub struct PageParams {
 }
 
 impl PageParams {
-    fn page(&self) -> Result<Page, ApiError> {
+    pub(crate) fn page(&self) -> Result<Page, ApiError> {
         let limit = self.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
             return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));

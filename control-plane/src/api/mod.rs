@@ -11,6 +11,7 @@ mod named_lists;
 mod nodes;
 mod openapi;
 mod ops;
+mod rollouts;
 mod routes;
 mod traffic;
 mod upstreams;
@@ -71,6 +72,19 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(nodes::get_one))
         .routes(routes!(nodes::fleet))
         .routes(routes!(traffic::traffic))
+        .routes(routes!(
+            rollouts::get_policy,
+            rollouts::put_policy,
+            rollouts::delete_policy
+        ))
+        .routes(routes!(rollouts::policy_history))
+        .routes(routes!(rollouts::list))
+        .routes(routes!(rollouts::latest))
+        .routes(routes!(rollouts::get_one))
+        .routes(routes!(rollouts::pause))
+        .routes(routes!(rollouts::resume))
+        .routes(routes!(rollouts::promote))
+        .routes(routes!(rollouts::abort))
         .routes(routes!(whoami::whoami))
         .routes(routes!(certificates::list))
         .routes(routes!(

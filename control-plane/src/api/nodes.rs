@@ -5,12 +5,14 @@ use super::extract::ApiPath;
 use super::history::rfc3339;
 use super::openapi::{ErrorBody, Resource};
 use super::AppState;
+use crate::rollout::plan::Plan;
 use crate::store::NodeRecord;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-fn view(n: &NodeRecord, newest: u64) -> Value {
+fn view(n: &NodeRecord, plan: &Plan) -> Value {
+    let target = plan.target_for(&n.id).version;
     json!({
         "id": n.id,
         "hostname": n.hostname,
@@ -21,7 +23,8 @@ fn view(n: &NodeRecord, newest: u64) -> Value {
         "first_seen": rfc3339(n.first_seen),
         "last_seen": rfc3339(n.last_seen),
         "version": n.version,
-        "behind": n.version.is_none_or(|v| v < newest),
+        "target": target,
+        "behind": n.version != Some(target),
         "last_nack": n.last_nack,
         "health": n.health,
         "traffic": n.traffic,
@@ -32,11 +35,11 @@ fn view(n: &NodeRecord, newest: u64) -> Value {
 #[utoipa::path(get, path = "/nodes", tag = "nodes",
     responses((status = 200, description = "`{version, nodes: [...]}`", body = Resource)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let newest = state.configs.current().version;
+    let plan = state.configs.plan();
     let nodes = state.configs.store().nodes().await?;
     Ok(Json(json!({
-        "version": newest,
-        "nodes": nodes.iter().map(|n| view(n, newest)).collect::<Vec<_>>(),
+        "version": plan.newest.version,
+        "nodes": nodes.iter().map(|n| view(n, &plan)).collect::<Vec<_>>(),
     })))
 }
 
@@ -49,14 +52,14 @@ pub async fn get_one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let newest = state.configs.current().version;
+    let plan = state.configs.plan();
     let node = state
         .configs
         .store()
         .node(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("node {id:?} not found")))?;
-    Ok(Json(view(&node, newest)))
+    Ok(Json(view(&node, &plan)))
 }
 
 /// The fleet at a glance: how many nodes run the newest version, which are
@@ -67,7 +70,8 @@ pub async fn get_one(
 pub async fn fleet(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let cur = state.configs.current();
     let nodes = state.configs.store().nodes().await?;
-    let f = crate::fleet::summarize(&nodes, &cur);
+    let plan = state.configs.plan();
+    let f = crate::fleet::summarize(&nodes, &cur, &|id| plan.target_for(id).version);
     let nacked: Vec<Value> = f
         .refused
         .iter()

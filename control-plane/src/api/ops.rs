@@ -39,7 +39,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             None
         }
     };
-    let fleet = nodes.as_ref().map(|n| crate::fleet::summarize(n, &cur));
+    let plan = state.configs.plan();
+    let target = |id: &str| plan.target_for(id).version;
+    let fleet = nodes
+        .as_ref()
+        .map(|n| crate::fleet::summarize(n, &cur, &target));
     let page = state.metrics.render_with_fleet(fleet.as_ref());
     (
         [(

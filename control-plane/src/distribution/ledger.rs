@@ -8,8 +8,13 @@
 //! state (the newest ACK, NACK, health and traffic report, whether it is
 //! connected), so a node holds at most one of each; and at most
 //! [`MAX_NODES`] nodes wait at once.
+//!
+//! Traffic samples for a running rollout's gates do not coalesce (each
+//! covers its own period); at most [`MAX_SAMPLES`] wait, and more are
+//! dropped and counted (a gate then judges fewer requests, never wrong
+//! ones).
 
-use crate::store::{DynStore, NodeHello, NodeUpdate};
+use crate::store::{DynStore, NodeHello, NodeUpdate, Sample};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +25,8 @@ const LINGER: Duration = Duration::from_millis(25);
 /// Most nodes whose updates wait to be written; updates of further nodes
 /// are dropped (and logged) until the writer catches up.
 pub const MAX_NODES: usize = 100_000;
+/// Most rollout samples waiting to be written.
+pub const MAX_SAMPLES: usize = 100_000;
 
 /// One node's newest state, waiting to be written.
 #[derive(Debug, Default)]
@@ -90,6 +97,8 @@ struct Queue {
     order: Vec<String>,
     by_node: HashMap<String, Pending>,
     dropped: u64,
+    samples: Vec<Sample>,
+    dropped_samples: u64,
 }
 
 /// The queue into the ledger writer.
@@ -131,6 +140,27 @@ impl Ledger {
         self.wake.notify_one();
     }
 
+    /// Queues one traffic sample of a running rollout.
+    pub fn sample(&self, sample: Sample) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.samples.len() >= MAX_SAMPLES {
+            q.dropped_samples += 1;
+            return;
+        }
+        q.samples.push(sample);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Takes the samples waiting, and how many were dropped.
+    fn take_samples(&self) -> (Vec<Sample>, u64) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            std::mem::take(&mut q.samples),
+            std::mem::take(&mut q.dropped_samples),
+        )
+    }
+
     /// Takes everything waiting, as updates in order.
     fn take(&self) -> (Vec<(String, NodeUpdate)>, u64) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,11 +187,20 @@ async fn write(store: DynStore, replica: String, ledger: Ledger) {
                 "node reports dropped: too many nodes waiting to be recorded"
             );
         }
-        if batch.is_empty() {
-            continue;
+        if !batch.is_empty() {
+            if let Err(e) = store.record_nodes(&replica, &batch).await {
+                tracing::warn!(error = %e, updates = batch.len(), "cannot record node reports");
+            }
         }
-        if let Err(e) = store.record_nodes(&replica, &batch).await {
-            tracing::warn!(error = %e, updates = batch.len(), "cannot record node reports");
+        let (samples, dropped) = ledger.take_samples();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "rollout samples dropped: too many waiting to be recorded"
+            );
+        }
+        if let Err(e) = store.record_samples(&samples).await {
+            tracing::warn!(error = %e, samples = samples.len(), "cannot record rollout samples");
         }
     }
 }

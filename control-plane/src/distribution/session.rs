@@ -1,11 +1,12 @@
-//! One data plane's stream: send it the newest version at once and after
-//! every commit (latest wins), record what it reports, and notice when it
+//! One data plane's stream: send it the version the plan says it is to
+//! serve, at once and whenever that changes (a commit, a rollout's stage,
+//! a rollback; latest wins), record what it reports, and notice when it
 //! goes quiet.
 
 use super::node_schema::NodeSchema;
 use super::registry::Ticket;
 use super::Distribution;
-use crate::configs::Current;
+use crate::rollout::plan::Plan;
 use crate::store::NodeUpdate;
 use isame_proto::pb;
 use isame_proto::pb::control_message::Kind as Out;
@@ -49,8 +50,9 @@ struct Session {
     out: mpsc::Sender<Result<pb::ControlMessage, Status>>,
     replaced: tokio::sync::oneshot::Receiver<()>,
     closing: tokio::sync::watch::Receiver<bool>,
-    /// The newest version sent.
+    /// The version sent last (0: none), and its hash.
     sent: u64,
+    sent_hash: String,
     /// Snapshots sent and not answered yet (at most [`ANSWERS_OWED`]).
     owed: u32,
     /// What the node said it can read, when that may differ from this
@@ -76,13 +78,18 @@ impl Session {
         }
     }
 
-    /// Sends the version `cur` holds, if it has one and the node can read it.
-    async fn send_snapshot(&mut self, cur: &Arc<Current>) -> Result<(), End> {
+    /// Sends the version `plan` says this node is to serve, if it is not
+    /// the one sent last, there is one, and the node can read it.
+    async fn send_target(&mut self, plan: &Plan) -> Result<(), End> {
+        let cur = plan.target_for(&self.node).clone();
+        if cur.version == self.sent && cur.hash == self.sent_hash {
+            return Ok(());
+        }
         let Some(snapshot) = cur.snapshot.as_ref() else {
             return Ok(());
         };
         if let Some(reads) = &self.reads {
-            let unknown = reads.unknown_in(cur);
+            let unknown = reads.unknown_in(&cur);
             if !unknown.is_empty() {
                 // Sending it would only be refused: the node keeps what it
                 // serves, and the ledger says why it is behind.
@@ -94,6 +101,7 @@ impl Session {
                     "not sent: the node cannot read fields this version uses"
                 );
                 self.sent = cur.version;
+                self.sent_hash = cur.hash.clone();
                 let refusal = reads.refusal(cur.version, &unknown);
                 self.d.ledger.record(&self.node, NodeUpdate::Nack(refusal));
                 return Ok(());
@@ -105,11 +113,14 @@ impl Session {
             node = %self.node,
             version = cur.version
         );
+        let mut snapshot = snapshot.as_ref().clone();
+        snapshot.newest_version = plan.newest.version.max(cur.version);
         let msg = pb::ControlMessage {
-            kind: Some(Out::Snapshot(snapshot.as_ref().clone())),
+            kind: Some(Out::Snapshot(snapshot)),
         };
         self.send(msg).instrument(span).await?;
         self.sent = cur.version;
+        self.sent_hash = cur.hash.clone();
         self.owed = (self.owed + 1).min(ANSWERS_OWED);
         Ok(())
     }
@@ -129,7 +140,7 @@ pub async fn run(
     mut inbound: Streaming<pb::NodeMessage>,
     out: mpsc::Sender<Result<pb::ControlMessage, Status>>,
 ) {
-    let mut versions = d.configs.subscribe();
+    let mut plans = d.configs.subscribe_plan();
     let mut s = Session {
         closing: d.closing.subscribe(),
         d: d.clone(),
@@ -137,6 +148,7 @@ pub async fn run(
         out,
         replaced: ticket.replaced,
         sent: 0,
+        sent_hash: String::new(),
         owed: 0,
         reads,
     };
@@ -147,26 +159,22 @@ pub async fn run(
     let quiet = tokio::time::sleep(d.options.node_timeout);
     tokio::pin!(quiet);
     let mut refilled = Instant::now();
-    let first = versions.borrow_and_update().clone();
+    let first = plans.borrow_and_update().clone();
     let end = 'session: {
-        if first.version > 0 {
-            if let Err(end) = s.send_snapshot(&first).await {
-                break 'session end;
-            }
+        if let Err(end) = s.send_target(&first).await {
+            break 'session end;
         }
         loop {
             tokio::select! {
                 _ = &mut s.replaced => break 'session End::Replaced,
                 _ = s.closing.changed() => break 'session End::ShuttingDown,
-                changed = versions.changed() => {
+                changed = plans.changed() => {
                     if changed.is_err() {
                         break 'session End::Gone;
                     }
-                    let newest = versions.borrow_and_update().clone();
-                    if newest.version > s.sent {
-                        if let Err(end) = s.send_snapshot(&newest).await {
-                            break 'session end;
-                        }
+                    let plan = plans.borrow_and_update().clone();
+                    if let Err(end) = s.send_target(&plan).await {
+                        break 'session end;
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -176,7 +184,10 @@ pub async fn run(
                         continue;
                     }
                     let beat = pb::ControlMessage {
-                        kind: Some(Out::Heartbeat(pb::Heartbeat { newest_version: s.sent })),
+                        kind: Some(Out::Heartbeat(pb::Heartbeat {
+                            newest_version: plans.borrow().newest.version.max(s.sent),
+                            target_version: s.sent,
+                        })),
                     };
                     if let Err(end) = s.send(beat).await {
                         break 'session end;
@@ -294,6 +305,7 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
         ),
         Some(In::Stats(s)) => {
             count_traffic(d, &s);
+            sample(d, node, &s);
             NodeUpdate::Traffic(json!({
             "period_ms": s.period_ms,
             "at": crate::api::rfc3339(crate::store::now_ms()),
@@ -307,6 +319,42 @@ fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
         }
     };
     d.ledger.record(node, update);
+}
+
+/// Keeps a traffic report for the gates of the rollout being staged, if
+/// one is.
+fn sample(d: &Distribution, node: &str, s: &pb::StatsReport) {
+    let plan = d.configs.plan();
+    let Some(rollout) = plan.active() else {
+        return;
+    };
+    if s.version == 0 || s.upstreams.is_empty() {
+        return;
+    }
+    let upstreams = s
+        .upstreams
+        .iter()
+        .take(10_000)
+        .map(|u| crate::rollout::model::UpstreamSample {
+            upstream: clip(&u.upstream),
+            requests: u.requests,
+            errors: u.errors,
+            latency_first: u.latency_first,
+            latency: u
+                .latency
+                .iter()
+                .take(isame_proto::latency::BUCKETS)
+                .copied()
+                .collect(),
+        })
+        .collect();
+    d.ledger.sample(crate::store::Sample {
+        rollout: rollout.version,
+        node: node.to_owned(),
+        at: crate::store::now_ms(),
+        version: s.version,
+        upstreams,
+    });
 }
 
 /// Adds a node's traffic report to the fleet's counters, for the upstreams

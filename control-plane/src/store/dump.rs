@@ -1,6 +1,8 @@
 //! A whole store as one JSON document (`isame-control-plane export` and
 //! `import`): the version history exactly as stored, certificates with
-//! their material, tokens (their hashes; never a secret) and the audit log.
+//! their material, tokens (their hashes; never a secret), the audit log, and
+//! the rollout policy's revisions and the rollouts (without them a version
+//! that was rolled back would be served everywhere after an import).
 //! The node ledger is left out: nodes report themselves again. It moves a
 //! control plane from SQLite to PostgreSQL, or between databases.
 
@@ -24,6 +26,36 @@ pub struct Dump {
     pub tokens: Vec<DumpToken>,
     /// Oldest first.
     pub audit: Vec<DumpAudit>,
+    /// Oldest first (absent from exports of builds before rollouts).
+    #[serde(default)]
+    pub rollout_policies: Vec<DumpPolicy>,
+    /// Oldest first.
+    #[serde(default)]
+    pub rollouts: Vec<DumpRollout>,
+}
+
+/// A `rollout_policies` row.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[allow(missing_docs)]
+pub struct DumpPolicy {
+    pub revision: i64,
+    pub created_at: i64,
+    pub author: String,
+    pub policy: Option<String>,
+}
+
+/// A `rollouts` row.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[allow(missing_docs)]
+pub struct DumpRollout {
+    pub version: i64,
+    pub base: Option<i64>,
+    pub policy: Option<String>,
+    pub state: String,
+    pub revision: i64,
+    pub progress: String,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 /// A `config_versions` row; JSON columns as the text stored.

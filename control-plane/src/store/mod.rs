@@ -7,6 +7,7 @@ pub mod certs;
 pub mod dump;
 pub mod postgres;
 mod resources;
+pub(crate) mod rollout_sql;
 mod rows;
 mod sql;
 pub mod sqlite;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use crate::rollout::model::{PolicyRecord, RolloutRecord, Sample};
 pub use certs::{material_id, CertificateMeta, Material, NewCertificate};
 
 /// What can go wrong talking to the database.
@@ -257,9 +259,48 @@ pub struct Page {
     pub before: Option<i64>,
 }
 
+/// Staged rollouts: the policy's revisions, one rollout per version, and
+/// the traffic samples its gates judge.
+#[async_trait]
+pub trait RolloutStore: Send + Sync + 'static {
+    /// The newest rollout.
+    async fn latest_rollout(&self) -> Result<Option<RolloutRecord>, StoreError>;
+    /// The rollout of `version`.
+    async fn rollout(&self, version: u64) -> Result<Option<RolloutRecord>, StoreError>;
+    /// Rollouts, newest first.
+    async fn rollouts(&self, page: Page) -> Result<Vec<RolloutRecord>, StoreError>;
+    /// Writes `rec`'s state and progress, and `audit` in the same
+    /// transaction, if its revision is still `rec.revision` (false when
+    /// another writer changed it first: read it again).
+    async fn update_rollout(
+        &self,
+        rec: &RolloutRecord,
+        audit: Option<NewAudit>,
+    ) -> Result<bool, StoreError>;
+    /// The newest revision of the policy.
+    async fn rollout_policy(&self) -> Result<Option<PolicyRecord>, StoreError>;
+    /// The policy's revisions, newest first.
+    async fn rollout_policies(&self, page: Page) -> Result<Vec<PolicyRecord>, StoreError>;
+    /// Stores a new revision of the policy (`None`: no policy), if the
+    /// newest is `expected` (when given; [`StoreError::Conflict`] with the
+    /// newest otherwise), with its audit entry.
+    async fn put_rollout_policy(
+        &self,
+        policy: Option<serde_json::Value>,
+        expected: Option<u64>,
+        audit: NewAudit,
+    ) -> Result<PolicyRecord, StoreError>;
+    /// Keeps traffic samples for a running rollout's gates.
+    async fn record_samples(&self, samples: &[Sample]) -> Result<(), StoreError>;
+    /// The samples of `rollout` received from `since` (Unix ms) on.
+    async fn samples(&self, rollout: u64, since: i64) -> Result<Vec<Sample>, StoreError>;
+    /// Deletes the samples of rollouts before `keep_from`; returns how many.
+    async fn forget_samples(&self, keep_from: u64) -> Result<u64, StoreError>;
+}
+
 /// The control plane's persistent state.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: RolloutStore + Send + Sync + 'static {
     /// True when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// The newest version, with its config.
@@ -271,9 +312,10 @@ pub trait Store: Send + Sync + 'static {
     /// Versions, newest first (without their configs).
     async fn versions(&self, page: Page) -> Result<Vec<VersionRecord>, StoreError>;
     /// Appends a version, rewrites the resources it changed and records the
-    /// audit entry, all in one transaction. [`StoreError::Conflict`] when
+    /// audit entry, and starts the version's rollout (superseding one that
+    /// is active), all in one transaction. [`StoreError::Conflict`] when
     /// `v.version` already exists.
-    async fn commit(&self, v: NewVersion) -> Result<(), StoreError>;
+    async fn commit(&self, v: NewVersion) -> Result<RolloutRecord, StoreError>;
     /// Records an audit entry that created no version.
     async fn audit(&self, entry: NewAudit) -> Result<(), StoreError>;
     /// Audit entries, newest first.

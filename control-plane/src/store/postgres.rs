@@ -11,7 +11,8 @@
 //!   so that every replica hears of a commit made on any of them. A lost
 //!   connection is re-established with backoff; replicas also poll, so a
 //!   notification lost meanwhile (or a pooler that drops `LISTEN`) only
-//!   delays a version.
+//!   delays a version. Changes of rollouts notify `isame_rollouts`, passed
+//!   on through the same receiver.
 
 use super::*;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, Postgres};
@@ -34,6 +35,8 @@ const WRITER_LOCK: i64 = 0x69_73_61_6d_65;
 
 /// The channel the version trigger notifies.
 pub const CHANNEL: &str = "isame_versions";
+/// The channel every change of a rollout notifies.
+pub const ROLLOUT_CHANNEL: &str = "isame_rollouts";
 
 /// [`Store`] on a PostgreSQL database.
 #[derive(Debug)]
@@ -105,7 +108,7 @@ async fn listen(pool: PgPool, tx: watch::Sender<u64>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match PgListener::connect_with(&pool).await {
-            Ok(mut l) => match l.listen(CHANNEL).await {
+            Ok(mut l) => match l.listen_all([CHANNEL, ROLLOUT_CHANNEL]).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(200);
                     tx.send_modify(|_| {});
@@ -142,3 +145,4 @@ async fn listen(pool: PgPool, tx: watch::Sender<u64>) {
 }
 
 super::sql::sql_store!(PostgresStore, Postgres);
+super::rollout_sql::rollout_store!(PostgresStore);

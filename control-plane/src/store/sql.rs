@@ -348,7 +348,7 @@ macro_rules! sql_store {
                 rows.iter().map(|r| version_of(r, false)).collect()
             }
 
-            async fn commit(&self, v: NewVersion) -> Result<(), StoreError> {
+            async fn commit(&self, v: NewVersion) -> Result<RolloutRecord, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let inserted = sqlx::query(
                     "INSERT INTO config_versions
@@ -386,8 +386,9 @@ macro_rules! sql_store {
                     upsert_certificate(&mut tx, c).await?;
                 }
                 insert_audit(&mut tx, &v.audit, Some(v.version)).await?;
+                let rollout = start_rollout(&mut tx, v.version, v.rollback_of.is_some()).await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(rollout)
             }
 
             async fn audit(&self, entry: NewAudit) -> Result<(), StoreError> {
@@ -675,6 +676,17 @@ macro_rules! sql_store {
                 )
                 .fetch_all(&mut *tx)
                 .await?;
+                let rollout_policies: Vec<DumpPolicy> = sqlx::query_as(
+                    "SELECT revision, created_at, author, policy FROM rollout_policies ORDER BY revision",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let rollouts: Vec<DumpRollout> = sqlx::query_as(
+                    "SELECT version, base, policy, state, revision, progress, created_at, updated_at
+                     FROM rollouts ORDER BY version",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok(Dump {
                     format: FORMAT.into(),
@@ -683,6 +695,8 @@ macro_rules! sql_store {
                     certificates,
                     tokens,
                     audit,
+                    rollout_policies,
+                    rollouts,
                 })
             }
 
@@ -787,6 +801,35 @@ macro_rules! sql_store {
                     .bind(a.version)
                     .bind(&a.message)
                     .bind(&a.changes)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for p in &dump.rollout_policies {
+                    sqlx::query(
+                        "INSERT INTO rollout_policies (revision, created_at, author, policy)
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(p.revision)
+                    .bind(p.created_at)
+                    .bind(&p.author)
+                    .bind(&p.policy)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for r in &dump.rollouts {
+                    sqlx::query(
+                        "INSERT INTO rollouts
+                           (version, base, policy, state, revision, progress, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(r.version)
+                    .bind(r.base)
+                    .bind(&r.policy)
+                    .bind(&r.state)
+                    .bind(r.revision)
+                    .bind(&r.progress)
+                    .bind(r.created_at)
+                    .bind(r.updated_at)
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -94,3 +94,4 @@ pub async fn migrate(url: &str) -> Result<usize, StoreError> {
 }
 
 super::sql::sql_store!(SqliteStore, Sqlite);
+super::rollout_sql::rollout_store!(SqliteStore);

@@ -223,8 +223,21 @@ pub async fn try_patch(
     headers: &[(&str, &str)],
     body: String,
 ) -> Option<Reply> {
+    try_call(addr, Method::PATCH, path, token, headers, body).await
+}
+
+/// A request as `token` that may fail (a server restarting): `None` when
+/// it got no answer.
+pub async fn try_call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> Option<Reply> {
     let mut req = Request::builder()
-        .method(Method::PATCH)
+        .method(method)
         .uri(path)
         .header("host", "localhost")
         .header("authorization", format!("Bearer {token}"));

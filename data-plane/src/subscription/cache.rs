@@ -99,6 +99,7 @@ mod tests {
             hash: "abc".into(),
             config_json: r#"{"service": "cached"}"#.into(),
             certificates: Vec::new(),
+            newest_version: version,
         }
     }
 

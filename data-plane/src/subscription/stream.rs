@@ -118,52 +118,30 @@ async fn session(inner: &Arc<Inner>, url: &str) -> Result<(), tonic::Status> {
                 let Some(msg) = msg? else { return Ok(()) };
                 match msg.kind {
                     Some(In::Snapshot(s)) => {
+                        // What was served so far is reported as the
+                        // version it was served under.
+                        if s.version != inner.state.version.load(Ordering::SeqCst)
+                            && report_traffic(inner, &tx, &mut last_report).await.is_none()
+                        {
+                            return Ok(());
+                        }
                         let reply = answer(inner, &s).await;
                         if tx.send(reply).await.is_err() {
                             return Ok(());
                         }
                     }
                     Some(In::Heartbeat(h)) => {
-                        debug!(newest = h.newest_version, "heartbeat");
+                        debug!(newest = h.newest_version, target = h.target_version, "heartbeat");
                     }
                     None => {}
                 }
             }
             _ = reports.tick() => {
-                let proxy = inner.proxy.lock().await;
-                let Some(p) = proxy.as_ref() else {
-                    // Nothing to report yet, but the report is also the heartbeat.
-                    drop(proxy);
-                    let beat = pb::NodeMessage { kind: Some(Out::Stats(pb::StatsReport::default())) };
-                    if tx.send(beat).await.is_err() {
-                        return Ok(());
-                    }
-                    continue;
-                };
-                let shared = p.shared().clone();
-                drop(proxy);
-                let snap = shared.snapshot();
-                let taken = shared
-                    .metrics
-                    .traffic
-                    .take(|name| snap.upstreams.iter().any(|u| u.name == name));
-                let period = last_report.elapsed();
-                last_report = Instant::now();
-                let stats = pb::StatsReport {
-                    upstreams: taken
-                        .into_iter()
-                        .map(|(upstream, t)| pb::UpstreamStats {
-                            upstream,
-                            requests: t.requests,
-                            errors: t.errors,
-                            duration_ms_sum: t.duration_ms,
-                        })
-                        .collect(),
-                    period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
-                };
-                if tx.send(pb::NodeMessage { kind: Some(Out::Stats(stats)) }).await.is_err() {
+                let Some(shared) = report_traffic(inner, &tx, &mut last_report).await else {
                     return Ok(());
-                }
+                };
+                let Some(shared) = shared else { continue };
+                let snap = shared.snapshot();
                 let health = crate::report::backend_health(&snap, &shared.dns);
                 if health != last_health {
                     let report = pb::HealthReport { backends: health.clone() };
@@ -175,6 +153,56 @@ async fn session(inner: &Arc<Inner>, url: &str) -> Result<(), tonic::Status> {
             }
         }
     }
+}
+
+/// Sends the traffic counted since the last report, with the version it
+/// was served under. `None` when the stream is gone; `Some(None)` when
+/// nothing is served yet (the report is sent anyway: it is also the
+/// node's heartbeat).
+async fn report_traffic(
+    inner: &Arc<Inner>,
+    tx: &mpsc::Sender<pb::NodeMessage>,
+    last_report: &mut Instant,
+) -> Option<Option<Arc<crate::snapshot::Shared>>> {
+    let proxy = inner.proxy.lock().await;
+    let Some(p) = proxy.as_ref() else {
+        drop(proxy);
+        let beat = pb::NodeMessage {
+            kind: Some(Out::Stats(pb::StatsReport::default())),
+        };
+        return tx.send(beat).await.ok().map(|()| None);
+    };
+    let shared = p.shared().clone();
+    drop(proxy);
+    let snap = shared.snapshot();
+    let taken = shared
+        .metrics
+        .traffic
+        .take(|name| snap.upstreams.iter().any(|u| u.name == name));
+    let period = last_report.elapsed();
+    *last_report = Instant::now();
+    let stats = pb::StatsReport {
+        upstreams: taken
+            .into_iter()
+            .map(|(upstream, t)| {
+                let (latency_first, latency) = t.latency.compact();
+                pb::UpstreamStats {
+                    upstream,
+                    requests: t.requests,
+                    errors: t.errors,
+                    duration_ms_sum: t.duration_ms,
+                    latency_first,
+                    latency,
+                }
+            })
+            .collect(),
+        period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+        version: inner.state.version.load(Ordering::SeqCst),
+    };
+    let msg = pb::NodeMessage {
+        kind: Some(Out::Stats(stats)),
+    };
+    tx.send(msg).await.ok().map(|()| Some(shared))
 }
 
 /// Installs a snapshot and says how it went.
