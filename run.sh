@@ -101,6 +101,7 @@ ISAME_TOKEN="$admin" "$bin/isame-ctl" apply -f examples/quickstart.yaml -m "quic
 for n in 1 2; do
     ISAME_TOKEN="$node_token" "$bin/isame-lb" --control-plane http://127.0.0.1:7071 \
         --node-id "demo-$n" --cache-dir "$state/cache-$n" --label env=demo \
+        --label "stage=$([ "$n" = 1 ] && echo canary || echo main)" \
         --listen "127.0.0.1:808$((n - 1))" --admin-listen "127.0.0.1:909$((n - 1))" \
         > "$state/lb-$n.log" 2>&1 &
     lb_pids+=($!)
@@ -128,6 +129,9 @@ Isame is running: a control plane, two data planes, three backends.
                  edit examples/quickstart.yaml, then
                  $ctl diff -f examples/quickstart.yaml
                  $ctl apply -f examples/quickstart.yaml -m "why"
+  staged rollout $ctl rollout policy set -f examples/rollouts/policy.yaml   (demo-1 is the canary)
+                 $ctl apply -f examples/quickstart.yaml --wait            (demo-1 first; exit 0 or 3)
+                 $ctl rollout status
   logs           $state/*.log
 Ctrl-C stops everything.
 TXT

@@ -63,6 +63,7 @@ const ASSETS: &[Asset] = &[
     asset!("upstreams.js", JS),
     asset!("traffic.js", JS),
     asset!("history.js", JS),
+    asset!("rollouts.js", JS),
 ];
 
 /// The dashboard's routes, to be merged into the API router.

@@ -1,6 +1,7 @@
 //! The web dashboard at `/`: its files and headers over HTTP, the two
 //! endpoints it relies on (`/whoami`, `/traffic`), and the whole thing
-//! driven in headless Chromium against a control plane with two fake nodes
+//! driven in headless Chromium against a control plane with two fake nodes,
+//! one labelled `stage=canary` so that a staged rollout has a canary
 //! (`tests/dashboard/run.sh` installs Chromium and playwright-core on first
 //! use). With `ISAME_SCREENSHOTS=1` the browser run writes its screenshots
 //! to `docs/screenshots/`.
@@ -243,10 +244,49 @@ async fn traffic_sums_the_latest_reports_of_connected_nodes() {
     cp.stop().await;
 }
 
-/// A fake data plane for the browser test: applies every snapshot (or
-/// refuses one that names `refuse`), reports backend health after each
-/// version it applies (backends in `unhealthy` down), and reports traffic
-/// every second.
+/// Opens a stream as `id` and says Hello with `labels`, as a data plane
+/// started with `--label` does (the shared [`Subscriber::connect`] always
+/// says `zone=a`).
+async fn subscribe(cp: &Cp, token: &str, id: &str, labels: &[(&str, &str)]) -> Subscriber {
+    use isame_proto::config::schema;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cp.cp.grpc_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = pb::config_discovery_client::ConfigDiscoveryClient::new(channel);
+    let (to_cp, rx) = tokio::sync::mpsc::channel(16);
+    to_cp
+        .send(pb::NodeMessage {
+            kind: Some(Kind::Hello(pb::Hello {
+                node_id: id.into(),
+                hostname: "test-host".into(),
+                build_version: "test".into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                cached_version: 0,
+                schema_digest: schema::digest().to_owned(),
+                config_fields: schema::fields().to_vec(),
+            })),
+        })
+        .await
+        .expect("queue hello");
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata"),
+    );
+    let from_cp = client.subscribe(req).await.expect("subscribe").into_inner();
+    Subscriber { to_cp, from_cp }
+}
+
+/// A fake data plane for the browser test: says Hello with `labels`,
+/// applies every snapshot (or refuses one that names `refuse`), reports
+/// backend health after each version it applies (backends in `unhealthy`
+/// down), and reports traffic every second (under no version, so that the
+/// rollout gates leave it out).
 struct FakeNode {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
@@ -257,13 +297,12 @@ impl FakeNode {
         cp: &Cp,
         token: &str,
         id: &'static str,
+        labels: &[(&str, &str)],
         refuse: Option<&'static str>,
         unhealthy: &'static [&'static str],
         load: f64,
     ) -> FakeNode {
-        let mut s = Subscriber::connect(cp.cp.grpc_addr, token, id)
-            .await
-            .expect("subscribe");
+        let mut s = subscribe(cp, token, id, labels).await;
         let (stop, mut stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -369,11 +408,12 @@ async fn dashboard_in_headless_chromium() {
         .await
         .expect("node");
     let nodes = [
-        FakeNode::start(&cp, &node, "edge-1", None, &[], 1.0).await,
+        FakeNode::start(&cp, &node, "edge-1", &[("stage", "canary")], None, &[], 1.0).await,
         FakeNode::start(
             &cp,
             &node,
             "edge-2",
+            &[("stage", "main")],
             Some("http://127.0.0.1:3003"),
             &["http://127.0.0.1:3002"],
             0.6,
@@ -416,7 +456,6 @@ async fn dashboard_in_headless_chromium() {
     // The rollback made from the browser, checked on the server.
     let rollback = result["rollback"].as_u64().expect("rollback version");
     assert_eq!(result["rolled_back_to"], v1);
-    assert_eq!(cp.version().await, rollback, "nothing after the rollback");
     let restored = cp.get(&format!("/api/v1/versions/{rollback}")).await.json();
     let original = cp.get(&format!("/api/v1/versions/{v1}")).await.json();
     assert_eq!(restored["rollback_of"], v1);
@@ -424,10 +463,54 @@ async fn dashboard_in_headless_chromium() {
     assert_eq!(restored["hash"], original["hash"]);
     assert_eq!(restored["message"], result["message"]);
     assert_eq!(restored["author"], app::BOOTSTRAP_TOKEN_NAME);
-    let audit = cp.get("/api/v1/audit?limit=1").await.json();
-    assert_eq!(audit["entries"][0]["action"], "version.rollback");
+    let audit = cp.get("/api/v1/audit?limit=100").await.json();
+    let entries = audit["entries"].as_array().expect("entries");
+    let rolled_back = entries
+        .iter()
+        .find(|e| e["action"] == "version.rollback")
+        .unwrap_or_else(|| panic!("no rollback audited: {audit}"));
+    assert_eq!(rolled_back["actor"], app::BOOTSTRAP_TOKEN_NAME);
+
+    // The staged rollout driven from the browser: the next version, paused,
+    // resumed, paused (over REST, for the refusal), promoted a stage,
+    // aborted and promoted everywhere, each audited under the admin's name.
+    let staged = result["staged"].as_u64().expect("staged version");
+    assert_eq!(staged, rollback + 1);
+    assert_eq!(
+        cp.version().await,
+        staged,
+        "nothing after the staged version"
+    );
+    let rollout = cp.get(&format!("/api/v1/rollouts/{staged}")).await.json();
+    assert_eq!(rollout["state"], "promoted", "{rollout}");
+    assert_eq!(rollout["base"], rollback, "{rollout}");
+    let target = format!("version {staged}");
+    let mut acted: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["actor"] == app::BOOTSTRAP_TOKEN_NAME && e["target"] == target.as_str())
+        .collect();
+    acted.reverse();
+    let actions: Vec<&str> = acted
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "rollout.pause",
+            "rollout.resume",
+            "rollout.pause",
+            "rollout.promote",
+            "rollout.abort",
+            "rollout.promote",
+        ],
+        "{audit}"
+    );
+    let message = result["abort_message"].as_str().expect("abort message");
+    let abort = acted[4]["message"].as_str().expect("message");
+    assert!(abort.ends_with(&format!(": {message}")), "{abort}");
     for id in ["edge-1", "edge-2"] {
-        wait_node(&cp, id, |n| n["version"] == rollback).await;
+        wait_node(&cp, id, |n| n["version"] == staged).await;
     }
     for n in nodes {
         n.stop().await;

@@ -41,6 +41,9 @@ struct Fleet {
     load: Vec<tokio::task::JoinHandle<()>>,
     /// Every version each node was seen ACKing in the ledger.
     seen: Arc<Mutex<BTreeMap<String, BTreeSet<u64>>>>,
+    /// Each time a node was first seen on another version than before:
+    /// (when, node, version).
+    moves: Arc<Mutex<Vec<(std::time::SystemTime, String, u64)>>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
     served: Arc<AtomicU64>,
 }
@@ -176,6 +179,7 @@ impl Fleet {
             stop,
             load,
             seen: Arc::default(),
+            moves: Arc::default(),
             watcher: None,
             served,
         };
@@ -187,7 +191,9 @@ impl Fleet {
     /// the fleet stops.
     fn watch(&mut self) {
         let (addr, stop, seen) = (self.api, self.stop.clone(), self.seen.clone());
+        let moves = self.moves.clone();
         self.watcher = Some(tokio::spawn(async move {
+            let mut last: BTreeMap<String, u64> = BTreeMap::new();
             while !stop.load(Ordering::Relaxed) {
                 let r = common::try_call(
                     addr,
@@ -204,6 +210,13 @@ impl Fleet {
                     for n in v["nodes"].as_array().into_iter().flatten() {
                         if let (Some(id), Some(ver)) = (n["id"].as_str(), n["version"].as_u64()) {
                             seen.entry(id.to_owned()).or_default().insert(ver);
+                            if last
+                                .insert(id.to_owned(), ver)
+                                .is_some_and(|was| was != ver)
+                            {
+                                let mut m = moves.lock().unwrap_or_else(|e| e.into_inner());
+                                m.push((std::time::SystemTime::now(), id.to_owned(), ver));
+                            }
                         }
                     }
                 }
@@ -250,6 +263,36 @@ impl Fleet {
         if let Some(cp) = self.cp {
             cp.stop().await;
         }
+    }
+}
+
+/// Prints a rollout's timeline with the moments nodes were seen moving
+/// between versions, in milliseconds after the rollout was created
+/// (`cargo test --test rollouts -- --nocapture`).
+fn print_timeline(f: &Fleet, r: &Value) {
+    let at = |v: &Value| humantime::parse_rfc3339_weak(v.as_str().unwrap_or("")).ok();
+    let Some(t0) = at(&r["created_at"]) else {
+        return;
+    };
+    let ms = |t: std::time::SystemTime| t.duration_since(t0).map_or(0, |d| d.as_millis());
+    let mut lines: Vec<(u128, String)> = r["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                ms(at(&e["at"])?),
+                format!("{}: {}", e["kind"], e["message"]),
+            ))
+        })
+        .collect();
+    let moves = f.moves.lock().unwrap_or_else(|e| e.into_inner());
+    for (t, node, v) in moves.iter().filter(|(t, _, _)| *t >= t0) {
+        lines.push((ms(*t), format!("ledger: {node} serves version {v}")));
+    }
+    lines.sort();
+    for (t, line) in lines {
+        eprintln!("+{t:>5} ms  {line}");
     }
 }
 
@@ -361,6 +404,7 @@ async fn a_change_that_fails_on_the_canary_is_rolled_back_before_others_serve_it
         ["created", "stage_started", "gate_failed", "rolled_back"],
         "{r}"
     );
+    print_timeline(&f, &r);
     assert!(f.served.load(Ordering::Relaxed) > 0);
 
     // A new apply supersedes it: it starts from the first stage again.

@@ -1,6 +1,7 @@
 //! Traces of the `isame-control-plane` binary: with `OTEL_*` set, API calls
 //! are spans that continue the caller's `traceparent`, and every snapshot
-//! pushed to a data plane is a span naming the node and version.
+//! pushed to a data plane is a span naming the node and version, and
+//! every staged rollout is a span with its version and result.
 // These tests run real processes: wall-clock time is the point.
 #![allow(clippy::disallowed_types)]
 
@@ -81,6 +82,42 @@ async fn api_calls_and_pushes_are_exported_as_spans() {
         .await
         .unwrap_or_else(|| panic!("no push span; got {:?}", receiver.spans()));
     assert_eq!(push.attributes.get("version"), Some(&version));
+
+    // A staged rollout: its canary stage matches no node and is skipped, so
+    // it completes at once, as one span.
+    let policy = r#"{"stages": [{"name": "canary", "selector": {"stage": "canary"}}]}"#;
+    let r = call(
+        api,
+        Method::PUT,
+        "/api/v1/rollout-policy",
+        Some(TOKEN),
+        &[],
+        policy,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let changed = base_config().replace("service: test", "service: staged");
+    assert_ne!(changed, base_config());
+    let r = call(
+        api,
+        Method::PUT,
+        "/api/v1/config",
+        Some(TOKEN),
+        &[],
+        changed,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rolled = r.json()["version"].to_string();
+    let rollout = receiver
+        .wait_for(Duration::from_secs(10), |s| s.name == "rollout")
+        .await
+        .unwrap_or_else(|| panic!("no rollout span; got {:?}", receiver.spans()));
+    assert_eq!(rollout.attributes.get("version"), Some(&rolled));
+    assert_eq!(
+        rollout.attributes.get("result").map(String::as_str),
+        Some("completed")
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

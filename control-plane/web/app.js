@@ -1,6 +1,7 @@
 // The dashboard: sign in with a token, then one page per hash route
-// (#/fleet, #/upstreams, #/traffic, #/history[/N]), refreshed every few
-// seconds so that changes made elsewhere appear without a reload.
+// (#/fleet, #/upstreams, #/traffic, #/history[/N], #/rollouts[/N]),
+// refreshed every few seconds so that changes made elsewhere appear
+// without a reload.
 
 import { api, token, setToken, clearToken, Unauthorized } from "./api.js";
 import { replace, refreshAges } from "./dom.js";
@@ -8,8 +9,9 @@ import * as fleet from "./fleet.js";
 import * as upstreams from "./upstreams.js";
 import * as traffic from "./traffic.js";
 import * as history from "./history.js";
+import * as rollouts from "./rollouts.js";
 
-const PAGES = { fleet, upstreams, traffic, history };
+const PAGES = { fleet, upstreams, traffic, history, rollouts };
 const REFRESH_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
@@ -180,6 +182,7 @@ function boot() {
   $("login-form").addEventListener("submit", onLogin);
   $("logout").addEventListener("click", () => signOut(""));
   $("rollback-cancel").addEventListener("click", () => $("rollback-dialog").close("cancel"));
+  $("rollout-cancel").addEventListener("click", () => $("rollout-dialog").close("cancel"));
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) tick();

@@ -68,6 +68,8 @@ pub enum Command {
         /// Apply only if version N is still the newest (otherwise the server refuses with 412).
         #[arg(long, value_name = "N")]
         if_version: Option<u64>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Show what applying a config file would change (nothing is applied).
     Diff {
@@ -120,11 +122,118 @@ pub enum Command {
     },
     /// The fleet at a glance: newest version, nodes, refused versions, backend health.
     Status,
+    /// Staged rollouts: status (live with --watch), pause, resume, promote,
+    /// abort, and the rollout policy.
+    Rollout {
+        #[command(subcommand)]
+        what: Rollout,
+    },
     /// Print a shell completion script.
     Completion {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `--wait [--timeout D]`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Follow the version's staged rollout until it ends: exit 0 when it
+    /// reached every node, 3 when it was rolled back, aborted or superseded
+    /// (with the failing gate and its figures), 4 at the timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 90s, 10m, 1h.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration, requires = "wait")]
+    pub timeout: std::time::Duration,
+}
+
+/// Reads a duration such as `90s` or `10m`.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    isame_proto::config::duration::parse(s)
+}
+
+/// `-m MESSAGE` alone, for writes that have no dry run.
+#[derive(Debug, Args)]
+pub struct MessageArg {
+    /// Why: kept in the audit log.
+    #[arg(short = 'm', long, value_name = "MESSAGE")]
+    pub message: Option<String>,
+}
+
+/// `rollout` actions; VERSION is the newest rollout's when left out.
+#[derive(Debug, Subcommand)]
+pub enum Rollout {
+    /// Stages, nodes per version, gate figures and the timeline.
+    Status {
+        /// The version rolled out.
+        version: Option<u64>,
+        /// Follow it live until it ends (exit codes as `apply --wait`).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Rollouts, newest first.
+    List {
+        /// How many (1 to 1000).
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Promote no stage until resumed (gates still roll back).
+    Pause {
+        /// The version rolled out.
+        version: Option<u64>,
+        #[command(flatten)]
+        write: MessageArg,
+    },
+    /// Promote again; the current stage bakes again from now.
+    Resume {
+        /// The version rolled out.
+        version: Option<u64>,
+        #[command(flatten)]
+        write: MessageArg,
+    },
+    /// Pass the current stage now; with --all (or after a rollback) send
+    /// the version to every node at once.
+    Promote {
+        /// The version rolled out.
+        version: Option<u64>,
+        /// Every remaining stage at once.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        write: MessageArg,
+    },
+    /// Send every node back to the base version.
+    Abort {
+        /// The version rolled out.
+        version: Option<u64>,
+        #[command(flatten)]
+        write: MessageArg,
+    },
+    /// Show, set or remove the rollout policy.
+    Policy {
+        #[command(subcommand)]
+        action: Policy,
+    },
+}
+
+/// `rollout policy` actions.
+#[derive(Debug, Subcommand)]
+pub enum Policy {
+    /// The current policy.
+    Show,
+    /// Set the policy from a file (YAML or JSON; docs/rollouts.md).
+    Set {
+        #[command(flatten)]
+        file: FileArg,
+        #[command(flatten)]
+        write: MessageArg,
+    },
+    /// Remove it: every change goes to every node at once again.
+    Remove {
+        #[command(flatten)]
+        write: MessageArg,
     },
 }
 

@@ -1,6 +1,7 @@
 //! `isame-ctl`: the operator's and CI pipeline's tool for the Isame control
 //! plane. Exit codes: 0 success, 1 failure (invalid config, refused by the
-//! server, server unreachable), 2 usage error.
+//! server, server unreachable), 2 usage error; `--wait` adds 3 (the
+//! rollout was rolled back, aborted or superseded) and 4 (timed out).
 #![forbid(unsafe_code)]
 
 mod changes;
@@ -18,6 +19,9 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<commands::Reported>().is_some() => ExitCode::FAILURE,
+        Err(e) if e.downcast_ref::<commands::Exit>().is_some() => {
+            ExitCode::from(e.downcast_ref::<commands::Exit>().map_or(1, |x| x.0))
+        }
         // A reader that went away (`isame-ctl history | head`) is not a failure.
         Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {

@@ -210,6 +210,44 @@ async fn the_quickstart_serves_follows_changes_and_stops_cleanly() {
     assert_eq!(spread(lb1, "/hello", 9).await, reweighted);
     assert_eq!(spread(lb2, "/hello", 9).await, reweighted);
 
+    // The example rollout policy (with shorter bake times): the next change
+    // reaches demo-1, the canary, first, then demo-2; `rollout status
+    // --watch` follows it to the end.
+    let example = std::fs::read_to_string(repo().join("examples/rollouts/policy.yaml"))
+        .expect("example policy");
+    let quick = example
+        .replace("bake: 30s", "bake: 1s")
+        .replace("bake: 10s", "bake: 0s");
+    assert_ne!(quick, example, "the example's bake times changed");
+    let policy = state.path().join("policy.yaml");
+    std::fs::write(&policy, quick).expect("write policy");
+    let policy = policy.to_str().expect("path");
+    ctl(&bin, &admin, &["rollout", "policy", "set", "-f", policy]);
+    ctl(
+        &bin,
+        &admin,
+        &["backend", "weight", "web", "127.0.0.1:3002", "4"],
+    );
+    let done = ctl(&bin, &admin, &["rollout", "status", "--watch"]);
+    assert!(done.contains("reached every node (completed)"), "{done}");
+    let r: serde_json::Value =
+        serde_json::from_str(&ctl(&bin, &admin, &["-o", "json", "rollout", "status"]))
+            .expect("json");
+    assert_eq!(
+        r["stages"][0]["members"],
+        serde_json::json!(["demo-1"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["stages"][1]["members"],
+        serde_json::json!(["demo-2"]),
+        "{r}"
+    );
+    converged(&bin, &admin, 2);
+    let four = counts(&[("backend-1", 3), ("backend-2", 4), ("backend-3", 1)]);
+    assert_eq!(spread(lb1, "/hello", 8).await, four);
+    assert_eq!(spread(lb2, "/hello", 8).await, four);
+
     // SIGINT (to the script alone, as a terminal's Ctrl-C would reach it
     // first) stops everything, cleanly.
     let pid = script.0.id().to_string();

@@ -26,7 +26,7 @@ const LINGER: Duration = Duration::from_millis(25);
 /// are dropped (and logged) until the writer catches up.
 pub const MAX_NODES: usize = 100_000;
 /// Most rollout samples waiting to be written.
-pub const MAX_SAMPLES: usize = 100_000;
+pub const MAX_SAMPLES: usize = 10_000;
 
 /// One node's newest state, waiting to be written.
 #[derive(Debug, Default)]

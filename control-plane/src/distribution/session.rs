@@ -328,32 +328,15 @@ fn sample(d: &Distribution, node: &str, s: &pb::StatsReport) {
     let Some(rollout) = plan.active() else {
         return;
     };
-    if s.version == 0 || s.upstreams.is_empty() {
+    if s.version == 0 || s.upstreams.iter().all(|u| u.requests == 0) {
         return;
     }
-    let upstreams = s
-        .upstreams
-        .iter()
-        .take(10_000)
-        .map(|u| crate::rollout::model::UpstreamSample {
-            upstream: clip(&u.upstream),
-            requests: u.requests,
-            errors: u.errors,
-            latency_first: u.latency_first,
-            latency: u
-                .latency
-                .iter()
-                .take(isame_proto::latency::BUCKETS)
-                .copied()
-                .collect(),
-        })
-        .collect();
     d.ledger.sample(crate::store::Sample {
         rollout: rollout.version,
         node: node.to_owned(),
         at: crate::store::now_ms(),
         version: s.version,
-        upstreams,
+        traffic: crate::rollout::model::SampleTraffic::of(s),
     });
 }
 

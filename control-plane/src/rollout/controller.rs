@@ -9,6 +9,11 @@
 //! commit can never be overwritten; the plan follows each write. The
 //! rollout's whole state lives in the database, so a restarted (or
 //! another) controller takes up where the last one stopped.
+//!
+//! Each rollout this controller moves is one OpenTelemetry span, `rollout`
+//! (attributes `version`, `base`, and at its end `result` and
+//! `failed_gate`), open from when the controller first sees it active to
+//! when it ends; every decision is an event in it.
 
 use super::gates::{self, NodeView, Verdict, Window};
 use super::model::{RolloutRecord, StageProgress, State};
@@ -20,6 +25,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// The actor automatic decisions are recorded under.
 pub const ACTOR: &str = "rollout-controller";
@@ -38,6 +44,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut plans = configs.subscribe_plan();
+    let mut span: Option<(u64, tracing::Span)> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(tick) => {}
@@ -47,8 +54,41 @@ pub async fn run(
         if !*holder.borrow() {
             continue;
         }
-        if let Err(e) = step(&configs, &metrics).await {
+        let plan = configs.plan();
+        if let Some(r) = plan.active() {
+            if span.as_ref().is_none_or(|(v, _)| *v != r.version) {
+                let s = tracing::info_span!(
+                    "rollout",
+                    otel.kind = "internal",
+                    version = r.version,
+                    base = r.base,
+                    result = tracing::field::Empty,
+                    failed_gate = tracing::field::Empty,
+                );
+                span = Some((r.version, s));
+            }
+        }
+        let current = span
+            .as_ref()
+            .map_or_else(tracing::Span::none, |(_, s)| s.clone());
+        if let Err(e) = step(&configs, &metrics).instrument(current).await {
             tracing::warn!(error = %e, "rollout controller");
+        }
+        // Close the span of a rollout that is no longer active.
+        let plan = configs.plan();
+        if let Some((v, s)) = span.take() {
+            match plan.rollout.as_ref().filter(|r| r.version == v) {
+                Some(r) if r.state.is_active() => span = Some((v, s)),
+                Some(r) => {
+                    s.record("result", r.state.as_str());
+                    if let Some(f) = &r.progress.failure {
+                        s.record("failed_gate", f.gate.as_str());
+                    }
+                }
+                None => {
+                    s.record("result", "superseded");
+                }
+            }
         }
     }
 }

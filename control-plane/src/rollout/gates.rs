@@ -18,8 +18,9 @@
 //!    `min_baseline_p99`). Ratios need a baseline that served
 //!    `min_requests` too; without one they are not judged, and say so. A
 //!    failure here fails at once, before the bake time is over.
-//! 4. The bake time runs out; then `health`: a stage node sees a backend
-//!    unhealthy that it saw healthy before it took the version.
+//! 4. The bake time runs out, and every stage node serves the version; then
+//!    `health`: a stage node sees a backend unhealthy that it saw healthy
+//!    before it took the version.
 //! 5. A candidate short of `min_requests` waits for traffic, or passes,
 //!    as the stage says.
 
@@ -65,10 +66,11 @@ impl Side {
     /// Adds one sample.
     pub fn add(&mut self, s: &Sample) {
         self.nodes.insert(s.node.clone());
-        for u in &s.upstreams {
-            self.requests = self.requests.saturating_add(u.requests);
-            self.errors = self.errors.saturating_add(u.errors.min(u.requests));
-            self.latency.add_compact(u.latency_first, &u.latency);
+        let t = &s.traffic;
+        self.requests = self.requests.saturating_add(t.requests);
+        self.errors = self.errors.saturating_add(t.errors.min(t.requests));
+        self.latency.add_compact(t.latency_first, &t.latency);
+        for u in &t.upstreams {
             let e = self.by_upstream.entry(u.upstream.clone()).or_default();
             e.0 = e.0.saturating_add(u.requests);
             e.1 = e.1.saturating_add(u.errors.min(u.requests));
@@ -216,6 +218,17 @@ pub fn judge(
     if left > 0 {
         return Verdict::Baking(left, figures);
     }
+    // No stage passes before each of its nodes serves the version (until
+    // `silence` fails the ones that never do).
+    let unanswered: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.version != Some(version))
+        .map(|n| n.id.as_str())
+        .collect();
+    if !unanswered.is_empty() {
+        figures["unanswered"] = unanswered.into();
+        return Verdict::Baking(0, figures);
+    }
     if gates.health {
         let mut lost = Vec::new();
         for n in nodes {
@@ -348,7 +361,7 @@ fn round(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::model::UpstreamSample;
+    use crate::rollout::model::{SampleTraffic, UpstreamSample};
     use std::time::Duration;
 
     const V: u64 = 7;
@@ -396,13 +409,17 @@ mod tests {
             node: "n".into(),
             at: NOW,
             version: V,
-            upstreams: vec![UpstreamSample {
-                upstream: upstream.into(),
+            traffic: SampleTraffic {
                 requests,
                 errors,
                 latency_first: first,
                 latency: counts,
-            }],
+                upstreams: vec![UpstreamSample {
+                    upstream: upstream.into(),
+                    requests,
+                    errors,
+                }],
+            },
         });
         side
     }
@@ -648,6 +665,24 @@ mod tests {
     }
 
     #[test]
+    fn no_stage_passes_before_its_nodes_serve_the_version() {
+        let mut late = node("c");
+        late.version = Some(V - 1);
+        let s = stage(1, 10, LowTraffic::Pass);
+        let v = judge_now(
+            &Gates::default(),
+            &s,
+            &started(5_000),
+            &[late],
+            &Window::default(),
+        );
+        let Verdict::Baking(0, fig) = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(fig["unanswered"], serde_json::json!(["c"]));
+    }
+
+    #[test]
     fn the_bake_time_runs_before_a_pass_and_health_is_judged_at_its_end() {
         let s = stage(10, 10, LowTraffic::Wait);
         let w = window(traffic("web", 100, 0, 1), traffic("web", 100, 0, 1));
@@ -686,13 +721,17 @@ mod tests {
             node: node.into(),
             at: NOW,
             version,
-            upstreams: vec![UpstreamSample {
-                upstream: "web".into(),
+            traffic: SampleTraffic {
                 requests: 10,
                 errors: 1,
                 latency_first: 0,
                 latency: vec![10],
-            }],
+                upstreams: vec![UpstreamSample {
+                    upstream: "web".into(),
+                    requests: 10,
+                    errors: 1,
+                }],
+            },
         };
         let members: HashSet<&str> = ["c"].into();
         let w = Window::of(

@@ -234,7 +234,27 @@ pub struct Sample {
     pub at: i64,
     /// The version the node served over the period.
     pub version: u64,
-    /// Per upstream: requests, 5xx, latency histogram (compact form).
+    /// What it served.
+    pub traffic: SampleTraffic,
+}
+
+/// Most upstreams a sample keeps counts of (the busiest; the totals count
+/// every upstream).
+pub const MAX_SAMPLE_UPSTREAMS: usize = 256;
+
+/// A sample's figures: totals, one latency histogram over every upstream,
+/// and requests and 5xx of the busiest upstreams.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampleTraffic {
+    /// Requests that ended.
+    pub requests: u64,
+    /// Of which 5xx (or cut off by the backend).
+    pub errors: u64,
+    /// The first latency bucket counted.
+    pub latency_first: u32,
+    /// Counts from that bucket on (`isame_proto::latency`).
+    pub latency: Vec<u64>,
+    /// At most [`MAX_SAMPLE_UPSTREAMS`], busiest first.
     pub upstreams: Vec<UpstreamSample>,
 }
 
@@ -245,10 +265,67 @@ pub struct UpstreamSample {
     pub upstream: String,
     /// Requests that ended.
     pub requests: u64,
-    /// Of which 5xx (or cut off by the backend).
+    /// Of which 5xx.
     pub errors: u64,
-    /// The first latency bucket counted.
-    pub latency_first: u32,
-    /// Counts from that bucket on.
-    pub latency: Vec<u64>,
+}
+
+impl SampleTraffic {
+    /// The figures of a node's traffic report.
+    pub fn of(report: &isame_proto::pb::StatsReport) -> Self {
+        let mut t = SampleTraffic::default();
+        let mut latency = isame_proto::latency::Histogram::new();
+        let mut upstreams = Vec::new();
+        for u in report.upstreams.iter().filter(|u| u.requests > 0) {
+            let errors = u.errors.min(u.requests);
+            t.requests = t.requests.saturating_add(u.requests);
+            t.errors = t.errors.saturating_add(errors);
+            let counts = &u.latency[..u.latency.len().min(isame_proto::latency::BUCKETS)];
+            latency.add_compact(u.latency_first, counts);
+            upstreams.push(UpstreamSample {
+                upstream: u.upstream.chars().take(128).collect(),
+                requests: u.requests,
+                errors,
+            });
+        }
+        upstreams.sort_by_key(|u| std::cmp::Reverse(u.requests));
+        upstreams.truncate(MAX_SAMPLE_UPSTREAMS);
+        (t.latency_first, t.latency) = latency.compact();
+        t.upstreams = upstreams;
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isame_proto::pb;
+
+    #[test]
+    fn a_sample_keeps_totals_one_histogram_and_the_busiest_upstreams() {
+        let report = pb::StatsReport {
+            upstreams: (0..300u64)
+                .map(|i| pb::UpstreamStats {
+                    upstream: format!("u{i}"),
+                    requests: i,
+                    // A hostile count: more errors than requests.
+                    errors: if i == 299 { 1_000 } else { 0 },
+                    latency_first: 3,
+                    latency: vec![i; 500],
+                    ..Default::default()
+                })
+                .collect(),
+            period_ms: 1000,
+            version: 4,
+        };
+        let t = SampleTraffic::of(&report);
+        assert_eq!(t.requests, (0..300).sum::<u64>());
+        assert_eq!(t.errors, 299, "errors are capped at requests");
+        assert_eq!(t.upstreams.len(), MAX_SAMPLE_UPSTREAMS);
+        assert_eq!(t.upstreams[0].upstream, "u299");
+        assert!(t.upstreams.iter().all(|u| u.requests > 0));
+        assert!(
+            t.latency.len() + t.latency_first as usize <= isame_proto::latency::BUCKETS,
+            "buckets past the last are dropped"
+        );
+    }
 }

@@ -43,14 +43,15 @@ pub(crate) fn policy_of(row: &impl Cols) -> Result<PolicyRecord, StoreError> {
     })
 }
 
-/// A `rollout_samples` row.
+/// A `rollout_samples` row (its `upstreams` column holds the whole
+/// [`crate::rollout::model::SampleTraffic`] as JSON).
 pub(crate) fn sample_of(row: &impl Cols) -> Result<Sample, StoreError> {
     Ok(Sample {
         rollout: u64::try_from(row.int("rollout")?).unwrap_or(0),
         node: row.text("node")?,
         at: row.int("at")?,
         version: u64::try_from(row.int("version")?).unwrap_or(0),
-        upstreams: serde_json::from_str(&row.text("upstreams")?)
+        traffic: serde_json::from_str(&row.text("upstreams")?)
             .map_err(|e| StoreError::Corrupt(format!("rollout sample: {e}")))?,
     })
 }
@@ -304,7 +305,7 @@ macro_rules! rollout_store {
                     .bind(&s.node)
                     .bind(s.at)
                     .bind(int(s.version))
-                    .bind(json_text(&s.upstreams)?)
+                    .bind(json_text(&s.traffic)?)
                     .execute(&mut *tx)
                     .await?;
                 }

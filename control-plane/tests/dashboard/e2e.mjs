@@ -1,8 +1,8 @@
 // The dashboard driven in headless Chromium, as a person would use it,
 // against a control plane that tests/dashboard.rs started with two fake
-// nodes (edge-1 applies every version, edge-2 refuses one naming
-// 127.0.0.1:3003). run.sh installs playwright-core and Chromium, then runs
-// this with:
+// nodes (edge-1, labelled stage=canary, applies every version; edge-2,
+// labelled stage=main, refuses one naming 127.0.0.1:3003). run.sh
+// installs playwright-core and Chromium, then runs this with:
 //
 //   ISAME_URL              the control plane, http://127.0.0.1:PORT
 //   ISAME_ADMIN_TOKEN      an admin token
@@ -79,6 +79,21 @@ async function waitText(page, selector, text) {
   }
 }
 
+/** Polls `ok` (async) until it holds; `what` says what for the error. */
+async function until(what, ok) {
+  const deadline = Date.now() + TIMEOUT;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`never: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Node id -> the version it ACKed, over REST. */
+async function versions() {
+  const { nodes } = await rest("GET", "/nodes");
+  return Object.fromEntries(nodes.map((n) => [n.id, n.version]));
+}
+
 /** Waits until an element matching `selector` contains `text`. */
 async function waitContains(page, selector, text) {
   await page.locator(selector, { hasText: text }).first().waitFor({ timeout: TIMEOUT });
@@ -94,11 +109,13 @@ async function shot(page, name) {
 }
 
 const problems = [];
+// Answers the steps ask for on purpose (a wrong token: 401; an action the
+// rollout has moved past: 409); Chromium logs every non-2xx fetch as a
+// console error.
+const provoked = [/status of 401/];
 function watch(page, who) {
   page.on("console", (m) => {
-    // A wrong token is answered 401 on purpose; Chromium logs every non-2xx
-    // fetch as a console error.
-    if (m.type() === "error" && !/status of 401/.test(m.text())) problems.push(`${who}: console: ${m.text()}`);
+    if (m.type() === "error" && !provoked.some((re) => re.test(m.text()))) problems.push(`${who}: console: ${m.text()}`);
   });
   page.on("pageerror", (e) => problems.push(`${who}: page error: ${e.message}`));
   page.on("requestfailed", (r) => {
@@ -279,6 +296,148 @@ try {
   await viewer.locator("#read-only").waitFor({ timeout: TIMEOUT });
   await waitContains(viewer, "#version-detail", `Version ${v1}`);
   assert.equal(await viewer.locator("#rollback").count(), 0, "a viewer has no rollback button");
+
+  step("the rollouts page shows a version that went everywhere at once");
+  assert.equal(NODES.length, 2, "the rollout steps need the canary node and another");
+  const [canaryNode, mainNode] = NODES;
+  await page.bringToFront();
+  await page.click('nav a[data-page="rollouts"]');
+  await waitText(page, "#rollout h2", `Version ${v3} completed`);
+  await waitContains(page, '#timeline li[data-kind="created"]', "no rollout policy: sent to every node at once");
+  await waitContains(page, "#stages", "Not staged.");
+  await waitText(page, "#on-new-version", "every node");
+  await waitContains(page, "#rollout-policy", "No rollout policy");
+  for (const v of [v1, v2, v3]) await page.locator(`#rollouts li[data-version="${v}"]`).waitFor({ timeout: TIMEOUT });
+  assert.equal(await page.locator(".rollout-actions button").count(), 0, "a completed rollout has no actions");
+
+  step("with a policy, a committed version goes to the canary first");
+  const policy = await rest("PUT", "/rollout-policy", {
+    body: {
+      stages: [
+        { name: "canary", selector: { stage: "canary" }, bake: "1h" },
+        { name: "rest", bake: "1h" },
+      ],
+    },
+  });
+  await waitContains(page, "#rollout-policy", `Revision ${policy.revision}`);
+  await waitContains(page, '#rollout-policy li[data-stage="canary"]', "stage=canary, 100 %, bake 1h");
+  await waitContains(page, '#rollout-policy li[data-stage="rest"]', "every node");
+  const next = await rest("GET", "/config");
+  next.upstreams.find((u) => u.name === "api").backends.push({ url: "http://127.0.0.1:4002" });
+  const v4 = (await rest("PUT", "/config", { body: next, headers: { "X-Isame-Message": "a second api backend" } })).version;
+  assert.equal(v4, v3 + 1);
+  const canary = '#stages tr[data-stage="canary"]';
+  const restStage = '#stages tr[data-stage="rest"]';
+  await waitText(page, "#rollout h2", `Version ${v4} running`);
+  await waitText(page, "#rollout-stage-names", "canary → rest");
+  await waitText(page, `${canary} td.members`, canaryNode);
+  await waitContains(page, `${canary} td.stage-status`, "baking");
+  await waitContains(page, `${canary} td.candidate`, "no requests yet");
+  await waitText(page, "#on-new-version", canaryNode);
+  await waitContains(page, '#timeline li[data-kind="stage_started"]', `stage canary started: 1 nodes (${canaryNode})`);
+  await waitContains(page, `#rollouts li[data-version="${v4}"]`, "running");
+  await waitContains(page, `#rollouts li[data-version="${v4}"]`, "stage canary");
+  await until(`${canaryNode} on version ${v4}, ${mainNode} on ${v3}`, async () => {
+    const on = await versions();
+    return on[canaryNode] === v4 && on[mainNode] === v3;
+  });
+  for (const id of ["rollout-pause", "rollout-promote", "rollout-promote-all", "rollout-abort"]) {
+    await page.locator(`#${id}`).waitFor({ timeout: TIMEOUT });
+  }
+  assert.equal(await page.locator("#rollout-resume").count(), 0, "a running rollout cannot be resumed");
+  await shot(page, "rollouts");
+
+  step("a viewer sees the rollout but no actions");
+  await viewer.bringToFront();
+  await viewer.click('nav a[data-page="rollouts"]');
+  await waitText(viewer, "#rollout h2", `Version ${v4} running`);
+  await waitText(viewer, `${canary} td.members`, canaryNode);
+  await waitContains(viewer, '#timeline li[data-kind="stage_started"]', "stage canary started");
+  await viewer.locator("#read-only").waitFor({ timeout: TIMEOUT });
+  assert.equal(await viewer.locator(".rollout-actions button").count(), 0, "a viewer has no rollout actions");
+
+  step("an admin pauses and resumes the rollout");
+  await page.bringToFront();
+  await page.click("#rollout-pause");
+  await waitText(page, "#rollout h2", `Version ${v4} paused`);
+  await waitContains(page, "#banner", `Version ${v4}: paused by`);
+  await waitContains(page, '#timeline li[data-kind="paused"]', "paused by");
+  assert.equal((await rest("GET", `/rollouts/${v4}`)).state, "paused");
+  await page.click("#rollout-resume");
+  await waitText(page, "#rollout h2", `Version ${v4} running`);
+  await waitContains(page, '#timeline li[data-kind="resumed"]', "the stage bakes again from now");
+  assert.equal((await rest("GET", `/rollouts/${v4}`)).state, "running");
+
+  step("an action the rollout has moved past shows the server's reason");
+  // Another operator pauses it while this page still shows it running: the
+  // page's next refresh of the rollout is held until the click is done.
+  provoked.push(/status of 409/);
+  const held = [];
+  let caught;
+  let release = false;
+  const holding = new Promise((resolve) => (caught = resolve));
+  await page.route("**/api/v1/rollouts/latest", (route) => {
+    if (release) return route.continue();
+    held.push(route);
+    caught();
+  });
+  await holding;
+  await rest("POST", `/rollouts/${v4}/pause`, { body: { message: "paused from another console" } });
+  await page.click("#rollout-pause");
+  const reason = `Pause refused: cannot pause the rollout of version ${v4}: it is paused`;
+  await waitText(page, "#rollout-error", reason);
+  release = true;
+  for (const route of held) await route.continue();
+  await page.unroute("**/api/v1/rollouts/latest");
+  await waitText(page, "#rollout h2", `Version ${v4} paused`);
+  await waitText(page, "#rollout-error", reason);
+  provoked.pop();
+
+  step("promote passes the canary stage and starts the next");
+  await page.click("#rollout-promote");
+  await waitContains(page, `${canary} td.stage-status`, "promoted");
+  await waitText(page, `${restStage} td.members`, mainNode);
+  await waitContains(page, `${restStage} td.stage-status`, "baking");
+  await waitText(page, "#rollout h2", `Version ${v4} running`);
+  await waitText(page, "#on-new-version", `${canaryNode}, ${mainNode}`);
+  assert.ok(await page.locator("#rollout-error").isHidden(), "the refusal is gone with the next action");
+  await until(`every node on version ${v4}`, async () => Object.values(await versions()).every((v) => v === v4));
+
+  step("abort sends every node back to the base");
+  await page.click("#rollout-abort");
+  await page.locator("#rollout-dialog").waitFor({ state: "visible", timeout: TIMEOUT });
+  await waitContains(page, "#rollout-dialog-text", `Every data plane goes back to version ${v3}`);
+  const abortMessage = "aborted from the dashboard";
+  await page.fill("#rollout-message", abortMessage);
+  await page.click("#rollout-confirm");
+  await waitText(page, "#rollout h2", `Version ${v4} aborted`);
+  await waitContains(page, '#timeline li[data-kind="aborted"]', `every node back on version ${v3}`);
+  await waitText(page, "#on-new-version", "none");
+  await until(`every node back on version ${v3}`, async () => Object.values(await versions()).every((v) => v === v3));
+  assert.equal(await page.locator("#rollout-abort").count(), 0, "an aborted rollout cannot be aborted again");
+
+  step("promote all sends the version to every node");
+  await page.click("#rollout-promote-all");
+  await page.locator("#rollout-dialog").waitFor({ state: "visible", timeout: TIMEOUT });
+  // Cancel first: nothing happens.
+  await page.click("#rollout-cancel");
+  await page.locator("#rollout-dialog").waitFor({ state: "hidden", timeout: TIMEOUT });
+  assert.equal((await rest("GET", `/rollouts/${v4}`)).state, "aborted", "cancel changed nothing");
+  await page.click("#rollout-promote-all");
+  await waitContains(page, "#rollout-dialog-title", `Promote version ${v4} to every node?`);
+  await page.click("#rollout-confirm");
+  await waitText(page, "#rollout h2", `Version ${v4} promoted`);
+  await waitContains(page, '#timeline li[data-kind="promoted"]', `every node takes version ${v4}`);
+  await waitText(page, "#on-new-version", "every node");
+  await until(`every node on version ${v4}`, async () => Object.values(await versions()).every((v) => v === v4));
+  assert.equal(await page.locator(".rollout-actions button").count(), 0, "a promoted rollout has no actions");
+  Object.assign(result, { staged: v4, abort_message: abortMessage });
+
+  step("an older rollout opens from the list");
+  await page.locator(`#rollouts li[data-version="${v3}"] a`).click();
+  await waitText(page, "#rollout h2", `Version ${v3} completed`);
+  await waitContains(page, ".rollout-actions", `Version ${v4}'s rollout decides what nodes serve now.`);
+  assert.equal(await page.evaluate(() => location.hash), `#/rollouts/${v3}`);
 
   step("logging out forgets the token");
   await viewer.click("#logout");

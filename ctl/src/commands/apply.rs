@@ -3,7 +3,7 @@
 
 use super::{outcome, Ctx};
 use crate::changes;
-use crate::cli::WriteArgs;
+use crate::cli::{Format, WaitArgs, WriteArgs};
 use crate::client::{Body, Write};
 use anyhow::{Context, Result};
 use std::io::Read;
@@ -31,8 +31,14 @@ pub fn display_name(file: &Path) -> String {
     }
 }
 
-/// `apply -f FILE [--dry-run] [-m MSG] [--if-version N]`.
-pub fn apply(ctx: &Ctx, file: &Path, args: &WriteArgs, if_version: Option<u64>) -> Result<()> {
+/// `apply -f FILE [--dry-run] [-m MSG] [--if-version N] [--wait [--timeout D]]`.
+pub fn apply(
+    ctx: &Ctx,
+    file: &Path,
+    args: &WriteArgs,
+    if_version: Option<u64>,
+    wait: &WaitArgs,
+) -> Result<()> {
     let text = read(file)?;
     let write = Write {
         dry_run: args.dry_run,
@@ -42,7 +48,15 @@ pub fn apply(ctx: &Ctx, file: &Path, args: &WriteArgs, if_version: Option<u64>) 
     let (_, answer) = ctx
         .client
         .write(Method::PUT, "/config", Some(Body::yaml(text)), &write)?;
-    outcome(ctx, &answer)
+    let follow = wait.wait && !args.dry_run;
+    // With --wait, JSON and YAML output is the rollout's alone: one document.
+    if !follow || ctx.format == Format::Table {
+        outcome(ctx, &answer)?;
+    }
+    match answer["version"].as_u64() {
+        Some(v) if follow && v > 0 => super::rollout::follow(ctx, v, Some(wait.timeout)),
+        _ => Ok(()),
+    }
 }
 
 /// `diff -f FILE`: what `apply` would change.

@@ -6,6 +6,7 @@ mod backend;
 mod get;
 mod history;
 mod resources;
+mod rollout;
 mod route;
 mod status;
 mod validate;
@@ -30,6 +31,18 @@ impl std::fmt::Display for Reported {
 }
 
 impl std::error::Error for Reported {}
+
+/// A failure already explained, that exits with its own code.
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// What every command that talks to the control plane has.
 pub struct Ctx {
@@ -78,7 +91,8 @@ pub fn run(cli: Cli) -> Result<()> {
             file,
             write,
             if_version,
-        } => apply::apply(&ctx()?, &file.file, write, *if_version),
+            wait,
+        } => apply::apply(&ctx()?, &file.file, write, *if_version, wait),
         Command::Diff { file } => apply::diff(&ctx()?, &file.file),
         Command::Get { what } => get::list(&ctx()?, *what),
         Command::Describe { what } => get::describe(&ctx()?, what),
@@ -88,6 +102,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::History { limit } => history::history(&ctx()?, *limit),
         Command::Rollback { version, write } => history::rollback(&ctx()?, *version, write),
         Command::Status => status::status(&ctx()?),
+        Command::Rollout { what } => rollout::run(&ctx()?, what),
     }
 }
 

@@ -213,8 +213,17 @@ impl Cp {
 
     /// Subscribes a node the way a data plane does.
     pub fn subscribe(&self, node_id: &str) -> Node {
+        self.subscribe_with(node_id, &[("zone", "a")])
+    }
+
+    /// Subscribes a node with these labels.
+    pub fn subscribe_with(&self, node_id: &str, labels: &[(&str, &str)]) -> Node {
         let grpc = self.grpc;
         let id = node_id.to_owned();
+        let labels: std::collections::HashMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let (to_cp, from_cp) = self.rt.block_on(async move {
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
                 .expect("endpoint")
@@ -228,7 +237,7 @@ impl Cp {
                     node_id: id,
                     hostname: "test-host".into(),
                     build_version: "test".into(),
-                    labels: [("zone".to_string(), "a".to_string())].into(),
+                    labels,
                     cached_version: 0,
                     schema_digest: isame_proto::config::schema::digest().into(),
                     config_fields: isame_proto::config::schema::fields().to_vec(),

@@ -6,4 +6,5 @@ mod common;
 mod apply;
 mod fleet;
 mod resources;
+mod rollout;
 mod settings;
