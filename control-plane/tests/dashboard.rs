@@ -245,41 +245,11 @@ async fn traffic_sums_the_latest_reports_of_connected_nodes() {
 }
 
 /// Opens a stream as `id` and says Hello with `labels`, as a data plane
-/// started with `--label` does (the shared [`Subscriber::connect`] always
-/// says `zone=a`).
+/// started with `--label` does.
 async fn subscribe(cp: &Cp, token: &str, id: &str, labels: &[(&str, &str)]) -> Subscriber {
-    use isame_proto::config::schema;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cp.cp.grpc_addr))
-        .expect("endpoint")
-        .connect()
+    Subscriber::connect_labeled(cp.cp.grpc_addr, token, id, labels)
         .await
-        .expect("connect");
-    let mut client = pb::config_discovery_client::ConfigDiscoveryClient::new(channel);
-    let (to_cp, rx) = tokio::sync::mpsc::channel(16);
-    to_cp
-        .send(pb::NodeMessage {
-            kind: Some(Kind::Hello(pb::Hello {
-                node_id: id.into(),
-                hostname: "test-host".into(),
-                build_version: "test".into(),
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                cached_version: 0,
-                schema_digest: schema::digest().to_owned(),
-                config_fields: schema::fields().to_vec(),
-            })),
-        })
-        .await
-        .expect("queue hello");
-    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("metadata"),
-    );
-    let from_cp = client.subscribe(req).await.expect("subscribe").into_inner();
-    Subscriber { to_cp, from_cp }
+        .expect("subscribe")
 }
 
 /// A fake data plane for the browser test: says Hello with `labels`,

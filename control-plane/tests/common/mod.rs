@@ -329,6 +329,28 @@ impl Subscriber {
         window: Option<u32>,
         fields: Vec<String>,
     ) -> Result<Subscriber, tonic::Status> {
+        Self::open(addr, token, node_id, window, fields, &[("zone", "a")]).await
+    }
+
+    /// Opens a stream as a node with `labels` (what rollout stages select).
+    pub async fn connect_labeled(
+        addr: SocketAddr,
+        token: &str,
+        node_id: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Subscriber, tonic::Status> {
+        let fields = isame_proto::config::schema::fields().to_vec();
+        Self::open(addr, token, node_id, None, fields, labels).await
+    }
+
+    async fn open(
+        addr: SocketAddr,
+        token: &str,
+        node_id: &str,
+        window: Option<u32>,
+        fields: Vec<String>,
+        labels: &[(&str, &str)],
+    ) -> Result<Subscriber, tonic::Status> {
         let digest = if fields == isame_proto::config::schema::fields() {
             isame_proto::config::schema::digest().to_owned()
         } else {
@@ -349,7 +371,10 @@ impl Subscriber {
                 node_id: node_id.into(),
                 hostname: "test-host".into(),
                 build_version: "test".into(),
-                labels: [("zone".to_string(), "a".to_string())].into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
                 cached_version: 0,
                 schema_digest: digest,
                 config_fields: fields,

@@ -95,6 +95,7 @@ fn nodes(rows: &[Value]) -> String {
         "HOSTNAME",
         "CONNECTED",
         "VERSION",
+        "TARGET",
         "BEHIND",
         "LAST SEEN",
     ]);
@@ -104,6 +105,7 @@ fn nodes(rows: &[Value]) -> String {
             text(&n["hostname"]),
             yes_no(n["connected"] == true),
             text(&n["version"]),
+            text(&n["target"]),
             yes_no(n["behind"] == true),
             when(n["last_seen"].as_str().unwrap_or("-")),
         ]);

@@ -61,12 +61,20 @@ fn render(ctx: &Ctx, fleet: &Value, nodes: &Value) -> String {
     if node_rows.is_empty() {
         out.push_str("No data plane has subscribed yet.\n");
     } else {
-        let mut t = Table::new(&["NODE", "CONNECTED", "VERSION", "BEHIND", "LAST SEEN"]);
+        let mut t = Table::new(&[
+            "NODE",
+            "CONNECTED",
+            "VERSION",
+            "TARGET",
+            "BEHIND",
+            "LAST SEEN",
+        ]);
         for n in node_rows {
             t.row(vec![
                 inline(&n["id"]),
                 yes_no(n["connected"] == true),
                 inline(&n["version"]),
+                inline(&n["target"]),
                 yes_no(n["behind"] == true),
                 when(n["last_seen"].as_str().unwrap_or("-")),
             ]);

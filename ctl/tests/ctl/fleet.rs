@@ -49,8 +49,8 @@ fn status_shows_the_fleet() {
         "Nodes:                      1 known, 1 connected\n",
         "Behind the newest version:  none\n",
         "Refused versions:           none\n",
-        "NODE  CONNECTED  VERSION  BEHIND  LAST SEEN\n",
-        "dp-1  yes        1        no      ",
+        "NODE  CONNECTED  VERSION  TARGET  BEHIND  LAST SEEN\n",
+        "dp-1  yes        1        1       no      ",
         "Backend health across connected nodes:\n",
         "web       http://127.0.0.1:3001  on 1 of 1 nodes\n",
         "web       http://127.0.0.1:3002  on 0 of 1 nodes\n",
@@ -60,11 +60,11 @@ fn status_shows_the_fleet() {
     }
     let t = cp.ctl(&["get", "nodes"]).expect(0).stdout;
     assert!(
-        t.starts_with("ID    HOSTNAME   CONNECTED  VERSION  BEHIND  LAST SEEN\n"),
+        t.starts_with("ID    HOSTNAME   CONNECTED  VERSION  TARGET  BEHIND  LAST SEEN\n"),
         "{t}"
     );
     assert!(
-        t.contains("dp-1  test-host  yes        1        no      "),
+        t.contains("dp-1  test-host  yes        1        1       no      "),
         "{t}"
     );
     assert!(t.contains(" ago\n"), "{t}");
@@ -94,7 +94,7 @@ fn status_shows_the_fleet() {
         "Newest version:             2\n",
         "Behind the newest version:  1 (dp-1)\n",
         "Refused versions:           1\n",
-        "dp-1  yes        1        yes     ",
+        "dp-1  yes        1        2       yes     ",
         "Refused versions (NACK):\n  dp-1 refused version 2:\n    tls.cert_file: cannot read /etc/x.pem\n",
     ] {
         assert!(t.contains(want), "{want:?} missing from\n{t}");
@@ -133,5 +133,8 @@ fn status_shows_the_fleet() {
         t.contains("Nodes:                      1 known, 0 connected\n"),
         "{t}"
     );
-    assert!(t.contains("dp-1  no         1        yes     "), "{t}");
+    assert!(
+        t.contains("dp-1  no         1        2       yes     "),
+        "{t}"
+    );
 }
