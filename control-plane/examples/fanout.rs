@@ -7,7 +7,10 @@
 //!
 //! `--grpc A,B` spreads the subscribers over several replicas (node i on
 //! address i mod n) while the writes go to `--api`: the figures then
-//! include the way from one replica to the others.
+//! include the way from one replica to the others. `--deltas` makes the
+//! subscribers say they apply deltas, so that each change after the first
+//! snapshot travels as one; the bytes sent per push, by kind, are printed
+//! from the control plane's metrics at the end.
 
 use http::{Method, Request};
 use http_body_util::Full;
@@ -24,12 +27,18 @@ struct Args {
     token: String,
     nodes: usize,
     versions: u32,
+    deltas: bool,
 }
 
 fn args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut api, mut grpc, mut token, mut nodes, mut versions) = (None, None, None, 10, 20);
+    let mut deltas = false;
     while let Some(flag) = it.next() {
+        if flag == "--deltas" {
+            deltas = true;
+            continue;
+        }
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--api" => api = Some(value()?.parse().map_err(|e| format!("--api: {e}"))?),
@@ -53,6 +62,7 @@ fn args() -> Result<Args, String> {
         token: token.ok_or("--token is required")?,
         nodes,
         versions,
+        deltas,
     })
 }
 
@@ -77,6 +87,7 @@ async fn subscriber(
     grpc: SocketAddr,
     token: String,
     id: usize,
+    deltas: bool,
     seen: mpsc::UnboundedSender<(usize, u64, Instant)>,
 ) {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
@@ -95,6 +106,7 @@ async fn subscriber(
         cached_version: 0,
         schema_digest: isame_proto::config::schema::digest().into(),
         config_fields: isame_proto::config::schema::fields().to_vec(),
+        deltas,
     };
     let _ = tx
         .send(pb::NodeMessage {
@@ -112,13 +124,16 @@ async fn subscriber(
         tokio::select! {
             msg = inbound.message() => {
                 let Ok(Some(msg)) = msg else { return };
-                if let Some(Kind::Snapshot(s)) = msg.kind {
-                    let ack = pb::NodeMessage { kind: Some(pb::node_message::Kind::Ack(pb::Ack { version: s.version })) };
-                    if tx.send(ack).await.is_err() {
-                        return;
-                    }
-                    let _ = seen.send((id, s.version, Instant::now()));
+                let version = match msg.kind {
+                    Some(Kind::Snapshot(s)) => s.version,
+                    Some(Kind::Delta(d)) => d.version,
+                    _ => continue,
+                };
+                let ack = pb::NodeMessage { kind: Some(pb::node_message::Kind::Ack(pb::Ack { version })) };
+                if tx.send(ack).await.is_err() {
+                    return;
                 }
+                let _ = seen.send((id, version, Instant::now()));
             }
             _ = stats.tick() => {
                 let beat = pb::NodeMessage { kind: Some(pb::node_message::Kind::Stats(pb::StatsReport::default())) };
@@ -156,7 +171,13 @@ async fn main() {
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
     for id in 0..a.nodes {
         let grpc = a.grpc[id % a.grpc.len()];
-        tokio::spawn(subscriber(grpc, a.token.clone(), id, seen_tx.clone()));
+        tokio::spawn(subscriber(
+            grpc,
+            a.token.clone(),
+            id,
+            a.deltas,
+            seen_tx.clone(),
+        ));
     }
     // Everyone has the current version.
     let mut have = vec![0u64; a.nodes];
@@ -220,4 +241,24 @@ async fn main() {
         percentile(&each, 0.99),
         a.versions
     );
+    let (_, metrics) = rest(&a, Method::GET, "/metrics", String::new()).await;
+    for kind in ["full", "delta"] {
+        let pushes = metric(&metrics, "isame_cp_pushes_total", kind);
+        let bytes = metric(&metrics, "isame_cp_push_bytes_total", kind);
+        if pushes > 0.0 {
+            println!(
+                "  {kind:>5} pushes: {pushes:.0}, {:.0} bytes each on average",
+                bytes / pushes
+            );
+        }
+    }
+}
+
+/// A counter's value for `kind` in the text exposition `text` (0 when absent).
+fn metric(text: &str, name: &str, kind: &str) -> f64 {
+    let prefix = format!("{name}{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

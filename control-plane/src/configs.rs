@@ -15,7 +15,6 @@ use crate::store::{now_ms, DynStore, Material, NewAudit, NewCertificate, NewVers
 use bytes::Bytes;
 use isame_proto::config::{diff_from, Change, ChangeOp, ConfigError};
 use isame_proto::{pb, Config, ConfigErrors};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{watch, Mutex, OwnedMutexGuard};
@@ -40,6 +39,8 @@ pub struct Current {
     /// The config fields it uses (`upstreams[].backends[].weight`), which
     /// a node must know to be sent it.
     pub fields_used: Arc<[String]>,
+    /// Its config in pieces and the deltas to it, made when first needed.
+    pub wire: Arc<crate::distribution::Wire>,
 }
 
 /// The config fields the document `doc` uses.
@@ -179,15 +180,7 @@ pub struct Configs {
 }
 
 /// SHA-256 of a config's JSON and of the certificates it names, hex.
-/// Without certificates it is the hash of the JSON alone.
-pub fn content_hash(json: &[u8], certificates: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
-    h.update(json);
-    for (name, id) in certificates {
-        h.update(format!("\ncertificate {name} {id}"));
-    }
-    crate::tokens::hex(&h.finalize())
-}
+pub use isame_proto::delta::content_hash;
 
 /// Error for a config that cannot be written as JSON (not expected to happen).
 fn unserializable(e: serde_json::Error) -> ChangeError {
@@ -388,6 +381,7 @@ impl Configs {
             json: Bytes::from(text),
             committed_at: None,
             certificates: bound,
+            wire: Default::default(),
         };
         // The commit and the publication of its result run as one task that
         // holds the writer's turn: a client that hangs up mid-request drops
@@ -574,5 +568,6 @@ async fn current_of(
         json: Bytes::from(rec.config),
         committed_at: None,
         certificates: rec.certificates,
+        wire: Default::default(),
     })
 }

@@ -39,6 +39,14 @@ pub struct Metrics {
     /// `isame_cp_rollout_nodes{side}`: nodes of the active rollout on the
     /// new version (`new`) and kept on the base (`base`).
     pub rollout_nodes: IntGaugeVec,
+    /// `isame_cp_pushes_total{kind}`: configs sent to data planes, as a
+    /// whole snapshot (`full`) or as the change from the last one (`delta`).
+    pub pushes: IntCounterVec,
+    /// `isame_cp_push_bytes_total{kind}`: their encoded size.
+    pub push_bytes: IntCounterVec,
+    /// `isame_cp_resyncs_total`: deltas a node could not apply and was
+    /// sent the whole snapshot for instead.
+    pub resyncs: IntCounter,
     /// Gauges set from the node ledger when metrics are read.
     fleet: FleetGauges,
     /// Held from setting the fleet gauges to rendering them, so that two
@@ -172,6 +180,31 @@ impl Metrics {
             ),
             &["side"],
         )?;
+        let pushes = IntCounterVec::new(
+            Opts::new(
+                "isame_cp_pushes_total",
+                "Configs sent to data planes, whole (full) or as the change from the last one sent (delta).",
+            ),
+            &["kind"],
+        )?;
+        let push_bytes = IntCounterVec::new(
+            Opts::new(
+                "isame_cp_push_bytes_total",
+                "Encoded bytes of the configs sent to data planes, by kind (full, delta).",
+            ),
+            &["kind"],
+        )?;
+        let resyncs = IntCounter::new(
+            "isame_cp_resyncs_total",
+            "Deltas a data plane could not apply, answered with the whole snapshot.",
+        )?;
+        for kind in ["full", "delta"] {
+            pushes.with_label_values(&[kind]);
+            push_bytes.with_label_values(&[kind]);
+        }
+        registry.register(Box::new(pushes.clone()))?;
+        registry.register(Box::new(push_bytes.clone()))?;
+        registry.register(Box::new(resyncs.clone()))?;
         registry.register(Box::new(rollouts.clone()))?;
         registry.register(Box::new(rollout_stage.clone()))?;
         registry.register(Box::new(rollout_nodes.clone()))?;
@@ -196,6 +229,9 @@ impl Metrics {
             rollouts,
             rollout_stage,
             rollout_nodes,
+            pushes,
+            push_bytes,
+            resyncs,
             upstream_requests,
             upstream_errors,
             upstream_seconds,

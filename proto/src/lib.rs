@@ -6,6 +6,7 @@
 #[cfg(feature = "certs")]
 pub mod certs;
 pub mod config;
+pub mod delta;
 pub mod latency;
 
 /// Generated protobuf and gRPC code for `isame.v1`.

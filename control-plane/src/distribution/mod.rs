@@ -4,6 +4,7 @@
 //! [`Configs`], so a slow node gets the newest version when it is ready and
 //! never holds up the others.
 
+mod deltas;
 mod ledger;
 mod node_schema;
 mod registry;
@@ -14,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::store::Role;
 use crate::store::{NodeHello, NodeUpdate};
 use crate::tokens;
+pub use deltas::Wire;
 use isame_proto::pb;
 use isame_proto::pb::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
 use isame_proto::pb::node_message::Kind as In;
@@ -199,7 +201,8 @@ impl ConfigDiscovery for Service {
         );
         let (tx, rx) = mpsc::channel(4);
         let reads = node_schema::NodeSchema::of(&hello);
-        tokio::spawn(session::run(d, node, ticket, reads, inbound, tx));
+        let deltas = hello.deltas;
+        tokio::spawn(session::run(d, node, ticket, reads, deltas, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

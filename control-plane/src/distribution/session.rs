@@ -6,11 +6,13 @@
 use super::node_schema::NodeSchema;
 use super::registry::Ticket;
 use super::Distribution;
+use crate::configs::Current;
 use crate::rollout::plan::Plan;
 use crate::store::NodeUpdate;
 use isame_proto::pb;
 use isame_proto::pb::control_message::Kind as Out;
 use isame_proto::pb::node_message::Kind as In;
+use prost::Message;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -58,6 +60,10 @@ struct Session {
     /// What the node said it can read, when that may differ from this
     /// build (`None`: the same schema, or a node that did not say).
     reads: Option<NodeSchema>,
+    /// The node applies deltas.
+    deltas: bool,
+    /// The version this stream carried last, which a delta builds on.
+    delivered: Option<Arc<Current>>,
 }
 
 impl Session {
@@ -107,22 +113,57 @@ impl Session {
                 return Ok(());
             }
         }
+        let delta = match &self.delivered {
+            Some(base) if self.deltas => cur.delta_from(base),
+            _ => None,
+        };
+        let newest = plan.newest.version.max(cur.version);
+        let (kind, msg) = match delta {
+            Some(d) => {
+                let mut d = d.as_ref().clone();
+                d.newest_version = newest;
+                ("delta", Out::Delta(d))
+            }
+            None => {
+                let mut snapshot = snapshot.as_ref().clone();
+                snapshot.newest_version = newest;
+                ("full", Out::Snapshot(snapshot))
+            }
+        };
         let span = tracing::info_span!(
             "push",
             otel.kind = "producer",
             node = %self.node,
-            version = cur.version
+            version = cur.version,
+            kind
         );
-        let mut snapshot = snapshot.as_ref().clone();
-        snapshot.newest_version = plan.newest.version.max(cur.version);
-        let msg = pb::ControlMessage {
-            kind: Some(Out::Snapshot(snapshot)),
-        };
+        let msg = pb::ControlMessage { kind: Some(msg) };
+        let bytes = msg.encoded_len() as u64;
         self.send(msg).instrument(span).await?;
+        let m = &self.d.metrics;
+        m.pushes.with_label_values(&[kind]).inc();
+        m.push_bytes.with_label_values(&[kind]).inc_by(bytes);
         self.sent = cur.version;
         self.sent_hash = cur.hash.clone();
+        self.delivered = Some(cur);
         self.owed = (self.owed + 1).min(ANSWERS_OWED);
         Ok(())
+    }
+
+    /// The node could not apply a delta: it gets the whole snapshot of its
+    /// target next.
+    async fn resync(&mut self, r: &pb::Resync, plan: &Plan) -> Result<(), End> {
+        tracing::warn!(
+            node = %self.node,
+            version = r.version,
+            reason = %clip(&r.reason),
+            "the node could not apply a delta; sending the whole snapshot"
+        );
+        self.d.metrics.resyncs.inc();
+        self.delivered = None;
+        self.sent = 0;
+        self.sent_hash.clear();
+        self.send_target(plan).await
     }
 
     /// Tells the node why its stream ends, if there is room; never waits.
@@ -137,6 +178,7 @@ pub async fn run(
     node: String,
     ticket: Ticket,
     reads: Option<NodeSchema>,
+    deltas: bool,
     mut inbound: Streaming<pb::NodeMessage>,
     out: mpsc::Sender<Result<pb::ControlMessage, Status>>,
 ) {
@@ -151,6 +193,8 @@ pub async fn run(
         sent_hash: String::new(),
         owed: 0,
         reads,
+        deltas,
+        delivered: None,
     };
     let mut heartbeat = interval_at(Instant::now() + d.options.heartbeat, d.options.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -204,7 +248,7 @@ pub async fn run(
                     quiet.as_mut().reset(now + d.options.node_timeout);
                     // An ACK or NACK that answers a snapshot this side sent
                     // is free; anything else takes from the report budget.
-                    let answer = matches!(msg.kind, Some(In::Ack(_) | In::Nack(_)));
+                    let answer = matches!(msg.kind, Some(In::Ack(_) | In::Nack(_) | In::Resync(_)));
                     if answer && s.owed > 0 {
                         s.owed -= 1;
                     } else {
@@ -214,6 +258,13 @@ pub async fn run(
                             break 'session End::Flooding;
                         }
                         tokens -= 1.0;
+                    }
+                    if let Some(In::Resync(r)) = &msg.kind {
+                        let plan = plans.borrow().clone();
+                        if let Err(end) = s.resync(r, &plan).await {
+                            break 'session end;
+                        }
+                        continue;
                     }
                     handle(&d, &s.node, msg);
                 }
@@ -249,7 +300,7 @@ pub async fn run(
 /// Records one message from a node.
 fn handle(d: &Distribution, node: &str, msg: pb::NodeMessage) {
     let update = match msg.kind {
-        None | Some(In::Hello(_)) => NodeUpdate::Seen,
+        None | Some(In::Hello(_) | In::Resync(_)) => NodeUpdate::Seen,
         Some(In::Ack(a)) => {
             let cur = d.configs.current();
             if a.version > cur.version {

@@ -329,7 +329,8 @@ impl Subscriber {
         window: Option<u32>,
         fields: Vec<String>,
     ) -> Result<Subscriber, tonic::Status> {
-        Self::open(addr, token, node_id, window, fields, &[("zone", "a")]).await
+        let hello = Self::hello(node_id, fields, &[("zone", "a")]);
+        Self::open(addr, token, hello, window).await
     }
 
     /// Opens a stream as a node with `labels` (what rollout stages select).
@@ -340,22 +341,56 @@ impl Subscriber {
         labels: &[(&str, &str)],
     ) -> Result<Subscriber, tonic::Status> {
         let fields = isame_proto::config::schema::fields().to_vec();
-        Self::open(addr, token, node_id, None, fields, labels).await
+        Self::open(addr, token, Self::hello(node_id, fields, labels), None).await
     }
 
-    async fn open(
+    /// Opens a stream as a node with `labels` that applies deltas
+    /// (`Hello.deltas`).
+    pub async fn connect_with_deltas(
         addr: SocketAddr,
         token: &str,
         node_id: &str,
-        window: Option<u32>,
-        fields: Vec<String>,
         labels: &[(&str, &str)],
     ) -> Result<Subscriber, tonic::Status> {
+        let fields = isame_proto::config::schema::fields().to_vec();
+        let hello = isame_proto::pb::Hello {
+            deltas: true,
+            ..Self::hello(node_id, fields, labels)
+        };
+        Self::open(addr, token, hello, None).await
+    }
+
+    fn hello(
+        node_id: &str,
+        fields: Vec<String>,
+        labels: &[(&str, &str)],
+    ) -> isame_proto::pb::Hello {
         let digest = if fields == isame_proto::config::schema::fields() {
             isame_proto::config::schema::digest().to_owned()
         } else {
             "an-older-schema".to_owned()
         };
+        isame_proto::pb::Hello {
+            node_id: node_id.into(),
+            hostname: "test-host".into(),
+            build_version: "test".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            cached_version: 0,
+            schema_digest: digest,
+            config_fields: fields,
+            deltas: false,
+        }
+    }
+
+    async fn open(
+        addr: SocketAddr,
+        token: &str,
+        hello: isame_proto::pb::Hello,
+        window: Option<u32>,
+    ) -> Result<Subscriber, tonic::Status> {
         use isame_proto::pb;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("endpoint")
@@ -367,18 +402,7 @@ impl Subscriber {
         let mut client = pb::config_discovery_client::ConfigDiscoveryClient::new(channel);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tx.send(pb::NodeMessage {
-            kind: Some(pb::node_message::Kind::Hello(pb::Hello {
-                node_id: node_id.into(),
-                hostname: "test-host".into(),
-                build_version: "test".into(),
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                cached_version: 0,
-                schema_digest: digest,
-                config_fields: fields,
-            })),
+            kind: Some(pb::node_message::Kind::Hello(hello)),
         })
         .await
         .expect("queue hello");
@@ -393,6 +417,14 @@ impl Subscriber {
 
     /// The next snapshot, skipping heartbeats.
     pub async fn snapshot(&mut self) -> isame_proto::pb::Snapshot {
+        match self.push().await {
+            isame_proto::pb::control_message::Kind::Snapshot(s) => s,
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+
+    /// The next snapshot or delta, skipping heartbeats.
+    pub async fn push(&mut self) -> isame_proto::pb::control_message::Kind {
         loop {
             let msg =
                 tokio::time::timeout(std::time::Duration::from_secs(10), self.from_cp.message())
@@ -400,8 +432,9 @@ impl Subscriber {
                     .expect("a message in time")
                     .expect("stream ok")
                     .expect("stream open");
-            if let Some(isame_proto::pb::control_message::Kind::Snapshot(s)) = msg.kind {
-                return s;
+            match msg.kind {
+                Some(isame_proto::pb::control_message::Kind::Heartbeat(_)) | None => {}
+                Some(kind) => return kind,
             }
         }
     }

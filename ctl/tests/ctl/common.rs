@@ -241,6 +241,7 @@ impl Cp {
                     cached_version: 0,
                     schema_digest: isame_proto::config::schema::digest().into(),
                     config_fields: isame_proto::config::schema::fields().to_vec(),
+                    deltas: false,
                 })),
             })
             .await

@@ -10,6 +10,7 @@
 mod backoff;
 pub mod cache;
 mod certs;
+mod delta;
 mod private_file;
 mod stream;
 mod waiting;

@@ -3,6 +3,7 @@
 //! report traffic and backend health at a bounded rate.
 
 use super::backoff::Backoff;
+use super::delta::{rebuild, Received};
 use super::{cache, Inner};
 use isame_proto::pb;
 use isame_proto::pb::control_message::Kind as In;
@@ -92,6 +93,7 @@ async fn session(inner: &Arc<Inner>, url: &str) -> Result<(), tonic::Status> {
         cached_version: inner.state.version.load(Ordering::SeqCst),
         schema_digest: isame_proto::config::schema::digest().into(),
         config_fields: isame_proto::config::schema::fields().to_vec(),
+        deltas: true,
     };
     let _ = tx
         .send(pb::NodeMessage {
@@ -112,28 +114,14 @@ async fn session(inner: &Arc<Inner>, url: &str) -> Result<(), tonic::Status> {
     reports.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_health: Vec<pb::BackendHealth> = Vec::new();
     let mut last_report = Instant::now();
+    // What this stream carried last: the base of the next delta.
+    let mut received: Option<Received> = None;
     loop {
         tokio::select! {
             msg = inbound.message() => {
                 let Some(msg) = msg? else { return Ok(()) };
-                match msg.kind {
-                    Some(In::Snapshot(s)) => {
-                        // What was served so far is reported as the
-                        // version it was served under.
-                        if s.version != inner.state.version.load(Ordering::SeqCst)
-                            && report_traffic(inner, &tx, &mut last_report).await.is_none()
-                        {
-                            return Ok(());
-                        }
-                        let reply = answer(inner, &s).await;
-                        if tx.send(reply).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                    Some(In::Heartbeat(h)) => {
-                        debug!(newest = h.newest_version, target = h.target_version, "heartbeat");
-                    }
-                    None => {}
+                if !on_message(inner, &tx, &mut last_report, &mut received, msg).await {
+                    return Ok(());
                 }
             }
             _ = reports.tick() => {
@@ -153,6 +141,76 @@ async fn session(inner: &Arc<Inner>, url: &str) -> Result<(), tonic::Status> {
             }
         }
     }
+}
+
+/// Handles one message from the control plane: a snapshot, or a delta
+/// (made into one, or answered with a resync), is installed and answered.
+/// `false` when the stream is gone.
+async fn on_message(
+    inner: &Arc<Inner>,
+    tx: &mpsc::Sender<pb::NodeMessage>,
+    last_report: &mut Instant,
+    received: &mut Option<Received>,
+    msg: pb::ControlMessage,
+) -> bool {
+    let snapshot = match msg.kind {
+        Some(In::Snapshot(s)) => {
+            *received = Received::of(&s);
+            s
+        }
+        Some(In::Delta(d)) => match rebuild(received.as_ref(), &d) {
+            Ok((s, next)) => {
+                debug!(
+                    version = d.version,
+                    base = d.base_version,
+                    resources = d.resources.len(),
+                    "delta"
+                );
+                *received = Some(next);
+                s
+            }
+            Err(reason) => {
+                warn!(version = d.version, %reason, "cannot apply the delta; asking for the whole snapshot");
+                *received = None;
+                let ask = pb::Resync {
+                    version: d.version,
+                    reason,
+                };
+                let msg = pb::NodeMessage {
+                    kind: Some(Out::Resync(ask)),
+                };
+                return tx.send(msg).await.is_ok();
+            }
+        },
+        Some(In::Heartbeat(h)) => {
+            debug!(
+                newest = h.newest_version,
+                target = h.target_version,
+                "heartbeat"
+            );
+            return true;
+        }
+        None => return true,
+    };
+    install(inner, tx, last_report, &snapshot).await
+}
+
+/// Reports what was served so far under the version it was served under
+/// (when `s` is another), installs `s` and answers it. `false` when the
+/// stream is gone.
+async fn install(
+    inner: &Arc<Inner>,
+    tx: &mpsc::Sender<pb::NodeMessage>,
+    last_report: &mut Instant,
+    s: &pb::Snapshot,
+) -> bool {
+    if s.version != inner.state.version.load(Ordering::SeqCst)
+        && report_traffic(inner, tx, last_report).await.is_none()
+    {
+        return false;
+    }
+    let reply = answer(inner, s).await;
+    tx.send(reply).await.is_ok()
 }
 
 /// Sends the traffic counted since the last report, with the version it

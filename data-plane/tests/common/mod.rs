@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod scripted;
 pub mod subscribe;
 
 use isame_data_plane::server::{Server, ServerOptions};
