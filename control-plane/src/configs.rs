@@ -13,7 +13,7 @@ use crate::rollout::model::RolloutRecord;
 use crate::rollout::plan::{self, Plan};
 use crate::store::{now_ms, DynStore, Material, NewAudit, NewCertificate, NewVersion, StoreError};
 use bytes::Bytes;
-use isame_proto::config::{diff_from, Change, ChangeOp, ConfigError};
+use isame_proto::config::{diff_values, Change, ChangeOp, ConfigError};
 use isame_proto::{pb, Config, ConfigErrors};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -330,7 +330,17 @@ impl Configs {
                 changes: Vec::new(),
             });
         }
-        let mut changes = diff_from(cur.config.as_deref(), &new);
+        // The JSON form of both sides, for the diff; the new one also says
+        // which fields the version uses.
+        let new_value = serde_json::to_value(&new).map_err(unserializable)?;
+        let old_value = cur
+            .config
+            .as_deref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(unserializable)?;
+        let mut changes = diff_values(old_value.as_ref(), &new_value);
+        drop(old_value);
         for (name, id) in &bound {
             match cur.certificates.get(name) {
                 Some(old) if old != id => changes.push(Change {
@@ -371,7 +381,8 @@ impl Configs {
             certificate,
             audit: req.into_audit(changes.clone()),
         };
-        let used = fields_used(&serde_json::to_value(&*model).map_err(unserializable)?);
+        let used = fields_used(&new_value);
+        drop(new_value);
         let next = Current {
             version,
             fields_used: used,

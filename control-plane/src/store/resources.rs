@@ -6,7 +6,7 @@ use super::rows::{int, json_text};
 use super::StoreError;
 use isame_proto::config::{Route, Upstream};
 use isame_proto::Config;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// One write to the resource tables.
 #[derive(Debug, PartialEq)]
@@ -48,10 +48,9 @@ pub(crate) fn writes(old: Option<&Config>, new: &Config) -> Result<Vec<ResourceW
                 .collect()
         })
         .unwrap_or_default();
-    for name in before.keys() {
-        if !new.upstreams.iter().any(|u| u.name == *name) {
-            out.push(ResourceWrite::DeleteUpstream((*name).to_owned()));
-        }
+    let kept: HashSet<&str> = new.upstreams.iter().map(|u| u.name.as_str()).collect();
+    for name in before.keys().filter(|n| !kept.contains(*n)) {
+        out.push(ResourceWrite::DeleteUpstream((*name).to_owned()));
     }
     for (i, u) in new.upstreams.iter().enumerate() {
         if before.get(u.name.as_str()) == Some(&(i, u)) {
@@ -79,10 +78,9 @@ pub(crate) fn writes(old: Option<&Config>, new: &Config) -> Result<Vec<ResourceW
                 .collect()
         })
         .unwrap_or_default();
-    for name in old_routes.keys() {
-        if !new.routes.iter().any(|r| r.name == *name) {
-            out.push(ResourceWrite::DeleteRoute((*name).to_owned()));
-        }
+    let kept: HashSet<&str> = new.routes.iter().map(|r| r.name.as_str()).collect();
+    for name in old_routes.keys().filter(|n| !kept.contains(*n)) {
+        out.push(ResourceWrite::DeleteRoute((*name).to_owned()));
     }
     for (i, r) in new.routes.iter().enumerate() {
         if old_routes.get(r.name.as_str()) == Some(&(i, r)) {

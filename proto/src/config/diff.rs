@@ -62,9 +62,15 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
 
 /// The same for an optional "before" (None = nothing applied yet: every upstream/route/section shows as added).
 pub fn diff_from(old: Option<&Config>, new: &Config) -> Vec<Change> {
-    let old = old.map_or_else(|| Value::Object(Map::new()), to_value);
+    diff_values(old.map(to_value).as_ref(), &to_value(new))
+}
+
+/// The same on configs already in their JSON form (`serde_json::to_value`
+/// of a [`Config`]), for a caller that needs that form anyway.
+pub fn diff_values(old: Option<&Value>, new: &Value) -> Vec<Change> {
+    let empty = Value::Object(Map::new());
     let mut out = Vec::new();
-    walk(&At::root(), &old, &to_value(new), &mut out);
+    walk(&At::root(), old.unwrap_or(&empty), new, &mut out);
     out
 }
 
@@ -148,10 +154,12 @@ fn objects(at: &At, old: &Map<String, Value>, new: &Map<String, Value>, out: &mu
     let new_keys: Vec<&str> = new.keys().map(String::as_str).collect();
     reordered(at, &old_keys, &new_keys, out);
     for (name, n) in new {
-        let child = at.field(name);
         match old.get(name) {
-            Some(o) => walk(&child, o, n, out),
-            None => one_sided(&child, ChangeOp::Added, n, out),
+            // Equal values (in order too) need no walk, and no paths made
+            // for it: in a config of thousands of upstreams, one changed.
+            Some(o) if same(o, n) => {}
+            Some(o) => walk(&at.field(name), o, n, out),
+            None => one_sided(&at.field(name), ChangeOp::Added, n, out),
         }
     }
     for (name, o) in old {
@@ -188,10 +196,10 @@ fn keyed_lists(at: &At, field: &str, old: &[Value], new: &[Value], out: &mut Vec
     reordered(at, &old_keys, &new_keys, out);
     let before: HashMap<&str, &Value> = old_keys.iter().copied().zip(old).collect();
     for (key, n) in new_keys.iter().zip(new) {
-        let child = at.element(key);
         match before.get(key) {
-            Some(o) => walk(&child, o, n, out),
-            None => child.push(ChangeOp::Added, None, Some(n), out),
+            Some(o) if same(o, n) => {}
+            Some(o) => walk(&at.element(key), o, n, out),
+            None => at.element(key).push(ChangeOp::Added, None, Some(n), out),
         }
     }
     let after: HashSet<&str> = new_keys.iter().copied().collect();

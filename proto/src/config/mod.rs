@@ -24,7 +24,7 @@ mod traffic;
 mod validate;
 pub mod yaml;
 
-pub use diff::{diff, diff_from, Change, ChangeOp};
+pub use diff::{diff, diff_from, diff_values, Change, ChangeOp};
 pub use dns::{Dns, MAX_DNS_REFRESH, MIN_DNS_REFRESH};
 pub use errors::{ConfigError, ConfigErrors, ProblemKind};
 pub use lifecycle::{OutlierDetection, SuccessRate};
