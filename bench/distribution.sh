@@ -11,6 +11,9 @@
 # 3. A config of U upstreams (default 10,000; 3 backends and a route each)
 #    pushed to a real isame-lb: time from the write to its ACK, bytes of the
 #    snapshot on the wire, and the data plane's memory before and after.
+# 4. The same config with an upstream `web`: one weight change per version
+#    to 100 fanout subscribers, as whole snapshots and then as deltas
+#    (`fanout --deltas`): write -> all ACKed and bytes sent per node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,3 +108,15 @@ echo "PUT /config ($(($(wc -c < "$WORK/big.yaml") / 1024)) KiB YAML): $(( (commi
 echo "snapshot on the wire: $(( $(stat -c %s "$WORK/lb-cache/snapshot.bin") / 1024 )) KiB (the cached snapshot: protobuf envelope, config as JSON)"
 echo "isame-lb serving it: VmRSS $(rss $LB_PID)"
 echo "control plane: VmRSS $(rss $CP_PID)"
+
+echo "== one weight change in the $UPSTREAMS-upstream config, 100 nodes: whole snapshots, then deltas"
+kill "$LB_PID" 2>/dev/null || true
+wait "$LB_PID" 2>/dev/null || true
+{ sed -n '1,2p' "$WORK/big.yaml"; echo "  - name: web"; echo "    backends: [http://127.0.0.1:3001, http://127.0.0.1:3002]"; sed -n '3,$p' "$WORK/big.yaml"; } >"$WORK/big-web.yaml"
+[ "$(put "$WORK/big-web.yaml")" = 200 ] || { cat "$WORK/put.out"; exit 1; }
+for mode in "" --deltas; do
+    echo "-- fanout ${mode:-(whole snapshots)}"
+    CP_PID=$CP_PID "$FANOUT" --api "$API" --grpc "$GRPC" --token "$TOKEN" --nodes 100 --versions 10 $mode \
+        | grep -v '^subscribed'
+    sleep 1
+done

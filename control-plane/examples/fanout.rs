@@ -9,8 +9,9 @@
 //! address i mod n) while the writes go to `--api`: the figures then
 //! include the way from one replica to the others. `--deltas` makes the
 //! subscribers say they apply deltas, so that each change after the first
-//! snapshot travels as one; the bytes sent per push, by kind, are printed
-//! from the control plane's metrics at the end.
+//! snapshot travels as one; the pushes made while the versions were
+//! committed, and their average size, are printed by kind from the control
+//! plane's metrics.
 
 use http::{Method, Request};
 use http_body_util::Full;
@@ -189,6 +190,7 @@ async fn main() {
         have[id] = have[id].max(v);
     }
     println!("subscribed: {} nodes", a.nodes);
+    let (_, before) = rest(&a, Method::GET, "/metrics", String::new()).await;
     if let Ok(pid) = std::env::var("CP_PID") {
         let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
@@ -243,11 +245,12 @@ async fn main() {
     );
     let (_, metrics) = rest(&a, Method::GET, "/metrics", String::new()).await;
     for kind in ["full", "delta"] {
-        let pushes = metric(&metrics, "isame_cp_pushes_total", kind);
-        let bytes = metric(&metrics, "isame_cp_push_bytes_total", kind);
+        let since = |name| metric(&metrics, name, kind) - metric(&before, name, kind);
+        let pushes = since("isame_cp_pushes_total");
+        let bytes = since("isame_cp_push_bytes_total");
         if pushes > 0.0 {
             println!(
-                "  {kind:>5} pushes: {pushes:.0}, {:.0} bytes each on average",
+                "  {kind:>5} pushes during the versions: {pushes:.0}, {:.0} bytes each on average",
                 bytes / pushes
             );
         }

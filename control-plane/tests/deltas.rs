@@ -123,6 +123,50 @@ async fn a_node_that_reads_deltas_gets_them_and_the_whole_snapshot_when_it_asks(
     cp.stop().await;
 }
 
+#[tokio::test]
+async fn resyncs_take_from_the_report_budget() {
+    let cp = start().await;
+    seed(&cp).await;
+    let mut d = Subscriber::connect_with_deltas(cp.cp.grpc_addr, ADMIN, "dp-greedy", &[])
+        .await
+        .expect("subscribe");
+    expect_full(d.push().await);
+    // Each Resync would cost a whole snapshot: a node that keeps asking
+    // is cut off like any other flood, however many snapshots it is owed.
+    for _ in 0..60 {
+        if d.to_cp
+            .send(pb::NodeMessage {
+                kind: Some(Kind::Resync(pb::Resync {
+                    version: 1,
+                    reason: "again".into(),
+                })),
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // The stream ends: with RESOURCE_EXHAUSTED when there is room left in
+    // its queue for the status (the snapshots it asked for may fill it; the
+    // control plane never waits on a node it is cutting off).
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), d.from_cp.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => break,
+            Ok(Err(status)) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                break;
+            }
+            Err(_) => panic!("the stream of a node that floods with resyncs stays open"),
+        }
+    }
+    let metrics = cp.get("/metrics").await.text();
+    let resyncs = counter(&metrics, "isame_cp_resyncs_total ");
+    assert!((15..=25).contains(&resyncs), "{resyncs} resyncs answered");
+    cp.stop().await;
+}
+
 const POLICY: &str = r#"{
   "stages": [
     {"name": "canary", "selector": {"stage": "canary"}, "bake": "1h"},

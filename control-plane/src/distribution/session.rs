@@ -247,8 +247,9 @@ pub async fn run(
                     let now = Instant::now();
                     quiet.as_mut().reset(now + d.options.node_timeout);
                     // An ACK or NACK that answers a snapshot this side sent
-                    // is free; anything else takes from the report budget.
-                    let answer = matches!(msg.kind, Some(In::Ack(_) | In::Nack(_) | In::Resync(_)));
+                    // is free; anything else takes from the report budget,
+                    // a Resync too (each one costs a whole snapshot).
+                    let answer = matches!(msg.kind, Some(In::Ack(_) | In::Nack(_)));
                     if answer && s.owed > 0 {
                         s.owed -= 1;
                     } else {
@@ -260,6 +261,7 @@ pub async fn run(
                         tokens -= 1.0;
                     }
                     if let Some(In::Resync(r)) = &msg.kind {
+                        d.ledger.record(&s.node, NodeUpdate::Seen);
                         let plan = plans.borrow().clone();
                         if let Err(end) = s.resync(r, &plan).await {
                             break 'session end;
