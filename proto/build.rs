@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         // Carries a private key: its Debug is written by hand, redacted.
         .skip_debug(["isame.v1.StoredCertificate"])
+        // A version's config, shared by reference between the streams
+        // that send it instead of copied per node.
+        .bytes(".isame.v1.Snapshot.config_json")
         .compile_fds(fds)?;
     Ok(())
 }

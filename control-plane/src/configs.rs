@@ -54,7 +54,7 @@ fn fields_used(doc: &serde_json::Value) -> Arc<[String]> {
 fn snapshot_of(
     version: u64,
     hash: &str,
-    json: &str,
+    json: Bytes,
     bound: &BTreeMap<String, String>,
     materials: &[Material],
 ) -> Result<Arc<pb::Snapshot>, StoreError> {
@@ -77,7 +77,7 @@ fn snapshot_of(
     Ok(Arc::new(pb::Snapshot {
         version,
         hash: hash.to_owned(),
-        config_json: json.to_owned(),
+        config_json: json,
         certificates,
         newest_version: version,
     }))
@@ -383,13 +383,22 @@ impl Configs {
         };
         let used = fields_used(&new_value);
         drop(new_value);
+        // One buffer for the version's JSON: what readers get and what
+        // every node's snapshot carries.
+        let json = Bytes::from(text);
         let next = Current {
             version,
             fields_used: used,
-            snapshot: Some(snapshot_of(version, &hash, &text, &bound, &materials)?),
+            snapshot: Some(snapshot_of(
+                version,
+                &hash,
+                json.clone(),
+                &bound,
+                &materials,
+            )?),
             config: Some(model),
             hash,
-            json: Bytes::from(text),
+            json,
             committed_at: None,
             certificates: bound,
             wire: Default::default(),
@@ -551,6 +560,7 @@ async fn current_of(
     let doc: serde_json::Value = serde_json::from_str(&rec.config)
         .map_err(|e| StoreError::Corrupt(format!("version {} is not JSON: {e}", rec.version)))?;
     let (config, problems) = Config::from_value_lenient(&doc);
+    let json = Bytes::from(rec.config);
     if !problems.is_empty() {
         tracing::warn!(
             version = rec.version,
@@ -570,13 +580,13 @@ async fn current_of(
         snapshot: Some(snapshot_of(
             rec.version,
             &rec.hash,
-            &rec.config,
+            json.clone(),
             &rec.certificates,
             &materials,
         )?),
         config: Some(Arc::new(config)),
         hash: rec.hash,
-        json: Bytes::from(rec.config),
+        json,
         committed_at: None,
         certificates: rec.certificates,
         wire: Default::default(),

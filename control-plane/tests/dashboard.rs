@@ -313,7 +313,9 @@ impl FakeNode {
 }
 
 async fn apply(s: &Subscriber, snap: &pb::Snapshot, refuse: Option<&str>, unhealthy: &[&str]) {
-    let config = isame_proto::Config::from_json(&snap.config_json).expect("a valid config");
+    let config =
+        isame_proto::Config::from_json(std::str::from_utf8(&snap.config_json).expect("UTF-8"))
+            .expect("a valid config");
     let upstreams = config.upstreams.as_slice();
     let bad = refuse.and_then(|r| {
         upstreams.iter().find_map(|u| {

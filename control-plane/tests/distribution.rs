@@ -20,7 +20,9 @@ async fn snapshots_acks_and_the_ledger() {
     let s = node.snapshot().await;
     assert_eq!(s.version, 1, "the newest version comes at once");
     assert_eq!(s.hash, cp.get("/api/v1/versions/1").await.json()["hash"]);
-    let config = isame_proto::Config::from_json(&s.config_json).expect("valid");
+    let config =
+        isame_proto::Config::from_json(std::str::from_utf8(&s.config_json).expect("UTF-8"))
+            .expect("valid");
     assert_eq!(config.upstreams[0].name, "web");
     node.ack(1).await;
     let n = wait_node(&cp, "dp-1", |n| n["version"] == 1).await;

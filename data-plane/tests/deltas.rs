@@ -105,7 +105,7 @@ async fn in_step(cp: SocketAddr, node: &Node, cache_dir: &std::path::Path, v: u6
                 .iter()
                 .map(|s| (s.name.clone(), s.id.clone()))
                 .collect();
-            assert_eq!(content_hash(c.config_json.as_bytes(), &ids), hash);
+            assert_eq!(content_hash(&c.config_json, &ids), hash);
             return proxy;
         }
         assert!(tokio::time::Instant::now() < deadline, "cache of {v}");
@@ -215,17 +215,21 @@ fn snapshot(version: u64, json: &str) -> pb::Snapshot {
     pb::Snapshot {
         version,
         hash: content_hash(json.as_bytes(), &BTreeMap::new()),
-        config_json: json.to_owned(),
+        config_json: json.to_owned().into(),
         certificates: Vec::new(),
         newest_version: version,
     }
 }
 
+fn text(s: &pb::Snapshot) -> &str {
+    std::str::from_utf8(&s.config_json).expect("UTF-8")
+}
+
 /// The delta from `a` to `b`, as the control plane makes it.
 fn delta(a: &pb::Snapshot, b: &pb::Snapshot) -> pb::Delta {
-    let (resources, removed) = Document::split(&a.config_json)
+    let (resources, removed) = Document::split(text(a))
         .expect("a")
-        .diff(&Document::split(&b.config_json).expect("b"))
+        .diff(&Document::split(text(b)).expect("b"))
         .expect("a delta");
     pb::Delta {
         version: b.version,

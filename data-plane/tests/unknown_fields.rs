@@ -17,7 +17,7 @@ fn snapshot(version: u64, json: String) -> pb::Snapshot {
     pb::Snapshot {
         version,
         hash: format!("hash-{version}"),
-        config_json: json,
+        config_json: json.into(),
         certificates: Vec::new(),
         newest_version: version,
     }

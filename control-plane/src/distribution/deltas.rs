@@ -124,7 +124,7 @@ mod tests {
             snapshot: Some(Arc::new(pb::Snapshot {
                 version: v,
                 hash,
-                config_json: json.to_owned(),
+                config_json: json.to_owned().into(),
                 certificates: certificates
                     .iter()
                     .map(|(name, id)| pb::StoredCertificate {

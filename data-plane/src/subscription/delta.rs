@@ -23,7 +23,8 @@ impl Received {
     /// What a whole snapshot leaves; `None` when its config cannot be read
     /// in pieces (a delta to it is then answered with a resync).
     pub(super) fn of(s: &pb::Snapshot) -> Option<Received> {
-        let doc = Document::split(&s.config_json).ok()?;
+        let text = std::str::from_utf8(&s.config_json).ok()?;
+        let doc = Document::split(text).ok()?;
         Some(Received::with(s, doc))
     }
 
@@ -91,7 +92,7 @@ pub(super) fn rebuild(
     let snapshot = pb::Snapshot {
         version: d.version,
         hash,
-        config_json: json,
+        config_json: json.into(),
         certificates: certs.into_values().collect(),
         newest_version: d.newest_version,
     };
@@ -124,7 +125,7 @@ mod tests {
         pb::Snapshot {
             version: v,
             hash: content_hash(json.as_bytes(), &ids),
-            config_json: json.into(),
+            config_json: json.to_owned().into(),
             certificates,
             newest_version: v,
         }
@@ -135,9 +136,14 @@ mod tests {
 
     /// The delta the control plane would send from `a` to `b`.
     fn delta(a: &pb::Snapshot, b: &pb::Snapshot) -> pb::Delta {
-        let (resources, removed) = Document::split(&a.config_json)
+        let text = |s: &pb::Snapshot| {
+            std::str::from_utf8(&s.config_json)
+                .expect("UTF-8")
+                .to_owned()
+        };
+        let (resources, removed) = Document::split(&text(a))
             .expect("a")
-            .diff(&Document::split(&b.config_json).expect("b"))
+            .diff(&Document::split(&text(b)).expect("b"))
             .expect("a delta");
         let had: BTreeMap<_, _> = a.certificates.iter().map(|c| (&c.name, &c.id)).collect();
         let has: BTreeMap<_, _> = b.certificates.iter().map(|c| (&c.name, &c.id)).collect();

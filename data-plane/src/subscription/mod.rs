@@ -284,9 +284,11 @@ impl Inner {
                 "the snapshot carries no config_json (the control plane predates this node's wire format)",
             ));
         }
+        let json = std::str::from_utf8(&snapshot.config_json)
+            .map_err(|e| ConfigErrors::one("", format!("config_json is not UTF-8: {e}")))?;
         // The same strict reader as `isame-lb validate`: a field this build
         // does not know is refused with its path, never dropped.
-        let mut config = Config::from_json(&snapshot.config_json)?;
+        let mut config = Config::from_json(json)?;
         let mut proxy = self.proxy.lock().await;
         let cert_files = self
             .certs
