@@ -3,13 +3,13 @@
 //! asks for the whole snapshot when a delta does not apply.
 
 use common::scripted::ScriptedCp;
-use common::subscribe::{api, control_plane, options};
+use common::subscribe::{api, control_plane, name_via, options, serving};
 use http::Method;
 use isame_data_plane::subscription::{cache, Node};
 use isame_proto::delta::{content_hash, Document};
 use isame_proto::pb;
 use isame_proto::pb::node_message::Kind as In;
-use isame_testkit::{Backend, Client};
+use isame_testkit::Backend;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -30,33 +30,6 @@ fn config(n: usize, backend: &Backend, web_backend: &Backend, reversed: bool) ->
         web_backend.url(),
         ups.concat()
     )
-}
-
-async fn serving(node: &Node, v: u64) -> SocketAddr {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if node.state().version.load(Ordering::SeqCst) == v {
-            if let Some((proxy, _)) = *node.serving().borrow() {
-                return proxy;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node never served version {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn name_via(proxy: SocketAddr) -> String {
-    let r = Client::http1(proxy)
-        .await
-        .expect("connect")
-        .get("/")
-        .await
-        .expect("reply");
-    assert_eq!(r.status, 200);
-    r.headers["x-backend"].to_str().expect("name").to_owned()
 }
 
 /// The control plane's hash of its newest version.
@@ -82,6 +55,16 @@ async fn pushes(cp: SocketAddr, kind: &str) -> (u64, u64) {
         read("isame_cp_pushes_total"),
         read("isame_cp_push_bytes_total"),
     )
+}
+
+/// Sets the weight of `u7`'s backend.
+async fn weight(cp: SocketAddr, backend: &Backend, w: u32) {
+    let path = format!(
+        "/api/v1/upstreams/u7/backends/{}",
+        backend.url().trim_start_matches("http://")
+    );
+    let r = api(cp, Method::PATCH, &path, &format!("weight: {w}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 /// Waits until the node serves `v` and checks that it serves, and caches,
@@ -139,17 +122,7 @@ async fn changes_travel_as_deltas_and_the_node_serves_the_control_planes_version
     assert!(full_bytes > 20_000, "the whole config: {full_bytes} bytes");
 
     // One backend's weight: one upstream travels.
-    let r = api(
-        cp.api_addr,
-        Method::PATCH,
-        &format!(
-            "/api/v1/upstreams/u7/backends/{}",
-            a.url().trim_start_matches("http://")
-        ),
-        "weight: 5",
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    weight(cp.api_addr, &a, 5).await;
     in_step(cp.api_addr, &node, &cache_dir, 2).await;
     let (deltas, delta_bytes) = pushes(cp.api_addr, "delta").await;
     assert_eq!(deltas, 1);
@@ -194,17 +167,7 @@ async fn changes_travel_as_deltas_and_the_node_serves_the_control_planes_version
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let r = api(
-        cp.api_addr,
-        Method::PATCH,
-        &format!(
-            "/api/v1/upstreams/u7/backends/{}",
-            a.url().trim_start_matches("http://")
-        ),
-        "weight: 6",
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    weight(cp.api_addr, &a, 6).await;
     in_step(cp.api_addr, &node, &cache_dir, 5).await;
     assert_eq!(pushes(cp.api_addr, "delta").await.0, 3);
     node.shutdown().await;

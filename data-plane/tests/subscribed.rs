@@ -12,41 +12,13 @@ use std::time::Duration;
 
 mod common;
 
-use common::subscribe::{api, control_plane, options, TOKEN};
+use common::subscribe::{api, control_plane, name_via, options, serving, TOKEN};
 
 fn config(backend: &Backend) -> String {
     format!(
         "upstreams:\n  - name: web\n    backends: [{}]\nhealth:\n  enabled: false\nretry:\n  enabled: false\ncircuit_breaker:\n  enabled: false\n",
         backend.url()
     )
-}
-
-/// Waits until the node serves version `v`; returns its proxy address.
-async fn serving(node: &Node, v: u64) -> SocketAddr {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if node.state().version.load(Ordering::SeqCst) == v {
-            if let Some((proxy, _)) = *node.serving().borrow() {
-                return proxy;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node never served version {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn name_via(proxy: SocketAddr) -> String {
-    let r = Client::http1(proxy)
-        .await
-        .expect("connect")
-        .get("/")
-        .await
-        .expect("reply");
-    assert_eq!(r.status, 200);
-    r.headers["x-backend"].to_str().expect("name").to_owned()
 }
 
 /// Waits until the ledger satisfies `ok`.

@@ -60,3 +60,37 @@ pub fn options(cp: SocketAddr, id: &str, cache: Option<PathBuf>) -> subscription
         tls: None,
     }
 }
+
+/// Waits until `node` serves version `v`; returns its proxy address.
+pub async fn serving(node: &subscription::Node, v: u64) -> SocketAddr {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if node
+            .state()
+            .version
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == v
+        {
+            if let Some((proxy, _)) = *node.serving().borrow() {
+                return proxy;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node never served version {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The backend (`x-backend`) that answers `GET /` through `proxy`.
+pub async fn name_via(proxy: SocketAddr) -> String {
+    let r = Client::http1(proxy)
+        .await
+        .expect("connect")
+        .get("/")
+        .await
+        .expect("reply");
+    assert_eq!(r.status, 200);
+    r.headers["x-backend"].to_str().expect("name").to_owned()
+}
